@@ -1,0 +1,435 @@
+"""Weight-only low-bit matmul for decode (GEMV, M=1) and small batches: int4, int2 and ternary trit-planes.
+
+Formats (a weight is ``[N, K]``, out x in, as in ``nn.Linear``):
+
+- **int4 / int2**, asymmetric, group-wise along K: group ``g`` of row ``n`` stores a scale ``s`` and a
+  zero point ``z`` (both in the activation dtype; ``z`` in quantized units, so it may be fractional
+  after rounding to that dtype). A code ``q`` in ``[0, 2^bits)`` means ``(q - z) * s``.
+- **ternary trit-planes** (PTQTP's 2 x 1.58-bit form): ``W ~ sum_p alpha_p * T_p`` with each
+  ``T_p`` in ``{-1, 0, 1}`` and one ``alpha_p`` per row and group; a trit ``t`` is stored as the
+  2-bit code ``t + 1``. Planes are found greedily on the residual (TWN threshold ``0.7 mean|r|``).
+
+Packing: codes of ``bits`` bits, ``32 / bits`` per int32 word, consecutive along K; code ``k`` sits
+at bit ``(k % (32/bits)) * bits`` of word ``k // (32/bits)``. Packed weights are ``[P, N, K*bits/32]``
+int32 (``P`` planes; 1 for int4/int2), scales and zeros ``[P, N, K/G]``.
+
+The kernel for M=1 multiplies codes by the input and applies the scale and zero once per group:
+``y_n = sum_g s_ng (sum_{k in g} q_nk x_k - z_ng sum_{k in g} x_k)``. For M>1 it dequantizes a
+weight tile to the activation dtype and uses the tensor cores, so each weight byte is read once for
+up to BLOCK_M rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+
+from kernels._common import HAVE_TRITON, interpreting, use_triton
+
+if HAVE_TRITON:
+    import triton
+    import triton.language as tl
+
+    from kernels._common import mma
+
+__all__ = [
+    "QuantizedWeight",
+    "QuantizedLinear",
+    "pack_codes",
+    "unpack_codes",
+    "quantize_groupwise",
+    "quantize_ternary",
+    "dequantize",
+    "quant_matmul",
+    "quant_matmul_reference",
+    "replace_linear",
+]
+
+Scheme = Literal["int4", "int2", "ternary"]
+
+
+def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """``[..., K]`` integer codes in ``[0, 2^bits)`` -> ``[..., K*bits/32]`` int32 words."""
+    if bits not in (1, 2, 4, 8):
+        raise ValueError(f"bits must be 1, 2, 4 or 8; got {bits}")
+    per_word = 32 // bits
+    if codes.shape[-1] % per_word:
+        raise ValueError(
+            f"last dim {codes.shape[-1]} must be a multiple of {per_word} for {bits}-bit packing"
+        )
+    c = codes.to(torch.int64)
+    if c.numel() and (int(c.min()) < 0 or int(c.max()) >= (1 << bits)):
+        raise ValueError(f"codes must lie in [0, {1 << bits}) for {bits}-bit packing")
+    c = c.reshape(*codes.shape[:-1], -1, per_word)
+    shifts = torch.arange(per_word, device=codes.device, dtype=torch.int64) * bits
+    words = (c << shifts).sum(-1)
+    # two's complement view of the unsigned 32-bit word
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+
+
+def unpack_codes(words: torch.Tensor, bits: int) -> torch.Tensor:
+    """Inverse of :func:`pack_codes`: ``[..., W]`` int32 -> ``[..., W*32/bits]`` uint8 codes."""
+    per_word = 32 // bits
+    shifts = torch.arange(per_word, device=words.device, dtype=torch.int64) * bits
+    codes = (words.to(torch.int64)[..., None] >> shifts) & ((1 << bits) - 1)
+    return codes.reshape(*words.shape[:-1], -1).to(torch.uint8)
+
+
+@dataclasses.dataclass
+class QuantizedWeight:
+    """A packed ``[N, K]`` weight: ``packed [P, N, K*bits/32]`` int32, scales and zeros ``[P, N, K/G]``."""
+
+    packed: torch.Tensor
+    scales: torch.Tensor
+    zeros: torch.Tensor | None
+    bits: int
+    group_size: int
+    n: int
+    k: int
+    scheme: Scheme
+
+    @property
+    def planes(self) -> int:
+        return self.packed.shape[0]
+
+    def nbytes(self) -> int:
+        extra = self.zeros.numel() * self.zeros.element_size() if self.zeros is not None else 0
+        return self.packed.numel() * 4 + self.scales.numel() * self.scales.element_size() + extra
+
+    def to(self, device: torch.device | str) -> QuantizedWeight:
+        return dataclasses.replace(
+            self,
+            packed=self.packed.to(device),
+            scales=self.scales.to(device),
+            zeros=None if self.zeros is None else self.zeros.to(device),
+        )
+
+
+def _check_weight(w: torch.Tensor, group_size: int, per_word: int) -> None:
+    if w.dim() != 2:
+        raise ValueError(f"weight must be 2-d [N, K]; got shape {tuple(w.shape)}")
+    if group_size < per_word or group_size & (group_size - 1):
+        raise ValueError(f"group_size must be a power of two >= {per_word}; got {group_size}")
+    if w.shape[1] % group_size:
+        raise ValueError(f"in_features {w.shape[1]} must be a multiple of group_size {group_size}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("weight contains NaN or Inf")
+
+
+def quantize_groupwise(
+    w: torch.Tensor, bits: int = 4, group_size: int = 128, dtype: torch.dtype | None = None
+) -> QuantizedWeight:
+    """Asymmetric min/max quantization of ``w [N, K]`` to int4 or int2, one scale and zero per group."""
+    if bits not in (2, 4):
+        raise ValueError(f"bits must be 4 or 2; got {bits}")
+    _check_weight(w, group_size, 32 // bits)
+    dtype = dtype or (w.dtype if w.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16)
+    n, k = w.shape
+    g = w.float().reshape(n, k // group_size, group_size)
+    lo = g.amin(-1).clamp(max=0.0)
+    hi = g.amax(-1).clamp(min=0.0)
+    qmax = (1 << bits) - 1
+    scale = ((hi - lo) / qmax).clamp(min=1e-8)
+    zero = (-lo / scale).round().clamp(0, qmax)
+    codes = (g / scale[..., None] + zero[..., None]).round().clamp(0, qmax).to(torch.uint8).reshape(n, k)
+    return QuantizedWeight(
+        pack_codes(codes, bits)[None],
+        scale.to(dtype)[None],
+        zero.to(dtype)[None],
+        bits,
+        group_size,
+        n,
+        k,
+        "int4" if bits == 4 else "int2",
+    )
+
+
+def quantize_ternary(
+    w: torch.Tensor, planes: int = 2, group_size: int = 128, dtype: torch.dtype | None = None
+) -> QuantizedWeight:
+    """Greedy trit-plane decomposition ``W ~ sum_p alpha_p T_p`` with one alpha per row, group and plane."""
+    if planes < 1 or planes > 4:
+        raise ValueError(f"planes must be between 1 and 4; got {planes}")
+    _check_weight(w, group_size, 16)
+    dtype = dtype or (w.dtype if w.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16)
+    n, k = w.shape
+    r = w.float().reshape(n, k // group_size, group_size).clone()
+    packed, alphas = [], []
+    for _ in range(planes):
+        delta = 0.7 * r.abs().mean(-1, keepdim=True)
+        t = torch.sign(r) * (r.abs() > delta)
+        count = t.abs().sum(-1).clamp(min=1)
+        alpha = ((r * t).sum(-1) / count).to(dtype)
+        r = r - alpha.float()[..., None] * t
+        packed.append(pack_codes((t + 1).to(torch.uint8).reshape(n, k), 2))
+        alphas.append(alpha)
+    return QuantizedWeight(torch.stack(packed), torch.stack(alphas), None, 2, group_size, n, k, "ternary")
+
+
+def dequantize(qw: QuantizedWeight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The ``[N, K]`` weight that ``qw`` stands for."""
+    codes = (
+        unpack_codes(qw.packed, qw.bits)
+        .float()
+        .reshape(qw.planes, qw.n, qw.k // qw.group_size, qw.group_size)
+    )
+    zero = qw.zeros.float()[..., None] if qw.zeros is not None else 1.0
+    w = ((codes - zero) * qw.scales.float()[..., None]).sum(0)
+    return w.reshape(qw.n, qw.k).to(dtype)
+
+
+def quant_matmul_reference(
+    x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    y = x.float() @ dequantize(qw, torch.float32).t()
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def _qmm_kernel(
+        X,
+        WP,
+        S,
+        Z,
+        B,
+        Y,
+        M,
+        N,
+        K,
+        stride_xm,
+        stride_wp,
+        stride_wn,
+        stride_sp,
+        stride_sn,
+        stride_ym,
+        BITS: tl.constexpr,
+        PLANES: tl.constexpr,
+        HAS_ZERO: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
+        GROUP: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
+        PER_WORD: tl.constexpr = 32 // BITS
+        WORDS: tl.constexpr = BLOCK_K // PER_WORD
+        NG: tl.constexpr = BLOCK_K // GROUP
+        pid_n = tl.program_id(0)
+        pid_m = tl.program_id(1)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        n_mask = offs_n < N
+        shifts = tl.arange(0, PER_WORD) * BITS
+        words_total = K // PER_WORD
+        groups_total = K // GROUP
+        if BLOCK_M == 1:
+            acc = tl.zeros([BLOCK_N], tl.float32)
+        else:
+            acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            offs_w = k0 // PER_WORD + tl.arange(0, WORDS)
+            offs_g = k0 // GROUP + tl.arange(0, NG)
+            w_mask = n_mask[:, None] & (offs_w[None, :] < words_total)
+            g_mask = n_mask[:, None] & (offs_g[None, :] < groups_total)
+            if BLOCK_M == 1:
+                x = tl.load(X + pid_m * stride_xm + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
+                x_sum = tl.sum(tl.reshape(x, [NG, GROUP]), 1)
+            else:
+                x = tl.load(
+                    X + offs_m[:, None] * stride_xm + offs_k[None, :],
+                    mask=(offs_m[:, None] < M) & (offs_k[None, :] < K),
+                    other=0.0,
+                )
+            for p in tl.static_range(PLANES):
+                words = tl.load(
+                    WP + p * stride_wp + offs_n[:, None] * stride_wn + offs_w[None, :], mask=w_mask, other=0
+                )
+                codes = ((words[:, :, None] >> shifts[None, None, :]) & ((1 << BITS) - 1)).to(tl.float32)
+                codes = tl.reshape(codes, [BLOCK_N, NG, GROUP])
+                s = tl.load(
+                    S + p * stride_sp + offs_n[:, None] * stride_sn + offs_g[None, :], mask=g_mask, other=0.0
+                ).to(tl.float32)
+                if HAS_ZERO:
+                    z = tl.load(
+                        Z + p * stride_sp + offs_n[:, None] * stride_sn + offs_g[None, :],
+                        mask=g_mask,
+                        other=0.0,
+                    ).to(tl.float32)
+                else:
+                    z = tl.full([BLOCK_N, NG], 1.0, tl.float32)
+                if BLOCK_M == 1:
+                    qx = tl.sum(codes * tl.reshape(x, [1, NG, GROUP]), 2)
+                    acc += tl.sum(s * (qx - z * x_sum[None, :]), 1)
+                else:
+                    w = tl.reshape((codes - z[:, :, None]) * s[:, :, None], [BLOCK_N, BLOCK_K])
+                    acc += mma(x, tl.trans(w.to(x.dtype)))
+        if HAS_BIAS:
+            bias = tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+            if BLOCK_M == 1:
+                acc += bias
+            else:
+                acc += bias[None, :]
+        if BLOCK_M == 1:
+            tl.store(Y + pid_m * stride_ym + offs_n, acc.to(Y.dtype.element_ty), mask=n_mask)
+        else:
+            tl.store(
+                Y + offs_m[:, None] * stride_ym + offs_n[None, :],
+                acc.to(Y.dtype.element_ty),
+                mask=(offs_m[:, None] < M) & (offs_n[None, :] < N),
+            )
+
+
+def _launch_config(m: int, qw: QuantizedWeight) -> tuple[int, int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)."""
+    g = qw.group_size
+    if interpreting():
+        return (1 if m == 1 else 16), 16, max(g, 32), 4, 1
+    if m == 1:
+        block_k = max(g, 512 if qw.bits == 2 else 256)
+        return 1, 16, block_k, 4, 3
+    return 16, 64, max(g, 128), 4, 3
+
+
+def quant_matmul(
+    x: torch.Tensor,
+    qw: QuantizedWeight,
+    bias: torch.Tensor | None = None,
+    config: tuple[int, int, int, int, int] | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x [M, K] @ W^T`` with ``W`` the low-bit weight ``qw``; returns ``[M, N]`` in ``x``'s dtype."""
+    if x.dim() != 2 or x.shape[1] != qw.k:
+        raise ValueError(f"x must be [M, {qw.k}]; got {tuple(x.shape)}")
+    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"x dtype {x.dtype} is not supported (fp16, bf16, fp32)")
+    if bias is not None and bias.shape != (qw.n,):
+        raise ValueError(f"bias must be [{qw.n}]; got {tuple(bias.shape)}")
+    tensors = [x, qw.packed, qw.scales] + ([qw.zeros] if qw.zeros is not None else [])
+    m = x.shape[0]
+    if out is not None and (out.shape != (m, qw.n) or out.dtype != x.dtype or out.stride(1) != 1):
+        raise ValueError(f"out must be a {x.dtype} tensor of shape ({m}, {qw.n}) with unit column stride")
+    if not use_triton("kernels.quant_gemv", *tensors):
+        y = quant_matmul_reference(x, qw, bias)
+        return y if out is None else out.copy_(y)
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    block_m, block_n, block_k, warps, stages = config or _launch_config(m, qw)
+    y = torch.empty((m, qw.n), device=x.device, dtype=x.dtype) if out is None else out
+    z = qw.zeros if qw.zeros is not None else qw.scales
+    grid = (triton.cdiv(qw.n, block_n), triton.cdiv(m, block_m))
+    _qmm_kernel[grid](
+        x,
+        qw.packed,
+        qw.scales,
+        z,
+        bias if bias is not None else qw.scales,
+        y,
+        m,
+        qw.n,
+        qw.k,
+        x.stride(0),
+        qw.packed.stride(0),
+        qw.packed.stride(1),
+        qw.scales.stride(0),
+        qw.scales.stride(1),
+        y.stride(0),
+        BITS=qw.bits,
+        PLANES=qw.planes,
+        HAS_ZERO=qw.zeros is not None,
+        HAS_BIAS=bias is not None,
+        GROUP=qw.group_size,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        num_warps=warps,
+        num_stages=stages,
+    )
+    return y
+
+
+class QuantizedLinear(torch.nn.Module):
+    """A drop-in ``nn.Linear`` whose weight is packed int4, int2 or ternary trit-planes."""
+
+    def __init__(self, qw: QuantizedWeight, bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.in_features = qw.k
+        self.out_features = qw.n
+        self.scheme = qw.scheme
+        self.bits = qw.bits
+        self.group_size = qw.group_size
+        self.register_buffer("packed", qw.packed)
+        self.register_buffer("scales", qw.scales)
+        self.register_buffer("zeros", qw.zeros)
+        self.register_buffer("bias", bias)
+
+    @classmethod
+    def from_linear(
+        cls, linear: torch.nn.Linear, scheme: Scheme = "int4", group_size: int = 128, planes: int = 2
+    ) -> QuantizedLinear:
+        w = linear.weight.detach()
+        if scheme == "int4":
+            qw = quantize_groupwise(w, 4, group_size)
+        elif scheme == "int2":
+            qw = quantize_groupwise(w, 2, group_size)
+        elif scheme == "ternary":
+            qw = quantize_ternary(w, planes, group_size)
+        else:
+            raise ValueError(f"unknown scheme {scheme!r} (int4, int2, ternary)")
+        bias = linear.bias.detach().to(qw.scales.dtype) if linear.bias is not None else None
+        return cls(qw, bias)
+
+    @property
+    def weight(self) -> QuantizedWeight:
+        return QuantizedWeight(
+            self.packed,
+            self.scales,
+            self.zeros,
+            self.bits,
+            self.group_size,
+            self.out_features,
+            self.in_features,
+            self.scheme,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        y = quant_matmul(x.reshape(-1, self.in_features).to(self.scales.dtype), self.weight, self.bias)
+        return y.reshape(*lead, self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme}, "
+            f"group_size={self.group_size}"
+        )
+
+
+def replace_linear(
+    model: torch.nn.Module,
+    scheme: Scheme = "int4",
+    group_size: int = 128,
+    planes: int = 2,
+    skip: tuple[str, ...] = ("lm_head",),
+) -> int:
+    """Swap every ``nn.Linear`` in ``model`` (names ending in ``skip`` excepted) for a ``QuantizedLinear``.
+
+    Layers whose in_features are not a multiple of ``group_size`` stay as they are. Returns the count.
+    """
+    swapped = 0
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if (
+                type(child) is torch.nn.Linear
+                and not full.endswith(skip)
+                and child.in_features % group_size == 0
+            ):
+                setattr(module, child_name, QuantizedLinear.from_linear(child, scheme, group_size, planes))
+                swapped += 1
+    return swapped
