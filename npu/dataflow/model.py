@@ -1,0 +1,403 @@
+"""Analytical performance and energy model of a cascade mapped onto a spatial accelerator.
+
+Everything is numpy arithmetic on broadcastable arrays, so one call evaluates any number of
+design points (array sizes, buffer sizes, bandwidths, sequence lengths) at once.
+
+Time. Each Einsum's work is (points of its iteration space) x (cycles per point on its array)
+/ (PEs of the array). A *stage* runs its 2D and 1D Einsums concurrently and lasts as long as the
+slower array; stages follow one another. Designs that do not interleave tiles pay a stall per
+tile (the 2D array waiting for the 1D array's result). Memory either overlaps the whole
+computation (``overlap="global"``: latency = max(compute, traffic / bandwidth)) or each stage
+(``"per_stage"``: the sum over stages of max(compute, its traffic / bandwidth), for an unfused
+design whose Einsums run one after another).
+
+Traffic. Inputs that carry the key rank M (K, V) are read once per block of query rows that
+the buffer holds (``operand_reuse="rows"``) or once per array-height block of rows
+(``"tile"``, no buffering of operands, FLAT's mapping); the others (Q) once, or once per
+array-width block of keys (``"tile"``). Intermediates stay in PE registers, go through the
+global buffer, or go through DRAM (unfused). A cascade of more than one pass must keep
+``live_fibers`` M-long fibers per row of a block of ``rows`` query rows; what does not fit in
+the buffer is spilled, costing ``spill_accesses`` DRAM accesses per score (see
+:mod:`npu.dataflow.passes`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+
+from npu.dataflow.arch import Arch, ModelShape
+from npu.dataflow.einsum import Cascade, Einsum, builtin_cascade
+from npu.dataflow.passes import PassReport, analyze_passes
+
+__all__ = ["ARRAY_METRICS", "Design", "Stage", "bottleneck", "compile_design", "evaluate", "linear_layers"]
+
+ArrayLike = float | int | np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    two_d: tuple[str, ...] = ()
+    one_d: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Design:
+    """A cascade, an architecture and a mapping (binding of Einsums to arrays, fusion, pipelining)."""
+
+    name: str
+    cascade: str
+    arch: Arch
+    stages: tuple[Stage, ...]
+    intermediates: Literal["registers", "buffer", "dram"] = "registers"
+    operand_reuse: Literal["rows", "tile"] = "rows"
+    overlap: Literal["global", "per_stage"] = "global"
+    stall_cycles_per_tile: int = 0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.intermediates not in ("registers", "buffer", "dram"):
+            raise ValueError(
+                f"Design.intermediates: expected registers, buffer or dram, got {self.intermediates!r}"
+            )
+        if self.operand_reuse not in ("rows", "tile"):
+            raise ValueError(f"Design.operand_reuse: expected rows or tile, got {self.operand_reuse!r}")
+        if self.overlap not in ("global", "per_stage"):
+            raise ValueError(f"Design.overlap: expected global or per_stage, got {self.overlap!r}")
+        if self.stall_cycles_per_tile < 0:
+            raise ValueError(f"Design.stall_cycles_per_tile: expected >= 0, got {self.stall_cycles_per_tile}")
+        compile_design(self)  # fail at construction on an unknown Einsum or an unsupported operation
+
+
+@dataclasses.dataclass(frozen=True)
+class _EinsumPlan:
+    einsum: Einsum
+    array: str
+    stage: int
+    cycles_per_point: int
+    energy_per_point: float  # operations, pJ
+    ops_per_point: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+    cascade: Cascade
+    passes: PassReport
+    plans: tuple[_EinsumPlan, ...]
+
+
+_COMPILED: dict[Design, _Compiled] = {}
+
+
+def compile_design(design: Design) -> _Compiled:
+    """Check the binding against the cascade and the arrays; cache the per-point costs."""
+    if design in _COMPILED:
+        return _COMPILED[design]
+    cascade = builtin_cascade(design.cascade)
+    passes = analyze_passes(cascade)
+    where: dict[str, tuple[str, int]] = {}
+    for i, st in enumerate(design.stages):
+        for array, names in (("2d", st.two_d), ("1d", st.one_d)):
+            for n in names:
+                cascade.einsum(n)  # raises on an unknown name
+                if n in where:
+                    raise ValueError(f"design {design.name!r}: Einsum {n!r} is bound twice")
+                where[n] = (array, i)
+    missing = [e.name for e in cascade.einsums if e.name not in where]
+    if missing:
+        raise ValueError(
+            f"design {design.name!r}: Einsums {', '.join(missing)} of cascade "
+            f"{cascade.name!r} are bound to no array"
+        )
+    plans = []
+    arch = design.arch
+    for e in cascade.einsums:
+        array, stage = where[e.name]
+        costs = arch.cycles(array)
+        ops = e.op_counts()
+        for op in ops:
+            if op not in costs:
+                raise ValueError(
+                    f"design {design.name!r}: Einsum {e.name} needs {op!r}, which the "
+                    f"{array.upper()} array of arch {arch.name!r} does not have"
+                )
+        per_op = [costs[op] for op, n in ops.items() for _ in range(n)]
+        cycles = (max(per_op) if arch.pipelined(array) else sum(per_op)) if per_op else 1
+        energy = sum(n * arch.energies.op(op) for op, n in ops.items())
+        plans.append(_EinsumPlan(e, array, stage, cycles, energy, sum(ops.values())))
+    out = _Compiled(cascade, passes, tuple(plans))
+    _COMPILED[design] = out
+    return out
+
+
+ARRAY_METRICS = (
+    "latency_s",
+    "compute_s",
+    "memory_s",
+    "busy_2d_s",
+    "busy_1d_s",
+    "stall_s",
+    "util_2d",
+    "util_1d",
+    "dram_bytes",
+    "energy_pj",
+    "energy_mac_2d_pj",
+    "energy_ops_pj",
+    "energy_reg_pj",
+    "energy_glb_pj",
+    "energy_dram_pj",
+    "buffer_bytes",
+    "buffer_occupancy",
+    "spill_fraction",
+    "rows_resident",
+)
+
+
+def _f(x: ArrayLike) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def evaluate(
+    design: Design, workload: Mapping[str, ArrayLike], arch: Mapping[str, ArrayLike] | None = None
+) -> dict[str, np.ndarray]:
+    """Latency, energy by component, utilization, buffer occupancy and DRAM traffic of attention.
+
+    ``workload`` holds the rank sizes ``B`` (batch), ``H`` (heads), ``M`` (keys), ``P`` (queries),
+    ``E``, ``F`` (head dims), and any other rank the cascade uses; ``arch`` overrides
+    :class:`Arch` numeric fields (``rows``, ``cols``, ``pes_1d``, ``clock_hz``, ``glb_bytes``,
+    ``glb_banks``, ``dram_bytes_per_s``) with scalars or arrays. All broadcast together.
+    """
+    comp = compile_design(design)
+    a = design.arch
+    over = dict(arch or {})
+    known = {"rows", "cols", "pes_1d", "clock_hz", "glb_bytes", "glb_banks", "dram_bytes_per_s"}
+    for k in over:
+        if k not in known:
+            raise ValueError(f"evaluate: unknown arch override {k!r} (known: {', '.join(sorted(known))})")
+    rows, cols, pes_1d = (
+        _f(over.get("rows", a.rows)),
+        _f(over.get("cols", a.cols)),
+        _f(over.get("pes_1d", a.pes_1d)),
+    )
+    clock, glb = _f(over.get("clock_hz", a.clock_hz)), _f(over.get("glb_bytes", a.glb_bytes))
+    banks, bw = _f(over.get("glb_banks", a.glb_banks)), _f(over.get("dram_bytes_per_s", a.dram_bytes_per_s))
+    for name, v in (
+        ("rows", rows),
+        ("cols", cols),
+        ("pes_1d", pes_1d),
+        ("clock_hz", clock),
+        ("glb_bytes", glb),
+        ("glb_banks", banks),
+        ("dram_bytes_per_s", bw),
+    ):
+        if not np.all(np.isfinite(v)) or np.any(v <= 0):
+            raise ValueError(f"evaluate: arch {name} must be positive and finite, got {v}")
+    wl = {k: _f(v) for k, v in workload.items()}
+    for k, v in wl.items():
+        if not np.all(np.isfinite(v)) or np.any(v < 1):
+            raise ValueError(f"evaluate: workload rank {k} must be >= 1 and finite, got {v}")
+    for k in ("B", "H", "M", "P"):
+        if k not in wl:
+            raise ValueError(f"evaluate: workload is missing rank {k!r} (needs B, H, M, P and the head dims)")
+    w = float(a.word_bytes)
+    en = a.energies
+    cascade = comp.cascade
+
+    def size(var: str) -> np.ndarray:
+        for whole, (outer, inner) in cascade.partitions.items():
+            if var == inner:
+                return cols if whole == "m" else wl.get(inner.upper(), cols)
+            if var == outer:
+                tile = cols if whole == "m" else wl.get(inner.upper(), cols)
+                return np.ceil(wl[whole.upper()] / tile)
+        rank = var.upper()
+        if rank not in wl:
+            raise ValueError(
+                f"evaluate: cascade {cascade.name!r} uses rank {rank!r}, which the workload "
+                f"does not give (has {', '.join(sorted(wl))})"
+            )
+        return wl[rank]
+
+    def points(vars_: tuple[str, ...]) -> np.ndarray:
+        out = wl["B"] * wl["H"]
+        for v in vars_:
+            out = out * size(v)
+        return out
+
+    heads = wl["B"] * wl["H"]
+    M, P = wl["M"], wl["P"]
+    scores = heads * M * P
+    rank_vars = {"m", *cascade.partitions.get("m", ())}
+
+    # ---------------------------------------------------------------- operand residency
+    inputs = cascade.inputs
+    key_side = {n: r for n, r in inputs.items() if rank_vars & set(r.vars)}
+    query_side = {n: r for n, r in inputs.items() if n not in key_side}
+
+    def per(r_vars: tuple[str, ...], drop: set[str]) -> np.ndarray:
+        out = _f(1.0)
+        for v in r_vars:
+            if v not in drop:
+                out = out * size(v)
+        return out
+
+    kv_tile_bytes = w * cols * sum((per(r.vars, rank_vars) for r in key_side.values()), _f(0.0))
+    recurrences = [e for e in cascade.einsums if e.is_recurrence]
+    row_state = sum((per(r.vars, {"p"}) for r in query_side.values()), _f(0.0)) + sum(
+        (per(e.output.vars, rank_vars | {"p"}) for e in recurrences), _f(0.0)
+    )
+    row_bytes = w * np.maximum(row_state, 1.0)
+    if design.operand_reuse == "rows":
+        fit = np.floor(np.maximum(glb - kv_tile_bytes, 0.0) / row_bytes)
+        rows_resident = np.minimum(np.maximum(fit, rows), P)
+        key_reads = np.ceil(P / rows_resident)
+        query_reads = _f(1.0)
+        operand_buffer = kv_tile_bytes + rows_resident * row_bytes
+    else:
+        rows_resident = np.minimum(rows, P)
+        key_reads = np.ceil(P / rows)
+        query_reads = np.ceil(M / cols)
+        operand_buffer = kv_tile_bytes + rows * row_bytes
+    rows_resident = rows_resident + 0 * scores
+
+    # ---------------------------------------------------------------- pass consequences
+    pr = comp.passes
+    fiber_bytes = pr.live_fibers * np.minimum(rows, P) * M * w
+    avail = np.maximum(glb - np.minimum(operand_buffer, glb), 0.0)
+    if pr.passes > 1 and design.intermediates != "dram":
+        spill = np.clip(1.0 - avail / np.maximum(fiber_bytes, 1.0), 0.0, 1.0)
+    else:
+        spill = _f(0.0)
+    spill_bytes = spill * pr.spill_accesses * scores * w
+
+    # ---------------------------------------------------------------- per-Einsum work and traffic
+    n_stages = len(design.stages)
+    busy = {(s, arr): _f(0.0) for s in range(n_stages) for arr in ("2d", "1d")}
+    stage_traffic = [_f(0.0) for _ in range(n_stages)]
+    e_mac2d, e_ops, e_reg = _f(0.0), _f(0.0), _f(0.0)
+    glb_bytes_rw = _f(0.0)
+    outputs = set(cascade.outputs)
+    produced = cascade.produced
+    for plan in comp.plans:
+        e = plan.einsum
+        pts = points(e.iteration_vars)
+        pes = rows * cols if plan.array == "2d" else pes_1d
+        busy[(plan.stage, plan.array)] = busy[(plan.stage, plan.array)] + pts * plan.cycles_per_point / (
+            pes * clock
+        )
+        ops_energy = pts * plan.energy_per_point
+        if plan.array == "2d" and set(e.op_counts()) == {"mac"}:
+            e_mac2d = e_mac2d + ops_energy
+        else:
+            e_ops = e_ops + ops_energy
+        e_reg = e_reg + pts * plan.ops_per_point * (en.reg_read + en.reg_write)
+        traffic = _f(0.0)
+        seen: set[str] = set()
+        for r in e.inputs:
+            if r.name == e.name or r.name in seen:
+                continue
+            seen.add(r.name)
+            if r.name in inputs:
+                reads = key_reads if r.name in key_side else query_reads
+                traffic = traffic + points(r.vars) * w * reads
+            elif design.intermediates == "dram" and r.name in produced:
+                traffic = traffic + points(r.vars) * w
+            elif design.intermediates == "buffer" and rank_vars & set(r.vars):
+                glb_bytes_rw = glb_bytes_rw + points(r.vars) * w
+        if e.name in outputs or design.intermediates == "dram":
+            traffic = traffic + points(e.output.vars) * w
+        elif design.intermediates == "buffer" and rank_vars & set(e.output.vars):
+            glb_bytes_rw = glb_bytes_rw + points(e.output.vars) * w
+        stage_traffic[plan.stage] = stage_traffic[plan.stage] + traffic
+
+    dram = sum(stage_traffic, _f(0.0)) + spill_bytes
+    busy_2d = sum((busy[(s, "2d")] for s in range(n_stages)), _f(0.0))
+    busy_1d = sum((busy[(s, "1d")] for s in range(n_stages)), _f(0.0))
+    n_tiles = heads * np.ceil(M / cols) * np.ceil(P / rows)
+    stall = design.stall_cycles_per_tile * n_tiles / clock
+    stage_time = [np.maximum(busy[(s, "2d")], busy[(s, "1d")]) for s in range(n_stages)]
+    compute = sum(stage_time, _f(0.0)) + stall
+    memory = dram / bw
+    if design.overlap == "global":
+        latency = np.maximum(compute, memory)
+    else:
+        latency = sum((np.maximum(t, tr / bw) for t, tr in zip(stage_time, stage_traffic)), _f(0.0))
+        latency = latency + stall + spill_bytes / bw
+
+    scale = np.sqrt(glb / banks / en.glb_reference_bank_bytes)
+    glb_rw_pj = (en.glb_read_per_byte + en.glb_write_per_byte) * scale
+    onchip_intermediate = glb_bytes_rw * (1.0 - spill)
+    e_glb = dram * glb_rw_pj + onchip_intermediate * 0.5 * glb_rw_pj
+    e_dram = dram * en.dram_per_byte
+    energy = e_mac2d + e_ops + e_reg + e_glb + e_dram
+    buffer_need = operand_buffer + fiber_bytes
+    shape = np.broadcast_shapes(*(np.shape(x) for x in (latency, energy, rows_resident, spill)))
+
+    def b(x: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(x, shape).astype(np.float64)
+
+    return {
+        "latency_s": b(latency),
+        "compute_s": b(compute),
+        "memory_s": b(memory),
+        "busy_2d_s": b(busy_2d),
+        "busy_1d_s": b(busy_1d),
+        "stall_s": b(stall),
+        "util_2d": b(busy_2d / latency),
+        "util_1d": b(busy_1d / latency),
+        "dram_bytes": b(dram),
+        "energy_pj": b(energy),
+        "energy_mac_2d_pj": b(e_mac2d),
+        "energy_ops_pj": b(e_ops),
+        "energy_reg_pj": b(e_reg),
+        "energy_glb_pj": b(e_glb),
+        "energy_dram_pj": b(e_dram),
+        "buffer_bytes": b(np.minimum(buffer_need, glb)),
+        "buffer_occupancy": b(np.minimum(buffer_need, glb) / glb),
+        "spill_fraction": b(spill),
+        "rows_resident": b(rows_resident),
+    }
+
+
+def bottleneck(result: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Name the term that sets the latency: dram, 2d_array, 1d_array or pipeline_stall."""
+    mem, b2, b1, st = (np.asarray(result[k]) for k in ("memory_s", "busy_2d_s", "busy_1d_s", "stall_s"))
+    names = np.array(["dram", "2d_array", "1d_array", "pipeline_stall"])
+    return names[np.argmax(np.stack(np.broadcast_arrays(mem, b2, b1, st)), axis=0)]
+
+
+def linear_layers(
+    arch: Arch, model: ModelShape, seq_len: ArrayLike, overrides: Mapping[str, ArrayLike] | None = None
+) -> dict[str, np.ndarray]:
+    """The rest of one transformer layer on the 2D array: Q/K/V/output projections and the FFN.
+
+    Each matmul streams its activations once and its weights once; it takes
+    max(MACs / array, traffic / bandwidth).
+    """
+    over = dict(overrides or {})
+    rows, cols = _f(over.get("rows", arch.rows)), _f(over.get("cols", arch.cols))
+    clock, bw = (
+        _f(over.get("clock_hz", arch.clock_hz)),
+        _f(over.get("dram_bytes_per_s", arch.dram_bytes_per_s)),
+    )
+    glb, banks = _f(over.get("glb_bytes", arch.glb_bytes)), _f(over.get("glb_banks", arch.glb_banks))
+    tokens = model.batch * _f(seq_len)
+    d, he, hf = model.d_model, model.heads * model.e, model.heads * model.f
+    shapes = [(d, he), (d, he), (d, he), (hf, d), (d, model.ffn), (model.ffn, d)]
+    w = arch.word_bytes
+    en = arch.energies
+    latency, macs, traffic = _f(0.0), _f(0.0), _f(0.0)
+    for k, n in shapes:
+        m = tokens * k * n
+        t = w * (tokens * k + k * n + tokens * n)
+        latency = latency + np.maximum(m / (rows * cols * clock), t / bw)
+        macs = macs + m
+        traffic = traffic + t
+    scale = np.sqrt(glb / banks / en.glb_reference_bank_bytes)
+    energy = macs * (en.mac + en.reg_read + en.reg_write) + traffic * (
+        en.dram_per_byte + (en.glb_read_per_byte + en.glb_write_per_byte) * scale
+    )
+    return {"latency_s": latency, "energy_pj": energy, "dram_bytes": traffic, "macs": macs}
