@@ -1,0 +1,191 @@
+"""Experiment kind ``fusemax``: one design on one workload, or a vectorized design-space sweep.
+
+``mode = "point"`` evaluates a design (attention and, with ``end_to_end``, the whole layer) and its
+ratios to ``baseline`` on the same workload and the same hardware overrides.
+``mode = "design_space"`` crosses the ``dse_*`` lists into one numpy evaluation (10,000 points
+take milliseconds), writes every point to ``design_space.csv`` in the trial's artifact folder
+and returns the best point and the evaluation rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Literal
+
+import numpy as np
+
+from experiments.config import param
+from experiments.kinds import TrialContext
+from npu.dataflow.arch import MODELS, ModelShape
+from npu.dataflow.designs import DESIGNS
+from npu.dataflow.einsum import builtin_cascade
+from npu.dataflow.model import Design, Stage, bottleneck, evaluate, linear_layers
+from npu.dataflow.passes import analyze_passes
+
+DesignName = Literal["unfused", "flat", "cascade", "fusemax_arch", "fusemax"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    design: DesignName = param("fusemax", help="design to evaluate (see npu.dataflow.designs)")
+    baseline: DesignName = param("flat", help="design the ratios are taken against")
+    model: Literal["BERT", "TrXL", "T5", "XLM"] = param("BERT", help="transformer shape (FuseMax's set)")
+    seq_len: int = param(1024, ge=1, le=1 << 24, help="sequence length (queries = keys)")
+    batch: int | None = param(None, ge=1, help="batch; default: the model's (64)")
+    cascade: str | None = param(
+        None,
+        help="a user's .einsum file (or shipped cascade name) run with the design's hardware; "
+        "full-rank multiply-accumulates go to the 2D array, everything else to the 1D array",
+    )
+    rows: int | None = param(None, ge=1, help="2D array rows; default: the design's (256)")
+    cols: int | None = param(None, ge=1, help="2D array columns (and M0 tile); default: the design's (256)")
+    pes_1d: int | None = param(None, ge=1, help="1D array PEs; default: the design's (256)")
+    glb_mib: float | None = param(
+        None, gt=0, help="global buffer MiB; default: the design's (FLAT 32, FuseMax 16)"
+    )
+    dram_gib_s: float | None = param(None, gt=0, help="DRAM bandwidth GiB/s; default 400")
+    clock_mhz: float | None = param(None, gt=0, help="clock MHz; default 940")
+    end_to_end: bool = param(True, help="also model the layer's linear layers (projections and FFN)")
+    mode: Literal["point", "design_space"] = param("point", help="one point, or the dse_* grid at once")
+    dse_array_dim: list[int] = param(
+        default_factory=lambda: [64, 128, 256, 512], ge=1, help="square 2D array sizes"
+    )
+    dse_pes_1d: list[int] = param(default_factory=lambda: [64, 128, 256, 512], ge=1, help="1D array sizes")
+    dse_glb_mib: list[float] = param(
+        default_factory=lambda: [4.0, 8.0, 16.0, 32.0, 64.0], gt=0, help="buffers"
+    )
+    dse_dram_gib_s: list[float] = param(
+        default_factory=lambda: [100.0, 200.0, 400.0, 800.0, 1600.0], gt=0, help="DRAM bandwidths GiB/s"
+    )
+    dse_seq_len: list[int] = param(
+        default_factory=lambda: [1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20],
+        ge=1,
+        help="sequence lengths",
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode == "design_space":
+            for name in ("dse_array_dim", "dse_pes_1d", "dse_glb_mib", "dse_dram_gib_s", "dse_seq_len"):
+                if not getattr(self, name):
+                    raise ValueError(f"{name}: expected a non-empty list in design_space mode")
+        if self.cascade is not None:
+            builtin_cascade(self.cascade)  # raises a one-line error on a missing file or bad notation
+
+
+DEFAULT_METRICS = ("speedup_vs_baseline", "energy_vs_baseline", "util_2d", "util_1d", "latency_s")
+
+
+def auto_design(base: Design, cascade_name: str) -> Design:
+    """A user's cascade on ``base``'s hardware: matrix Einsums on the 2D array, the rest on the 1D one."""
+    cascade = builtin_cascade(cascade_name)
+    rank = {"m", *cascade.partitions.get("m", ())}
+    two_d, one_d = [], []
+    for e in cascade.einsums:
+        is_matrix = set(e.op_counts()) == {"mac"} and rank & set(e.iteration_vars)
+        (two_d if is_matrix else one_d).append(e.name)
+    return Design(
+        f"{base.name}+{cascade.name}",
+        cascade_name,
+        base.arch,
+        stages=(Stage(tuple(two_d), tuple(one_d)),),
+        intermediates=base.intermediates if base.intermediates != "registers" else "buffer",
+        operand_reuse=base.operand_reuse,
+        overlap="global" if base.overlap == "global" else "per_stage",
+    )
+
+
+def _shape(params: Params) -> ModelShape:
+    m = MODELS[params.model]
+    return dataclasses.replace(m, batch=params.batch) if params.batch is not None else m
+
+
+def _overrides(params: Params) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value, scale in (
+        ("rows", params.rows, 1),
+        ("cols", params.cols, 1),
+        ("pes_1d", params.pes_1d, 1),
+        ("glb_bytes", params.glb_mib, 2**20),
+        ("dram_bytes_per_s", params.dram_gib_s, 2**30),
+        ("clock_hz", params.clock_mhz, 1e6),
+    ):
+        if value is not None:
+            out[key] = float(value) * scale
+    return out
+
+
+def _workload(shape: ModelShape, seq_len: np.ndarray | int) -> dict[str, np.ndarray | int]:
+    return {"B": shape.batch, "H": shape.heads, "M": seq_len, "P": seq_len, "E": shape.e, "F": shape.f}
+
+
+def run_trial(params: Params, seed: int, ctx: TrialContext) -> dict[str, float | int | str | list[float]]:
+    del seed  # the model is deterministic
+    d = DESIGNS[params.design]
+    if params.cascade is not None:
+        d = auto_design(d, params.cascade)
+    if params.mode == "design_space":
+        return _design_space(params, d, ctx)
+    shape = _shape(params)
+    over = _overrides(params)
+    wl = _workload(shape, params.seq_len)
+    r = evaluate(d, wl, over)
+    base = evaluate(DESIGNS[params.baseline], wl, over)
+    passes = analyze_passes(builtin_cascade(d.cascade))
+    out: dict[str, float | int | str | list[float]] = {k: float(v) for k, v in r.items()}
+    out["bottleneck"] = str(bottleneck(r))
+    out["passes"] = passes.passes
+    out["speedup_vs_baseline"] = float(base["latency_s"] / r["latency_s"])
+    out["energy_vs_baseline"] = float(r["energy_pj"] / base["energy_pj"])
+    if params.end_to_end:
+        lin = linear_layers(d.arch, shape, params.seq_len, over)
+        lin_base = linear_layers(DESIGNS[params.baseline].arch, shape, params.seq_len, over)
+        e2e_lat = float(r["latency_s"] + lin["latency_s"])
+        e2e_energy = float(r["energy_pj"] + lin["energy_pj"])
+        out["e2e_latency_s"] = e2e_lat
+        out["e2e_energy_pj"] = e2e_energy
+        out["e2e_speedup_vs_baseline"] = float(base["latency_s"] + lin_base["latency_s"]) / e2e_lat
+        out["e2e_energy_vs_baseline"] = e2e_energy / float(base["energy_pj"] + lin_base["energy_pj"])
+    return out
+
+
+def _design_space(params: Params, d: Design, ctx: TrialContext) -> dict[str, float | int | str | list[float]]:
+    shape = _shape(params)
+    grids = np.meshgrid(
+        np.asarray(params.dse_array_dim, float),
+        np.asarray(params.dse_pes_1d, float),
+        np.asarray(params.dse_glb_mib, float) * 2**20,
+        np.asarray(params.dse_dram_gib_s, float) * 2**30,
+        np.asarray(params.dse_seq_len, float),
+        indexing="ij",
+    )
+    dim, pes, glb, bw, seq = (g.ravel() for g in grids)
+    t0 = time.perf_counter()
+    over = {"rows": dim, "cols": dim, "pes_1d": pes, "glb_bytes": glb, "dram_bytes_per_s": bw}
+    r = evaluate(d, _workload(shape, seq), over)
+    elapsed = time.perf_counter() - t0
+    n = dim.size
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {"array_dim": dim, "pes_1d": pes, "glb_mib": glb / 2**20, "dram_gib_s": bw / 2**30, "seq_len": seq}
+        | {k: v for k, v in r.items()}
+        | {"bottleneck": bottleneck(r)}
+    )
+    table.to_csv(ctx.artifact_dir / "design_space.csv", index=False)
+    # best throughput per PE among the points at the longest sequence length
+    longest = seq == seq.max()
+    work_per_area = 1.0 / (r["latency_s"] * (dim * dim + pes))
+    best = int(np.flatnonzero(longest)[np.argmax(work_per_area[longest])])
+    return {
+        "points": int(n),
+        "eval_seconds": elapsed,
+        "points_per_second": n / max(elapsed, 1e-9),
+        "best_array_dim": float(dim[best]),
+        "best_pes_1d": float(pes[best]),
+        "best_glb_mib": float(glb[best] / 2**20),
+        "best_dram_gib_s": float(bw[best] / 2**30),
+        "best_latency_s": float(r["latency_s"][best]),
+        "best_util_2d": float(r["util_2d"][best]),
+        "dram_bound_fraction": float(np.mean(bottleneck(r) == "dram")),
+    }
