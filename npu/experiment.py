@@ -1,0 +1,144 @@
+"""Experiment kind ``npu_sim``: one sparse workload through the NPU memory system with one prefetcher.
+
+Baseline architecture (the defaults below; every one is a parameter): a 1 GHz NPU whose
+in-order vector unit has 16 fp32 lanes and sends 2 cache lines per cycle to memory; no
+NPU-side cache (the paper's baseline NPU; set ``npu_cache_kib`` to add one, 4-way, 2 cycles);
+a shared 256 KiB 16-way L2 with 20-cycle latency; no LLC; 64 B lines, LRU, write-back;
+16 MSHRs for demand misses and a 32-entry prefetch queue; DRAM with 100-cycle latency and
+2 channels of 16 B/cycle (32 GB/s at 1 GHz). Prefetches fill the level closest to the NPU.
+
+With ``compare_baseline`` the same trace also runs without prefetching, which gives
+``speedup`` and ``miss_reduction``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Literal
+
+from experiments.config import param
+from experiments.kinds import TrialContext
+from npu import prefetchers
+from npu.cache import CacheConfig, HierarchyConfig
+from npu.core import CoreConfig, simulate
+from npu.dram import DRAMConfig
+from npu.trace import Trace, WorkloadSpec, build_trace
+
+Workload = Literal["spmv", "spmm", "pruned_matmul", "embedding_bag", "gnn"]
+Prefetcher = Literal["none", "next_line", "stride", "stream", "imp", "nvr"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    workload: Workload = param("spmv", help="kernel lowered to the trace")
+    structure: Literal["random", "powerlaw", "banded"] = param("random", help="sparsity pattern generator")
+    rows: int = param(4096, ge=1, help="output rows (matrix rows, bags, graph nodes)")
+    cols: int = param(262144, ge=1, help="columns of the sparse matrix / rows of the gathered table")
+    sparsity: float = param(0.9995, ge=0, lt=1, help="fraction of zeros (pruned_matmul: pruned weights)")
+    feat: int = param(16, ge=1, help="dense width gathered per index (SpMM/pruned-matmul batch, "
+                                     "embedding dim, GNN features; SpMV uses 1)")
+    width: int = param(16, ge=1, le=1024, help="vector lanes (4-byte elements per vector instruction)")
+    matrix_market: Path | None = param(None, must_exist=True,
+                                       help="a .mtx file to use as the sparse structure")
+    weights: Path | None = param(None, must_exist=True,
+                                 help="safetensors file for pruned_matmul (default: the bundled model)")
+    weight_tensor: str = param("", help="tensor to prune (default: the largest 2-D tensor)")
+    zipf_alpha: float = param(1.05, gt=0, help="Zipf exponent of embedding-bag indices")
+
+    npu_cache_kib: float = param(0.0, ge=0, help="NPU-side cache size (0 = none)")
+    npu_cache_ways: int = param(4, ge=1)
+    npu_cache_latency: int = param(2, ge=0)
+    l2_kib: float = param(256.0, gt=0, help="L2 size")
+    l2_ways: int = param(16, ge=1)
+    l2_latency: int = param(20, ge=0)
+    llc_kib: float = param(0.0, ge=0, help="last-level cache size (0 = none)")
+    llc_ways: int = param(16, ge=1)
+    llc_latency: int = param(40, ge=0)
+    policy: Literal["lru", "srrip"] = param("lru", help="replacement policy of every level")
+    dram_latency: int = param(100, ge=0, help="DRAM latency in cycles")
+    dram_channels: int = param(2, ge=1)
+    dram_bytes_per_cycle: float = param(16.0, gt=0, help="per channel")
+    mshrs: int = param(16, ge=1, help="outstanding demand misses")
+    prefetch_queue: int = param(32, ge=1, help="outstanding prefetches")
+    ports: int = param(2, ge=1, help="lines the vector unit sends per cycle")
+    compute_cycles: int = param(1, ge=0, help="cycles per vector compute instruction")
+
+    prefetcher: Prefetcher = param("nvr")
+    pf_distance: int | None = param(None, ge=1, help="prefetch distance (nvr: instructions, imp: index "
+                                                     "elements, stream: lines); default per prefetcher")
+    pf_degree: int | None = param(None, ge=1, help="lines per trigger for next_line/stride/stream")
+    nvr_throttle: bool = param(True, help="adapt NVR's distance to accuracy and lateness")
+    compare_baseline: bool = param(True, help="also run without prefetching for speedup / miss reduction")
+    save_trace: bool = param(False, help="write the trace (.npz) to the trial's artifact folder")
+
+    def __post_init__(self) -> None:
+        if self.workload == "pruned_matmul" and self.matrix_market is not None:
+            raise ValueError("matrix_market does not apply to pruned_matmul (it prunes weights)")
+        self.hierarchy()  # cache geometry errors surface at config load
+        self.prefetcher_config()
+
+    def spec(self) -> WorkloadSpec:
+        return WorkloadSpec(workload=self.workload, structure=self.structure, rows=self.rows, cols=self.cols,
+                            density=1.0 - self.sparsity, feat=self.feat, width=self.width,
+                            matrix_market=str(self.matrix_market or ""), weights=str(self.weights or ""),
+                            weight_tensor=self.weight_tensor, zipf_alpha=self.zipf_alpha)
+
+    def hierarchy(self) -> HierarchyConfig:
+        p = self.policy
+        npu = CacheConfig("npu_cache", self.npu_cache_kib, self.npu_cache_ways, self.npu_cache_latency, p)
+        return HierarchyConfig(
+            levels=(npu,
+                    CacheConfig("l2", self.l2_kib, self.l2_ways, self.l2_latency, p),
+                    CacheConfig("llc", self.llc_kib, self.llc_ways, self.llc_latency, p)),
+            dram=DRAMConfig(self.dram_latency, self.dram_channels, self.dram_bytes_per_cycle),
+            mshrs=self.mshrs, prefetch_queue=self.prefetch_queue)
+
+    def core(self) -> CoreConfig:
+        return CoreConfig(ports=self.ports, compute_cycles=self.compute_cycles)
+
+    def prefetcher_config(self) -> object:
+        mod = prefetchers.get(self.prefetcher)
+        kw: dict[str, object] = {}
+        if self.prefetcher == "nvr":
+            kw = {"throttle": self.nvr_throttle, "prefetch_queue": self.prefetch_queue}
+            if self.pf_distance is not None:
+                d = self.pf_distance
+                kw.update(distance=d, min_distance=min(16, d), max_distance=max(1024, d))
+        elif self.prefetcher in ("imp", "stream") and self.pf_distance is not None:
+            kw["distance"] = self.pf_distance
+        if self.prefetcher in ("next_line", "stride", "stream") and self.pf_degree is not None:
+            kw["degree"] = self.pf_degree
+        return mod.Config(**kw)
+
+
+DEFAULT_METRICS = ("speedup", "misses", "miss_reduction", "pf_accuracy", "pf_coverage", "cycles")
+
+
+@functools.lru_cache(maxsize=2)
+def _trace(spec: WorkloadSpec, seed: int) -> tuple[Trace, tuple]:
+    # a worker running a sweep over cache sizes reuses the trace of its previous trial
+    trace = build_trace(spec, seed)
+    return trace, trace.arrays()
+
+
+def run_trial(params: Params, seed: int, ctx: TrialContext) -> dict[str, float | int | str]:
+    trace, arrays = _trace(params.spec(), seed)
+    if trace.n_accesses == 0:
+        raise ValueError(f"workload {params.workload!r} at sparsity {params.sparsity} produced an empty "
+                         "trace")
+    if params.save_trace:
+        trace.save(ctx.artifact_dir / "trace.npz")
+    hier, core = params.hierarchy(), params.core()
+    m: dict[str, float | int | str] = dict(simulate(trace, hier, core, params.prefetcher,
+                                                    params.prefetcher_config(), params.width, arrays))
+    if params.compare_baseline:
+        base = m if params.prefetcher == "none" else simulate(trace, hier, core, "none", None, params.width,
+                                                              arrays)
+        m["baseline_cycles"] = base["cycles"]
+        m["baseline_misses"] = base["misses"]
+        m["speedup"] = base["cycles"] / m["cycles"]
+        m["miss_reduction"] = 1.0 - m["misses"] / base["misses"] if base["misses"] else 0.0
+    m["trace"] = trace.name
+    return m

@@ -1,0 +1,130 @@
+"""NVR: NPU vector runahead, a decoupled sub-thread that runs ahead of the vector unit.
+
+The sub-thread executes the kernel's address slice ahead of the core, one vector
+instruction per cycle, never more than ``distance`` instructions ahead. It has two
+decoupled stages: stage A walks the stream and prefetches loads whose addresses need no
+loaded data (the index and value streams, row pointers) at full rate; stage B takes each
+load whose addresses come from loaded indices, in program order, once the index data it
+needs has arrived, and prefetches all of its lanes' lines at once (vector-wide, so a gather
+of whole rows is covered, and chains of several indirections are followed). Stage B blocking
+on index data does not stop stage A. The sub-thread uses the time the core spends stalled,
+because it only falls behind the wall clock, never the core.
+
+Throttling: every ``epoch`` prefetches, if more prefetched lines were evicted unused than
+were used, the distance halves (down to ``min_distance``); if more than a quarter of the
+useful prefetches arrived late, it doubles (up to ``max_distance``).
+
+Reads of the future instruction stream are what runahead executes; loop bounds (row
+pointers) are taken as known, so control flow is never mispredicted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numba
+import numpy as np
+
+from npu.cache import PF_ISSUED, PF_LATE, PF_USEFUL, PF_USELESS, prefetch_access
+
+NAME = "nvr"
+# scalar slots after the per-instruction rows
+FRONTIER, TA, TB, DIST, LAST_CALL, E_ISSUED, E_USEFUL, E_USELESS, E_LATE = range(9)
+N_SCALARS = 16
+VECTOR_REGS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    distance: int = 128
+    min_distance: int = 16
+    max_distance: int = 1024
+    epoch: int = 1024
+    throttle: bool = True
+    ports: int = 4  # lines the sub-thread can issue per cycle
+    prefetch_queue: int = 32  # for the hardware budget: in-flight index vectors it must hold
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_distance <= self.distance <= self.max_distance:
+            raise ValueError(f"nvr: need 1 <= min_distance <= distance <= max_distance, got "
+                             f"{self.min_distance}, {self.distance}, {self.max_distance}")
+        if self.epoch < 1 or self.ports < 1:
+            raise ValueError(f"nvr: epoch and ports must be >= 1, got {self.epoch}, {self.ports}")
+
+
+def make_state(cfg: Config, trace_arrays: tuple, width: int, line_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    n_inst = len(trace_arrays[0])
+    st = np.full((n_inst + N_SCALARS, 1), -1, np.int64)
+    s = n_inst
+    st[s:, 0] = 0
+    st[s + DIST, 0] = cfg.distance
+    prm = np.array([cfg.distance, cfg.min_distance, cfg.max_distance, cfg.epoch, int(cfg.throttle),
+                    line_bits, cfg.ports, n_inst], np.int64)
+    return st, prm
+
+
+def budget(cfg: Config, width: int) -> dict[str, int]:
+    """Storage the sub-thread adds: a vector register snapshot, the index buffer, control."""
+    regs = VECTOR_REGS * width * 4
+    # each in-flight index vector: width 4-byte indices + a 6-byte line tag + 2 bytes of state
+    index_buffer = cfg.prefetch_queue * (width * 4 + 8)
+    # frontier and distance counters, loop bounds, stage B head, throttle counters: 16 x 8 B
+    control = 16 * 8
+    return {"entries": VECTOR_REGS + cfg.prefetch_queue + 16, "bytes": regs + index_buffer + control}
+
+
+@numba.njit(cache=True)
+def operate(H, tr, st, prm, i, t, lines, hits, n):
+    kind, start, dep, addr = tr[0], tr[2], tr[3], tr[4]
+    n_inst = prm[7]
+    s = n_inst
+    bits = prm[5]
+    ports = prm[6]
+    f = st[s + FRONTIER, 0]
+    if f <= i:
+        f = i + 1
+    ta = max(st[s + TA, 0], st[s + LAST_CALL, 0])
+    tb = st[s + TB, 0]
+    dist = st[s + DIST, 0]
+    while f < n_inst and f <= i + dist and ta <= t:
+        if kind[f] == 0:
+            d = dep[f]
+            if d >= 0:
+                rd = st[d, 0] if st[d, 0] >= 0 else t
+                tb = max(tb + 1, rd, ta)
+                issue = tb
+            else:
+                issue = ta
+            r_max = issue
+            prev = -1
+            nl = 0
+            for a in range(start[f], start[f + 1]):
+                ln = addr[a] >> bits
+                if ln == prev:
+                    continue
+                prev = ln
+                r = prefetch_access(H, ln, issue + nl // ports)
+                nl += 1
+                if r > r_max:
+                    r_max = r
+            st[f, 0] = r_max
+        ta += 1
+        f += 1
+    st[s + FRONTIER, 0] = f
+    st[s + TA, 0] = ta
+    st[s + TB, 0] = tb
+    st[s + LAST_CALL, 0] = t
+    if prm[4]:
+        stats = H[5]
+        if stats[0, PF_ISSUED] - st[s + E_ISSUED, 0] >= prm[3]:
+            useful = stats[0, PF_USEFUL] - st[s + E_USEFUL, 0]
+            useless = stats[0, PF_USELESS] - st[s + E_USELESS, 0]
+            late = stats[0, PF_LATE] - st[s + E_LATE, 0]
+            if useless > useful:
+                st[s + DIST, 0] = max(prm[1], dist // 2)
+            elif 4 * late > useful:
+                st[s + DIST, 0] = min(prm[2], dist * 2)
+            st[s + E_ISSUED, 0] = stats[0, PF_ISSUED]
+            st[s + E_USEFUL, 0] = stats[0, PF_USEFUL]
+            st[s + E_USELESS, 0] = stats[0, PF_USELESS]
+            st[s + E_LATE, 0] = stats[0, PF_LATE]

@@ -1,0 +1,45 @@
+"""The npu_sim experiment kind: trial metrics, parameter errors, and the bundled configs."""
+
+from pathlib import Path
+
+import pytest
+
+from experiments.config import ConfigError, load_config, validate_params
+from experiments.kinds import TrialContext
+from npu.experiment import DEFAULT_METRICS, Params, run_trial
+
+CONFIGS = sorted((Path(__file__).parents[2] / "experiments" / "configs").glob("npu_*.toml"))
+SMALL = dict(rows=128, cols=8192, sparsity=0.99, l2_kib=32.0)
+
+
+def test_trial_reports_speedup_and_prefetch_metrics(tmp_path):
+    ctx = TrialContext(tmp_path, "t0")
+    m = run_trial(Params(prefetcher="nvr", save_trace=True, **SMALL), 0, ctx)
+    for k in DEFAULT_METRICS + ("l2_mpki", "dram_bytes", "pf_timeliness", "stall_cycles", "pf_budget_bytes"):
+        assert k in m, k
+    assert m["speedup"] > 1.0
+    assert 0 < m["miss_reduction"] <= 1
+    assert (ctx.artifact_dir / "trace.npz").is_file()
+    base = run_trial(Params(prefetcher="none", **SMALL), 0, ctx)
+    assert base["speedup"] == 1.0 and base["cycles"] == m["baseline_cycles"]
+
+
+def test_npu_cache_level_appears_in_metrics(tmp_path):
+    m = run_trial(Params(prefetcher="stride", npu_cache_kib=16.0, **SMALL), 1, TrialContext(tmp_path, "t1"))
+    assert m["npu_cache_accesses"] > 0 and "l2_misses" in m
+
+
+def test_bad_params_are_one_line_errors():
+    with pytest.raises(ConfigError, match="whole number of sets"):
+        validate_params(Params, {"l2_kib": 100.5})
+    with pytest.raises(ConfigError, match="prefetcher"):
+        validate_params(Params, {"prefetcher": "markov"})
+    with pytest.raises(ConfigError, match="sparsity"):
+        validate_params(Params, {"sparsity": 1.0})
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_bundled_configs_validate(path):
+    cfg = load_config(path)
+    assert cfg.kind == "npu_sim"
+    assert len(cfg.trials()) >= 2
