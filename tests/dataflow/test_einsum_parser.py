@@ -1,0 +1,72 @@
+import pytest
+
+from npu.dataflow.einsum import CascadeSyntaxError, builtin_cascade, load_cascade, parse_cascade
+
+
+def test_shipped_cascades_parse_and_round_trip():
+    for name in ("attention_3pass", "attention_2pass", "attention_1pass"):
+        c = builtin_cascade(name)
+        again = parse_cascade(str(c), name)
+        assert [str(e) for e in again.einsums] == [str(e) for e in c.einsums]
+        assert again.partitions == c.partitions
+
+
+def test_structure_of_the_1pass_cascade():
+    c = builtin_cascade("attention_1pass")
+    assert set(c.inputs) == {"Q", "BK", "BV"}
+    assert c.outputs == ("AV",)
+    assert c.partitions == {"m": ("m1", "m0")}
+    rm = c.einsum("RM")
+    assert rm.is_recurrence and rm.output.indices[0].offset == 1
+    assert c.einsum("LM").reduce == "max" and c.einsum("LM").reduced_vars == ("m0",)
+    assert c.einsum("QK").op_counts() == {"mac": 1}
+    assert c.einsum("SLN").op_counts() == {"exp": 1, "add": 1}
+    av = c.einsum("AV")
+    assert av.inputs[0].indices[1].bound == "M1" and av.op_counts() == {"div": 1}
+
+
+def test_constraints_are_kept():
+    c = parse_cascade("QK[m,p] = Q[e,p] * K[e,m] where m <= p, p - m < 128\n")
+    assert [str(x) for x in c.einsums[0].constraints] == ["m <= p", "p - m < 128"]
+
+
+@pytest.mark.parametrize(
+    "text, where, words",
+    [
+        ("A[m,p] = foo(B[m,p])", ":1:10:", "unknown function 'foo'"),
+        ("A[m,p] = B[m,p", ":1:15:", "expected ',' or ']'"),
+        ("A[m,p] = B[m,p] $ C[m,p]", ":1:17:", "unexpected character '$'"),
+        ("A[m,p] := B[m,p]", ":1:8:", "unexpected character ':'"),
+        ("A[p] max= B[p]", ":1:6:", "needs an index to reduce"),
+        ("A[m,q] = B[m,p]", ":1:1:", "output index 'q'"),
+        ("A[M,p] = B[m,p]", ":1:3:", "lower-case index"),
+        ("A[m,p] = B[m,p] B[m,p]", ":1:17:", "unexpected 'B'"),
+        ("A[m,p] = exp(B[m,p], C[m,p])", ":1:10:", "takes 1 argument"),
+        ("A[m,p] = B", ":1:10:", "needs indices"),
+        ("A[m,p] = B[m,p] where q < p", ":1:1:", "does not iterate"),
+        ("A[m,p] = B[m,p]\nC[m] = B[m]", ":2:8:", "B has 1 indices here but 2 at line 1"),
+        ("A[m,p] = B[m,p]\nA[m,p] = C[m,p]", ":2:1:", "defined twice"),
+        ("A[m,p] = C[m,p]\nC[m,p] = B[m,p]", ":1:10:", "read before the Einsum"),
+        ("partition m -> m1", ":1:18:", "expected ','"),
+        ("partition m -> m1, m1", ":1:16:", "two new, distinct"),
+        ("# only a comment\n", ":1:1:", "no Einsums"),
+        ("A[m+2,p] = A[m,p] + B[m,p]", ":1:1:", "index+1"),
+    ],
+)
+def test_bad_notation_points_at_line_and_column(text, where, words):
+    with pytest.raises(CascadeSyntaxError) as info:
+        parse_cascade(text, "user.einsum")
+    msg = str(info.value)
+    assert msg.startswith("user.einsum" + where), msg
+    assert words in msg, msg
+    assert "\n" not in msg
+
+
+def test_missing_file_and_unknown_name(tmp_path):
+    with pytest.raises(ValueError, match="cascade file not found"):
+        load_cascade(tmp_path / "nope.einsum")
+    with pytest.raises(ValueError, match="unknown cascade 'nope'"):
+        builtin_cascade("nope")
+    path = tmp_path / "mine.einsum"
+    path.write_text("S[m,p] = Q[e,p] * K[e,m]\nO[f,p] = S[m,p] * V[f,m]\n")
+    assert builtin_cascade(str(path)).name == "mine"

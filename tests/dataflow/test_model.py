@@ -1,0 +1,176 @@
+"""The model against hand arithmetic on a 2x2 array, 2-PE 1D array, 1 Hz clock, 4-token sequence."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from npu.dataflow.arch import FLAT_ARCH, FUSEMAX_ARCH, MODELS, Arch
+from npu.dataflow.designs import DESIGNS
+from npu.dataflow.model import Design, Stage, bottleneck, evaluate
+
+TINY = {"rows": 2, "cols": 2, "pes_1d": 2, "clock_hz": 1.0, "dram_bytes_per_s": 4.0}
+WL = {"B": 1, "H": 1, "M": 4, "P": 4, "E": 2, "F": 2}
+
+
+def tiny(design: str, glb_bytes: int = 1 << 20, **changes) -> Design:
+    d = DESIGNS[design]
+    arch = dataclasses.replace(d.arch, glb_bytes=glb_bytes, **TINY)
+    return dataclasses.replace(d, arch=arch, **changes)
+
+
+def test_flat_3pass_on_tiny_array():
+    r = evaluate(tiny("flat"), WL)
+    # 2D: QK and AV are 4*4*2 = 32 MACs each -> 64 MACs / 4 PEs = 16 cycles
+    assert r["busy_2d_s"] == pytest.approx(16)
+    # 1D: GM, SN, SD, A each touch the 16 scores once (pipelined PEs: 1 point/cycle) -> 64 / 2 = 32
+    assert r["busy_1d_s"] == pytest.approx(32)
+    # one stage: max(16, 32) = 32 cycles
+    assert r["compute_s"] == pytest.approx(32)
+    # Q (4x2) re-read per 2-wide key tile: 2 x 16 B; K and V (4x2) per 2-high row tile: 2 x 16 B each;
+    # AV written once: 16 B -> 112 B at 4 B/s = 28 s, under the 32 s of compute
+    assert r["dram_bytes"] == pytest.approx(112)
+    assert r["memory_s"] == pytest.approx(28)
+    assert r["latency_s"] == pytest.approx(32)
+    assert r["util_2d"] == pytest.approx(0.5) and r["util_1d"] == pytest.approx(1.0)
+    assert r["spill_fraction"] == 0
+    assert bottleneck(r) == "1d_array"
+
+
+def test_flat_spills_when_the_score_rows_do_not_fit():
+    # buffer 32 B: K/V tiles 2 cols x (E+F) x 2 B = 16 B, Q rows 2 x 2 x 2 B = 8 B -> 8 B left for
+    # one 4-long score fiber of each of 2 rows (16 B): half spills. Spilled scores cost 4 accesses
+    # (QK and SN written and read back): 0.5 x 4 x 16 scores x 2 B = 64 B more -> 176 B, 44 s
+    r = evaluate(tiny("flat", glb_bytes=32), WL)
+    assert r["spill_fraction"] == pytest.approx(0.5)
+    assert r["dram_bytes"] == pytest.approx(176)
+    assert r["latency_s"] == pytest.approx(44)
+    assert bottleneck(r) == "dram"
+
+
+def test_fusemax_1pass_on_tiny_array():
+    r = evaluate(tiny("fusemax"), WL)
+    # M = 4 split into M1 = 2 tiles of M0 = 2 (the array width). Cycles per Einsum:
+    #   2D: QK 32 MACs /4 = 8, LM 16 max /4 = 4, SLN 16 x (exp 6 + sub 1) /4 = 28, SLD 16/4 = 4,
+    #       SLNV 32 MACs /4 = 8                                         -> busy 52
+    #   1D: RM 8/2 = 4, PRM 8 x 7 /2 = 28, SPD 8/2 = 4, RD 8/2 = 4, SPNV 16/2 = 8, RNV 16/2 = 8,
+    #       AV 8 divides /2 = 4                                         -> busy 60
+    # stages: max(8+4, 4+8+4) + 4 + max(28+4, 28+4) + max(8, 8) = 16 + 4 + 32 + 8 = 60
+    assert r["busy_2d_s"] == pytest.approx(52)
+    assert r["busy_1d_s"] == pytest.approx(60)
+    assert r["compute_s"] == pytest.approx(60)
+    assert r["util_2d"] == pytest.approx(52 / 60) and r["util_1d"] == pytest.approx(1.0)
+    # every row fits in the buffer: Q, BK, BV read once, AV written once: 4 x 8 values x 2 B
+    assert r["rows_resident"] == 4 and r["dram_bytes"] == pytest.approx(64)
+    assert r["latency_s"] == pytest.approx(60)
+
+
+def test_fusemax_rereads_keys_when_rows_do_not_fit():
+    # 40 B buffer: K/V tile 16 B, each query row keeps Q (2) + RM, RD (1 each) + RNV (2) = 6 values
+    # = 12 B -> 2 rows resident -> BK and BV read twice: 16 + 2x16 + 2x16 + 16 = 96 B
+    r = evaluate(tiny("fusemax", glb_bytes=40), WL)
+    assert r["rows_resident"] == 2 and r["dram_bytes"] == pytest.approx(96)
+
+
+def test_non_interleaved_tiles_pay_a_stall():
+    d = tiny("fusemax_arch", stall_cycles_per_tile=3)
+    r = evaluate(d, WL)
+    # (M/2) x (P/2) = 4 tiles x 3 cycles = 12 cycles of stall on top of the stages
+    assert r["stall_s"] == pytest.approx(12)
+    stages = max(8 + 4, 4 + 4) + 4 + max(28 + 4, 28 + 4) + max(8, 8 + 8)
+    assert r["compute_s"] == pytest.approx(stages + 12)
+
+
+def test_unfused_sums_each_einsum_against_its_own_traffic():
+    r = evaluate(tiny("unfused"), WL)
+    # QK: reads Q 16 B + K 16 B, writes 32 B (16 scores) -> 64 B = 16 s vs 32/4 = 8 cycles -> 16
+    # GM: reads 32 B, writes 8 B -> 10 s vs 16/2 = 8 -> 10;  SN: reads 32 + 8, writes 32 -> 18 vs 8 -> 18
+    # SD: reads 32, writes 8 -> 10;  A: reads 32 + 8, writes 32 -> 18;  AV: reads 32 + 16, writes 16 -> 16
+    assert r["latency_s"] == pytest.approx(16 + 10 + 18 + 10 + 18 + 16)
+    assert r["dram_bytes"] == pytest.approx(64 + 40 + 72 + 40 + 72 + 64)
+
+
+def test_energy_components_add_up_and_dram_is_64_pj_per_byte():
+    r = evaluate(tiny("flat", glb_bytes=32), WL)
+    parts = sum(
+        r[k]
+        for k in ("energy_mac_2d_pj", "energy_ops_pj", "energy_reg_pj", "energy_glb_pj", "energy_dram_pj")
+    )
+    assert r["energy_pj"] == pytest.approx(parts)
+    assert r["energy_dram_pj"] == pytest.approx(176 * 64.0)
+    # 64 MACs at 17.1645 pJ
+    assert r["energy_mac_2d_pj"] == pytest.approx(64 * 17.1645)
+
+
+def test_paper_configuration_closed_form():
+    # FLAT at 1K on BERT is bound by 4 softmax ops per score on 256 PEs; FuseMax by its stages:
+    # (E+1) + 1 + 8 + F, plus the final divide F*256/M, in units of scores/65536 cycles.
+    m = MODELS["BERT"]
+    wl = {"B": m.batch, "H": m.heads, "M": 1024, "P": 1024, "E": m.e, "F": m.f}
+    flat, fm = evaluate(DESIGNS["flat"], wl), evaluate(DESIGNS["fusemax"], wl)
+    scores = m.batch * m.heads * 1024 * 1024
+    assert flat["latency_s"] == pytest.approx(4 * scores / 256 / 940e6)
+    assert fm["latency_s"] == pytest.approx((1 + 64 + 16 + 1 + 8 + 64) * scores / 65536 / 940e6)
+
+
+def test_vectorized_matches_pointwise():
+    dims = np.array([16.0, 64.0, 256.0])
+    glb = np.array([1.0, 8.0, 64.0]) * 2**20
+    seq = np.array([1024.0, 65536.0, 1048576.0])
+    wl = {"B": 2, "H": 4, "M": seq, "P": seq, "E": 64, "F": 64}
+    for name, d in DESIGNS.items():
+        vec = evaluate(d, wl, {"rows": dims, "cols": dims, "glb_bytes": glb})
+        for i in range(3):
+            one = evaluate(
+                d, {**wl, "M": seq[i], "P": seq[i]}, {"rows": dims[i], "cols": dims[i], "glb_bytes": glb[i]}
+            )
+            for k in ("latency_s", "energy_pj", "dram_bytes", "util_2d"):
+                assert vec[k][i] == pytest.approx(float(one[k])), (name, k, i)
+
+
+def test_bad_inputs_raise_one_line_errors():
+    with pytest.raises(ValueError, match="workload rank M must be >= 1"):
+        evaluate(DESIGNS["flat"], {**WL, "M": 0})
+    with pytest.raises(ValueError, match="must be >= 1 and finite"):
+        evaluate(DESIGNS["flat"], {**WL, "E": float("nan")})
+    with pytest.raises(ValueError, match="missing rank 'P'"):
+        evaluate(DESIGNS["flat"], {k: v for k, v in WL.items() if k != "P"})
+    with pytest.raises(ValueError, match="unknown arch override 'banks'"):
+        evaluate(DESIGNS["flat"], WL, {"banks": 3})
+    with pytest.raises(ValueError, match="arch glb_bytes must be positive"):
+        evaluate(DESIGNS["flat"], WL, {"glb_bytes": -1})
+    with pytest.raises(ValueError, match="does not give"):
+        evaluate(DESIGNS["flat"], {"B": 1, "H": 1, "M": 4, "P": 4})
+    with pytest.raises(ValueError, match="LM needs 'max', which the 2D array of arch 'flat'"):
+        Design(
+            "bad",
+            "attention_1pass",
+            FLAT_ARCH,
+            stages=(
+                Stage(
+                    two_d=tuple(
+                        e
+                        for e in (
+                            "QK",
+                            "LM",
+                            "RM",
+                            "SLN",
+                            "SLD",
+                            "SLNV",
+                            "PRM",
+                            "SPD",
+                            "RD",
+                            "SPNV",
+                            "RNV",
+                            "AV",
+                        )
+                    )
+                ),
+            ),
+        )
+    with pytest.raises(ValueError, match="bound to no array"):
+        Design("bad", "attention_3pass", FUSEMAX_ARCH, stages=(Stage(two_d=("QK",)),))
+    with pytest.raises(ValueError, match="no Einsum named 'XX'"):
+        Design("bad", "attention_3pass", FUSEMAX_ARCH, stages=(Stage(two_d=("XX",)),))
+    with pytest.raises(ValueError, match="Arch.rows: expected a positive integer"):
+        Arch("x", rows=0)

@@ -1,0 +1,58 @@
+import pytest
+
+from npu.dataflow.einsum import builtin_cascade, parse_cascade
+from npu.dataflow.passes import analyze_passes
+
+
+def test_attention_cascades_take_3_2_and_1_passes():
+    three = analyze_passes(builtin_cascade("attention_3pass"))
+    two = analyze_passes(builtin_cascade("attention_2pass"))
+    one = analyze_passes(builtin_cascade("attention_1pass"))
+    assert (three.passes, two.passes, one.passes) == (3, 2, 1)
+
+
+def test_3pass_details():
+    r = analyze_passes(builtin_cascade("attention_3pass"))
+    assert r.einsum_pass == {"QK": 1, "GM": 1, "SN": 2, "SD": 2, "A": 3, "AV": 3}
+    # recomputing QK in passes 2 and 3 means reading K three times; V only in the last pass
+    assert r.passes_per_input == {"K": 3, "V": 1}
+    # QK (pass 1 -> 2) and SN (pass 2 -> 3) outlive their pass; one M fiber per row at any gap;
+    # spilled, each is written once and read once more: 4 accesses per score
+    assert r.cross_pass == ("QK", "SN")
+    assert r.live_fibers == 1 and r.spill_accesses == 4
+
+
+def test_2pass_global_values_are_computed_between_passes():
+    r = analyze_passes(builtin_cascade("attention_2pass"))
+    assert r.einsum_pass["SPD"] == 1.5 and r.einsum_pass["SD"] == 1.5
+    assert r.einsum_pass["A"] == 2
+    assert r.cross_pass == ("SLN",) and r.spill_accesses == 2
+    assert r.passes_per_input == {"BK": 2, "BV": 1}
+
+
+def test_1pass_keeps_nothing_of_size_m():
+    r = analyze_passes(builtin_cascade("attention_1pass"))
+    assert r.cross_pass == () and r.live_fibers == 0 and r.spill_accesses == 0
+    assert r.einsum_pass["AV"] == 1.5  # the final divide waits for the last tile
+    assert r.passes_per_input == {"BK": 1, "BV": 1}
+    assert "independent of M" in r.summary()
+
+
+def test_unpartitioned_running_max_still_needs_two_passes():
+    # without the M1 x M0 split, a max over all of m is a full reduction: the exp needs a new pass
+    c = parse_cascade(
+        "S[m,p] = Q[e,p] * K[e,m]\nG[p] max= S[m,p]\nN[m,p] = exp(S[m,p] - G[p])\nO[f,p] = N[m,p] * V[f,m]\n"
+    )
+    r = analyze_passes(c)
+    assert r.passes == 2 and r.cross_pass == ("S",)
+
+
+def test_linear_attention_is_one_pass():
+    c = parse_cascade("KV[e,f] = K[e,m] * V[f,m]\nO[f,p] = Q[e,p] * KV[e,f]\n")
+    r = analyze_passes(c)
+    assert r.passes == 1 and r.passes_per_input == {"K": 1, "V": 1}
+
+
+def test_rank_must_be_iterated():
+    with pytest.raises(ValueError, match="no Einsum iterates index 'm'"):
+        analyze_passes(parse_cascade("O[f,p] = Q[e,p] * W[e,f]\n"))
