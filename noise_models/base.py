@@ -14,6 +14,7 @@ seconds after programming (drift, read noise).
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from typing import ClassVar, Literal
 
@@ -35,6 +36,10 @@ class NoiseContext:
     generator: torch.Generator
     g_target: torch.Tensor | None = None
     t_inference: float = 0.0
+    # Randomness that belongs to the device rather than to one read (each device's drift exponent).
+    # When given, such draws come from it, so reads of one programmed chip at several times share
+    # them while their read noise stays independent; when None they come from ``generator``.
+    device_generator: torch.Generator | None = None
 
 
 class NoiseComponent(ABC):
@@ -52,9 +57,33 @@ class NoiseComponent(ABC):
         return False
 
 
+# 4 Mi elements: each float32 temporary of a chunk is 16 MiB, so a component's few temporaries stay
+# small next to a model's weights, and each op still runs long enough to hide its launch cost.
+DEFAULT_CHUNK_ELEMS = 1 << 22
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.device == b.device and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def check_time(t_inference: float) -> float:
+    t = float(t_inference)
+    if not (t >= 0 and math.isfinite(t)):
+        raise ValueError(f"t_inference must be a finite number of seconds >= 0, got {t_inference}")
+    return t
+
+
 @dataclasses.dataclass(frozen=True)
 class DeviceModel:
-    """An ordered composition of components with the device's conductance range."""
+    """An ordered composition of components with the device's conductance range.
+
+    Tensors are processed in flat chunks of ``chunk_elems`` elements, computed in float32 whatever
+    the storage dtype, so peak extra memory is the output (none when ``out`` is the input) plus a
+    few chunk-sized temporaries. On a CUDA tensor whose stage holds only programming noise, drift
+    and read noise (the PCM chain), one fused Triton kernel does the whole pass instead (see
+    ``noise_models.fused``); it draws from the same distributions but not the same random numbers.
+    Results depend on the seed, the device and ``chunk_elems``.
+    """
 
     name: str
     g_max: float
@@ -64,35 +93,81 @@ class DeviceModel:
     def __post_init__(self) -> None:
         if not (self.g_max > 0):
             raise ValueError(f"g_max must be > 0 microsiemens, got {self.g_max}")
+        for c in self.components:
+            if not isinstance(c, NoiseComponent):
+                raise ValueError(f"components must be NoiseComponent instances, got {type(c).__name__}")
 
     @property
     def is_identity(self) -> bool:
         return all(c.is_identity for c in self.components)
 
-    def program(self, g_target: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def program(self, g_target: torch.Tensor, generator: torch.Generator, *,
+                out: torch.Tensor | None = None, chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> torch.Tensor:
         """Conductances just after programming (program-stage components only)."""
-        g = g_target.clone()
-        ctx = NoiseContext(g_max=self.g_max, generator=generator, g_target=g_target)
-        for c in self.components:
-            if c.stage == "program" and not c.is_identity:
-                g = c.apply(g, ctx)
-        return g
+        return self._run(("program",), g_target, g_target, 0.0, generator, out, chunk_elems)
 
     def read(self, g_programmed: torch.Tensor, g_target: torch.Tensor, t_inference: float,
-             generator: torch.Generator) -> torch.Tensor:
-        """Conductances read ``t_inference`` seconds after programming (read-stage components)."""
-        g = g_programmed.clone()
-        ctx = NoiseContext(g_max=self.g_max, generator=generator, g_target=g_target,
-                           t_inference=t_inference)
-        for c in self.components:
-            if c.stage == "read" and not c.is_identity:
-                g = c.apply(g, ctx)
-        return g
+             generator: torch.Generator, *, device_generator: torch.Generator | None = None,
+             out: torch.Tensor | None = None, chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> torch.Tensor:
+        """Conductances read ``t_inference`` seconds after programming (read-stage components).
 
-    def apply(self, g_target: torch.Tensor, generator: torch.Generator,
-              t_inference: float = 0.0) -> torch.Tensor:
-        """Program then read: the conductances a chip instance shows at ``t_inference``."""
-        g = self.program(g_target, generator)
-        if any(c.stage == "read" for c in self.components):
-            g = self.read(g, g_target, t_inference, generator)
-        return g
+        To follow one chip instance through time, pass each read a ``device_generator`` in the same
+        state (e.g. freshly seeded with the chip's seed): every read then sees the same drift
+        exponents, while read noise comes fresh from ``generator``.
+        """
+        return self._run(("read",), g_programmed, g_target, t_inference, generator, out, chunk_elems,
+                         device_generator)
+
+    def apply(self, g_target: torch.Tensor, generator: torch.Generator, t_inference: float = 0.0, *,
+              out: torch.Tensor | None = None, chunk_elems: int = DEFAULT_CHUNK_ELEMS,
+              fused: bool = True) -> torch.Tensor:
+        """Program then read: the conductances a chip instance shows at ``t_inference``.
+
+        ``out`` may be ``g_target`` itself (in place, no output allocation). ``fused=False`` forces
+        the chunked torch path on a GPU (for comparison; the fused kernel is the fast one).
+        """
+        return self._run(("program", "read"), g_target, g_target, t_inference, generator, out,
+                         chunk_elems, fused=fused)
+
+    def _run(self, stages: tuple[Stage, ...], g_in: torch.Tensor, g_target: torch.Tensor,
+             t_inference: float, generator: torch.Generator, out: torch.Tensor | None,
+             chunk_elems: int, device_generator: torch.Generator | None = None,
+             fused: bool = True) -> torch.Tensor:
+        t = check_time(t_inference)
+        if not g_in.is_floating_point():
+            raise ValueError(f"conductances must be a floating-point tensor, got {g_in.dtype}")
+        if g_target.shape != g_in.shape or g_target.device != g_in.device:
+            raise ValueError(f"g_target {tuple(g_target.shape)} on {g_target.device} does not match the "
+                             f"conductances {tuple(g_in.shape)} on {g_in.device}")
+        if not (isinstance(chunk_elems, int) and chunk_elems >= 1):
+            raise ValueError(f"chunk_elems must be a positive integer, got {chunk_elems!r}")
+        if out is None:
+            out = torch.empty(g_in.shape, dtype=g_in.dtype, device=g_in.device)
+        elif out.shape != g_in.shape or out.device != g_in.device or out.dtype != g_in.dtype:
+            raise ValueError(f"out {tuple(out.shape)} {out.dtype} on {out.device} does not match the "
+                             f"conductances {tuple(g_in.shape)} {g_in.dtype} on {g_in.device}")
+        elif not out.is_contiguous():
+            raise ValueError("out must be contiguous")
+        active = [c for c in self.components if c.stage in stages and not c.is_identity]
+        if fused and out.is_cuda and active:
+            from noise_models.fused import fusable, run_fused
+
+            if fusable(active):
+                return run_fused(active, g_in, g_target, t, self.g_max, generator, out, device_generator)
+        src, tgt, dst = g_in.reshape(-1), g_target.reshape(-1), out.view(-1)
+        in_place_target = _shares_memory(out, g_target)
+        for start in range(0, src.numel(), chunk_elems):
+            sl = slice(start, start + chunk_elems)
+            target = tgt[sl].to(torch.float32, copy=in_place_target)
+            bad = ~(target >= 0)  # catches NaN too
+            if bad.any():
+                i = start + int(bad.nonzero()[0, 0])
+                raise ValueError(f"g_target must be finite and >= 0 microsiemens; element {i} (flat index) "
+                                 f"is {float(tgt[i])}")
+            g = src[sl].to(torch.float32, copy=True)
+            ctx = NoiseContext(g_max=self.g_max, generator=generator, g_target=target, t_inference=t,
+                               device_generator=device_generator)
+            for c in active:
+                g = c.apply(g, ctx)
+            dst[sl].copy_(g)
+        return out

@@ -9,6 +9,14 @@ import torch
 from noise_models.base import NoiseComponent, NoiseContext
 
 
+def polynomial(x: torch.Tensor, coeffs: tuple[float, ...]) -> torch.Tensor:
+    """sum_i coeffs[i] * x^i by Horner's rule (a new tensor)."""
+    out = torch.full_like(x, coeffs[-1])
+    for c in reversed(coeffs[:-1]):
+        out.mul_(x).add_(c)
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class ProgrammingNoise(NoiseComponent):
     """Gaussian programming error whose sigma is a polynomial in G_target / g_max.
@@ -38,11 +46,7 @@ class ProgrammingNoise(NoiseComponent):
         return self.scale == 0
 
     def sigma(self, g_target: torch.Tensor, g_max: float) -> torch.Tensor:
-        x = g_target / g_max
-        sig = torch.full_like(x, self.coeffs[-1])
-        for c in reversed(self.coeffs[:-1]):  # Horner
-            sig.mul_(x).add_(c)
-        return sig.clamp_(min=0.0).mul_(self.scale * g_max / self.g_ref)
+        return polynomial(g_target / g_max, self.coeffs).clamp_(min=0.0).mul_(self.scale * g_max / self.g_ref)
 
     def apply(self, g: torch.Tensor, ctx: NoiseContext) -> torch.Tensor:
         target = ctx.g_target if ctx.g_target is not None else g

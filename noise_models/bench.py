@@ -1,0 +1,158 @@
+"""Throughput of the full PCM model (programming noise + drift + read noise) on a large weight set.
+
+    python -m noise_models.bench [--params 1e9] [--device cpu|cuda] [--dtype float32 bfloat16]
+                                 [--csv results/noise_bench.csv]
+
+Bytes are counted as the fewest a pass must move: each target read once and each result written
+once (2 x params x element size), the same count as the device-to-device copy measured in the same
+run as the baseline. "of copy" is the model's bytes/s over the copy's. Peak extra memory is what the
+model allocated beyond its input and output (GPU: the caching allocator's peak; CPU: the growth of
+the process's peak resident set, so the model runs before the copy's buffers exist).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from noise_models.presets import device_model
+
+T_INFERENCE = 86400.0  # one day after programming
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def _time(fn, device: torch.device, repeats: int) -> float:
+    """Median seconds of ``fn`` (CUDA events on a GPU, after one warm-up that compiles the kernel)."""
+    if device.type == "cuda":
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def check_fused_matches_eager(device: torch.device, n: int = 1 << 24) -> float:
+    """Largest relative difference of per-bin mean and sigma between the fused and the torch path."""
+    model = device_model("pcm", 1.0)
+    g = torch.rand(n, generator=torch.Generator(device).manual_seed(0), device=device) * model.g_max
+    g, _ = g.sort()
+    a = model.apply(g, torch.Generator(device).manual_seed(1), T_INFERENCE, fused=True)
+    b = model.apply(g, torch.Generator(device).manual_seed(2), T_INFERENCE, fused=False)
+    worst = 0.0
+    for da, db, dg in zip((a - g).chunk(16), (b - g).chunk(16), g.chunk(16)):
+        scale = float(dg.mean())
+        worst = max(worst, abs(float(da.mean() - db.mean())) / scale,
+                    abs(float(da.std() / db.std()) - 1.0))
+    return worst
+
+
+def _bench_dtype(model, n: int, device: torch.device, dtype: torch.dtype, repeats: int,
+                 chunk_elems: int, gen: torch.Generator) -> list[dict]:
+    nbytes = 2 * n * torch.empty((), dtype=dtype).element_size()
+    target = torch.empty(n, dtype=dtype, device=device)
+    for piece in target.split(1 << 26):  # fill in pieces: a float32 temporary of 1e9 would double memory
+        piece.copy_(torch.rand(piece.shape, generator=gen, device=device) * model.g_max)
+    variants = [("pcm torch chunks, in place", False)]
+    if device.type == "cuda":
+        variants.insert(0, ("pcm fused, in place", True))
+    results = {}
+    for name, fused in variants:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            base = _rss_bytes()
+
+        def apply(fused: bool = fused) -> None:
+            model.apply(target, gen, T_INFERENCE, out=target, chunk_elems=chunk_elems, fused=fused)
+
+        try:
+            sec = _time(apply, device, repeats)
+        except Exception as e:  # a failing variant is reported, the others still run
+            print(f"{name}: failed: {type(e).__name__}: {e}")
+            continue
+        if device.type == "cuda":
+            extra = torch.cuda.max_memory_allocated() - base
+        else:
+            extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        results[name] = (sec, max(extra, 0))
+    copy_dst = torch.empty_like(target)
+    copy_sec = _time(lambda: copy_dst.copy_(target), device, repeats)
+    copy_bw = nbytes / copy_sec
+    common = dict(device=str(device), dtype=str(dtype).replace("torch.", ""), params=n)
+    rows = [dict(common, variant="device-to-device copy", seconds=copy_sec, gbytes_per_s=copy_bw / 1e9,
+                 of_copy=1.0, peak_extra_mib=0.0)]
+    for name, (sec, extra) in results.items():
+        rows.append(dict(common, variant=name, seconds=sec, gbytes_per_s=nbytes / sec / 1e9,
+                         of_copy=nbytes / sec / copy_bw, peak_extra_mib=extra / 2 ** 20))
+    return rows
+
+
+def run(n: int, device: torch.device, dtypes: list[torch.dtype], repeats: int,
+        chunk_elems: int) -> list[dict]:
+    model = device_model("pcm", 1.0)
+    gen = torch.Generator(device).manual_seed(0)
+    rows = []
+    for dtype in dtypes:
+        rows += _bench_dtype(model, n, device, dtype, repeats, chunk_elems, gen)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--params", type=float, default=1e9, help="number of weights (conductances)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs (default 5 on GPU, 1 on CPU)")
+    ap.add_argument("--chunk-elems", type=int, default=1 << 22)
+    ap.add_argument("--csv", type=Path, default=Path("results/noise_bench.csv"))
+    args = ap.parse_args(argv)
+    n = int(args.params)
+    if n < 1:
+        raise SystemExit(f"--params must be >= 1, got {args.params}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA GPU is available here")
+    repeats = args.repeats or (5 if device.type == "cuda" else 1)
+    if device.type == "cuda":
+        print(f"fused vs torch path, worst per-bin relative difference of mean/sigma: "
+              f"{check_fused_matches_eager(device):.4f}")
+    rows = run(n, device, [getattr(torch, d) for d in args.dtype], repeats, args.chunk_elems)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
+    print(f"\nPCM model (programming + drift + read noise, t = 1 day) on {n:.3g} params, {name}")
+    print(f"{'dtype':9s} {'variant':28s} {'seconds':>9s} {'GB/s':>8s} {'of copy':>8s} "
+          f"{'peak extra MiB':>15s}")
+    for r in rows:
+        print(f"{r['dtype']:9s} {r['variant']:28s} {r['seconds']:9.4f} {r['gbytes_per_s']:8.1f} "
+              f"{r['of_copy']:8.3f} {r['peak_extra_mib']:15.1f}")
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    with args.csv.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {args.csv}")
+
+
+if __name__ == "__main__":
+    main()
