@@ -62,7 +62,7 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     c = codes.to(torch.int64)
     if c.numel() and (int(c.min()) < 0 or int(c.max()) >= (1 << bits)):
         raise ValueError(f"codes must lie in [0, {1 << bits}) for {bits}-bit packing")
-    c = c.reshape(*codes.shape[:-1], -1, per_word)
+    c = c.reshape(*codes.shape[:-1], codes.shape[-1] // per_word, per_word)
     shifts = torch.arange(per_word, device=codes.device, dtype=torch.int64) * bits
     words = (c << shifts).sum(-1)
     # two's complement view of the unsigned 32-bit word
@@ -74,7 +74,7 @@ def unpack_codes(words: torch.Tensor, bits: int) -> torch.Tensor:
     per_word = 32 // bits
     shifts = torch.arange(per_word, device=words.device, dtype=torch.int64) * bits
     codes = (words.to(torch.int64)[..., None] >> shifts) & ((1 << bits) - 1)
-    return codes.reshape(*words.shape[:-1], -1).to(torch.uint8)
+    return codes.reshape(*words.shape[:-1], words.shape[-1] * per_word).to(torch.uint8)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,473 @@
+"""Decode attention over a KV cache quantized to 4 or 2 bits, with sink tokens kept in full precision.
+
+Cache format (``B`` batch, ``HKV`` kv heads, ``D`` head dim, per batch and head):
+
+- **keys, per channel** (KIVI): tokens are grouped in runs of ``k_group``; each group stores, per
+  channel, a step ``s`` and an offset ``lo`` so that ``k ~ code * s + lo`` with ``code`` in
+  ``[0, 2^bits)``. Optionally the keys are rotated by the orthonormal Walsh-Hadamard transform on
+  write (RotateKV / QuaRot: spreads outlier channels before quantizing); the query is rotated the
+  same way at decode, so ``q . k`` is unchanged up to quantization.
+- **values, per token**: each token's ``D`` channels are grouped in runs of ``v_group`` with one
+  step and offset per group.
+- **full-precision tokens**: the first ``n_sink`` tokens, any extra sink positions (attention
+  sinks found by :func:`detect_sink_tokens`, the KVSink idea), and the most recent tokens that do
+  not yet fill a key group, are kept unquantized in the cache dtype. Decode attention is a sum over
+  tokens, so their order does not matter once RoPE has been applied.
+
+Codes are packed ``32 / bits`` to an int32 along the head dim; steps and offsets are stored in the
+cache dtype and the codes are computed against those rounded values.
+
+Decode (:func:`kv_decode`) splits the quantized tokens over ``num_splits`` programs per kv head
+(FlashDecoding); one more program takes the full-precision tokens; a second kernel merges the
+partial softmax states. Per kv head, all its query heads (GQA) are processed together. For keys the
+step is folded into the query (``q . k = (q * s) . code + q . lo``), so a key costs an unpack and a
+tensor-core product; values are dequantized in registers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from kernels._common import HAVE_TRITON, interpreting, next_pow2, use_triton
+from kernels.fwht import fwht
+from kernels.quant_gemv import pack_codes, unpack_codes
+
+if HAVE_TRITON:
+    import triton
+    import triton.language as tl
+
+    from kernels._common import mma
+
+__all__ = [
+    "QuantizedKVCache",
+    "quantize_kv",
+    "dequantize_kv",
+    "detect_sink_tokens",
+    "kv_decode",
+    "kv_decode_reference",
+    "decode_reference_dense",
+]
+
+_LOG2E = 1.4426950408889634
+
+
+@dataclasses.dataclass
+class QuantizedKVCache:
+    k_words: torch.Tensor  # [B, HKV, TQ, D*bits/32] int32
+    k_step: torch.Tensor  # [B, HKV, TQ/k_group, D]
+    k_lo: torch.Tensor
+    v_words: torch.Tensor  # [B, HKV, TQ, D*bits/32] int32
+    v_step: torch.Tensor  # [B, HKV, TQ, D/v_group]
+    v_lo: torch.Tensor
+    fp_k: torch.Tensor  # [B, HKV, TF, D]: sinks, then the recent tokens that do not fill a key group
+    fp_v: torch.Tensor
+    n_fp_sink: int
+    bits: int
+    k_group: int
+    v_group: int
+    rotated: bool
+
+    @property
+    def head_dim(self) -> int:
+        return self.fp_k.shape[-1]
+
+    @property
+    def kv_heads(self) -> int:
+        return self.fp_k.shape[1]
+
+    @property
+    def n_quantized(self) -> int:
+        return self.k_words.shape[2]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.n_quantized + self.fp_k.shape[2]
+
+    def nbytes(self) -> int:
+        parts = (
+            self.k_words,
+            self.k_step,
+            self.k_lo,
+            self.v_words,
+            self.v_step,
+            self.v_lo,
+            self.fp_k,
+            self.fp_v,
+        )
+        return sum(t.numel() * t.element_size() for t in parts)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Add tokens ``k, v [B, HKV, T, D]`` (keys unrotated); full key groups are quantized at once."""
+        if k.shape != v.shape or k.shape[:2] != self.fp_k.shape[:2] or k.shape[3] != self.head_dim:
+            raise ValueError(f"append: k {tuple(k.shape)}, v {tuple(v.shape)} do not fit the cache")
+        if self.rotated:
+            k = fwht(k)
+        fp_k = torch.cat([self.fp_k, k.to(self.fp_k.dtype)], 2)
+        fp_v = torch.cat([self.fp_v, v.to(self.fp_v.dtype)], 2)
+        recent = fp_k.shape[2] - self.n_fp_sink
+        full = recent // self.k_group * self.k_group
+        if full:
+            s = self.n_fp_sink
+            part = _quantize_tokens(
+                fp_k[:, :, s : s + full], fp_v[:, :, s : s + full], self.bits, self.k_group, self.v_group
+            )
+            for name, t in part.items():
+                setattr(self, name, torch.cat([getattr(self, name), t], 2))
+            fp_k = torch.cat([fp_k[:, :, :s], fp_k[:, :, s + full :]], 2)
+            fp_v = torch.cat([fp_v[:, :, :s], fp_v[:, :, s + full :]], 2)
+        self.fp_k, self.fp_v = fp_k.contiguous(), fp_v.contiguous()
+
+
+def _minmax_quantize(x: torch.Tensor, dim: int, bits: int, dtype: torch.dtype):
+    qmax = (1 << bits) - 1
+    xf = x.float()
+    lo = xf.amin(dim, keepdim=True).to(dtype)
+    step = ((xf.amax(dim, keepdim=True) - lo.float()) / qmax).to(dtype)
+    step = torch.where(step.float() > 0, step, torch.ones_like(step))
+    codes = ((xf - lo.float()) / step.float()).round().clamp(0, qmax).to(torch.uint8)
+    return codes, step.squeeze(dim), lo.squeeze(dim)
+
+
+def _quantize_tokens(k: torch.Tensor, v: torch.Tensor, bits: int, k_group: int, v_group: int) -> dict:
+    b, h, t, d = k.shape
+    kc, ks, kl = _minmax_quantize(k.reshape(b, h, t // k_group, k_group, d), 3, bits, k.dtype)
+    vc, vs, vl = _minmax_quantize(v.reshape(b, h, t, d // v_group, v_group), 4, bits, v.dtype)
+    return {
+        "k_words": pack_codes(kc.reshape(b, h, t, d), bits),
+        "k_step": ks,
+        "k_lo": kl,
+        "v_words": pack_codes(vc.reshape(b, h, t, d), bits),
+        "v_step": vs,
+        "v_lo": vl,
+    }
+
+
+def detect_sink_tokens(
+    q_probe: torch.Tensor, k: torch.Tensor, count: int, exclude_first: int = 0
+) -> list[int]:
+    """Positions of the ``count`` tokens that draw the most attention from the probe queries.
+
+    ``q_probe [B, H, P, D]`` (e.g. the last prefill queries), ``k [B, HKV, T, D]``. Attention is
+    averaged over batch, heads and probes; the first ``exclude_first`` tokens (kept anyway) are skipped.
+    """
+    if count < 0 or exclude_first < 0:
+        raise ValueError(f"count ({count}) and exclude_first ({exclude_first}) must be >= 0")
+    if q_probe.shape[1] % k.shape[1]:
+        raise ValueError(f"query heads ({q_probe.shape[1]}) must be a multiple of kv heads ({k.shape[1]})")
+    rep = q_probe.shape[1] // k.shape[1]
+    s = q_probe.float() @ k.float().repeat_interleave(rep, 1).transpose(-1, -2) / math.sqrt(k.shape[-1])
+    weight = torch.softmax(s, -1).mean(dim=(0, 1, 2))
+    weight[:exclude_first] = -1.0
+    count = min(count, max(0, k.shape[2] - exclude_first))
+    return sorted(int(i) for i in torch.topk(weight, count).indices)
+
+
+def quantize_kv(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bits: int = 2,
+    k_group: int = 64,
+    v_group: int = 64,
+    n_sink: int = 4,
+    sink_tokens: list[int] | None = None,
+    rotate: bool = True,
+) -> QuantizedKVCache:
+    """Quantize a prefilled cache ``k, v [B, HKV, T, D]`` (fp16/bf16)."""
+    if k.dim() != 4 or k.shape != v.shape:
+        raise ValueError(f"k and v must both be [B, HKV, T, D]; got {tuple(k.shape)} and {tuple(v.shape)}")
+    if k.dtype not in (torch.float16, torch.bfloat16) or v.dtype != k.dtype:
+        raise ValueError(f"k and v must be fp16 or bf16 of one dtype; got {k.dtype}, {v.dtype}")
+    if bits not in (2, 4):
+        raise ValueError(f"bits must be 2 or 4; got {bits}")
+    b, h, t, d = k.shape
+    if d not in (16, 32, 64, 128, 256):
+        raise ValueError(f"head dim {d} is not supported (16 to 256, a power of two)")
+    per_word = 32 // bits
+    if k_group < 16 or k_group & (k_group - 1):
+        raise ValueError(f"k_group must be a power of two >= 16; got {k_group}")
+    if v_group < per_word or v_group & (v_group - 1) or v_group > d:
+        raise ValueError(
+            f"v_group must be a power of two between {per_word} and the head dim {d}; got {v_group}"
+        )
+    if n_sink < 0:
+        raise ValueError(f"n_sink must be >= 0; got {n_sink}")
+    sinks = sorted(set(range(min(n_sink, t))) | set(sink_tokens or ()))
+    if sinks and (sinks[0] < 0 or sinks[-1] >= t):
+        raise ValueError(f"sink_tokens must lie in [0, {t}); got {sink_tokens}")
+    if rotate:
+        k = fwht(k)
+    is_sink = torch.zeros(t, dtype=torch.bool, device=k.device)
+    is_sink[sinks] = True
+    rest = torch.nonzero(~is_sink).flatten()
+    t_q = rest.numel() // k_group * k_group
+    quant_idx, recent_idx = rest[:t_q], rest[t_q:]
+    sink_idx = torch.tensor(sinks, dtype=torch.long, device=k.device)
+    fp_idx = torch.cat([sink_idx, recent_idx])
+    parts = _quantize_tokens(k[:, :, quant_idx], v[:, :, quant_idx], bits, k_group, v_group)
+    parts = {name: t.contiguous() for name, t in parts.items()}
+    return QuantizedKVCache(
+        **parts,
+        fp_k=k[:, :, fp_idx].contiguous(),
+        fp_v=v[:, :, fp_idx].contiguous(),
+        n_fp_sink=len(sinks),
+        bits=bits,
+        k_group=k_group,
+        v_group=v_group,
+        rotated=rotate,
+    )
+
+
+def dequantize_kv(cache: QuantizedKVCache) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(k, v)`` as the kernel sees them: quantized tokens first, then the full-precision ones (fp32)."""
+    b, h, t, _ = cache.k_words.shape
+    d = cache.head_dim
+    kc = unpack_codes(cache.k_words, cache.bits).float().reshape(b, h, t // cache.k_group, cache.k_group, d)
+    k = (kc * cache.k_step.float()[:, :, :, None] + cache.k_lo.float()[:, :, :, None]).reshape(b, h, t, d)
+    vc = unpack_codes(cache.v_words, cache.bits).float().reshape(b, h, t, d // cache.v_group, cache.v_group)
+    v = (vc * cache.v_step.float()[..., None] + cache.v_lo.float()[..., None]).reshape(b, h, t, d)
+    return torch.cat([k, cache.fp_k.float()], 2), torch.cat([v, cache.fp_v.float()], 2)
+
+
+def _check_q(q: torch.Tensor, cache: QuantizedKVCache) -> None:
+    if q.dim() != 3 or q.shape[0] != cache.fp_k.shape[0] or q.shape[2] != cache.head_dim:
+        raise ValueError(
+            f"q must be [B, H, D] = [{cache.fp_k.shape[0]}, H, {cache.head_dim}]; got {tuple(q.shape)}"
+        )
+    if q.shape[1] % cache.kv_heads:
+        raise ValueError(f"query heads ({q.shape[1]}) must be a multiple of kv heads ({cache.kv_heads})")
+    if cache.n_tokens == 0:
+        raise ValueError("the cache holds no tokens")
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_scale: float) -> torch.Tensor:
+    rep = q.shape[1] // k.shape[1]
+    s = (q.float()[:, :, None, :] @ k.float().repeat_interleave(rep, 1).transpose(-1, -2)) * sm_scale
+    return (torch.softmax(s, -1) @ v.float().repeat_interleave(rep, 1))[:, :, 0]
+
+
+def kv_decode_reference(
+    q: torch.Tensor, cache: QuantizedKVCache, sm_scale: float | None = None
+) -> torch.Tensor:
+    """One decode step ``q [B, H, D]`` against the dequantized cache, in fp32."""
+    _check_q(q, cache)
+    scale = 1.0 / math.sqrt(cache.head_dim) if sm_scale is None else sm_scale
+    k, v = dequantize_kv(cache)
+    qr = fwht(q.float()) if cache.rotated else q.float()
+    return _attend(qr, k, v, scale).to(q.dtype)
+
+
+def decode_reference_dense(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_scale: float | None = None
+) -> torch.Tensor:
+    """Unquantized decode attention ``q [B, H, D]`` over ``k, v [B, HKV, T, D]``, in fp32."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else sm_scale
+    return _attend(q, k, v, scale).to(q.dtype)
+
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def _kv_split_kernel(
+        Q,
+        KW,
+        KS,
+        KL,
+        VW,
+        VS,
+        VL,
+        FK,
+        FV,
+        PO,
+        PM,
+        PL,
+        qk_scale,
+        HKV,
+        T_Q,
+        T_F,
+        TOK_PER_SPLIT,
+        NUM_SPLITS,
+        s_qb,
+        s_qh,
+        s_kw,
+        s_ks,
+        s_vw,
+        s_vs,
+        s_f,
+        GROUP: tl.constexpr,
+        GP: tl.constexpr,
+        BITS: tl.constexpr,
+        KG: tl.constexpr,
+        VG: tl.constexpr,
+        D: tl.constexpr,
+    ):
+        PER_WORD: tl.constexpr = 32 // BITS
+        WORDS: tl.constexpr = D // PER_WORD
+        MASK: tl.constexpr = (1 << BITS) - 1
+        pid_s = tl.program_id(0)
+        bh = tl.program_id(1)
+        b = bh // HKV
+        hk = bh % HKV
+        bh64 = bh.to(tl.int64)
+        offs_g = tl.arange(0, GP)
+        offs_d = tl.arange(0, D)
+        offs_n = tl.arange(0, KG)
+        offs_w = tl.arange(0, WORDS)
+        shifts = tl.arange(0, PER_WORD) * BITS
+        g_mask = offs_g < GROUP
+        q = (
+            tl.load(
+                Q + b.to(tl.int64) * s_qb + (hk * GROUP + offs_g)[:, None] * s_qh + offs_d[None, :],
+                mask=g_mask[:, None],
+                other=0.0,
+            ).to(tl.float32)
+            * qk_scale
+        )
+        m_i = tl.full([GP], float("-inf"), tl.float32)
+        l_i = tl.zeros([GP], tl.float32)
+        acc = tl.zeros([GP, D], tl.float32)
+        if pid_s < NUM_SPLITS:
+            lo = pid_s * TOK_PER_SPLIT
+            hi = tl.minimum(lo + TOK_PER_SPLIT, T_Q)
+            for start in range(lo, hi, KG):
+                grp = start // KG
+                ks = tl.load(KS + bh64 * s_ks + grp * D + offs_d).to(tl.float32)
+                kl = tl.load(KL + bh64 * s_ks + grp * D + offs_d).to(tl.float32)
+                q_step = q * ks[None, :]
+                q_lo = tl.sum(q * kl[None, :], 1)
+                tok = (start + offs_n).to(tl.int64)
+                kw = tl.load(KW + bh64 * s_kw + tok[:, None] * WORDS + offs_w[None, :])
+                kcodes = tl.reshape((kw[:, :, None] >> shifts[None, None, :]) & MASK, [KG, D]).to(tl.float32)
+                qk = mma(q_step, tl.trans(kcodes)) + q_lo[:, None]
+                m_new = tl.maximum(m_i, tl.max(qk, 1))
+                p = tl.math.exp2(qk - m_new[:, None])
+                alpha = tl.math.exp2(m_i - m_new)
+                l_i = l_i * alpha + tl.sum(p, 1)
+                m_i = m_new
+                vw = tl.load(VW + bh64 * s_vw + tok[:, None] * WORDS + offs_w[None, :])
+                vcodes = tl.reshape((vw[:, :, None] >> shifts[None, None, :]) & MASK, [KG, D // VG, VG])
+                offs_vg = tl.arange(0, D // VG)
+                vs = tl.load(VS + bh64 * s_vs + tok[:, None] * (D // VG) + offs_vg[None, :]).to(tl.float32)
+                vl = tl.load(VL + bh64 * s_vs + tok[:, None] * (D // VG) + offs_vg[None, :]).to(tl.float32)
+                v = tl.reshape(vcodes.to(tl.float32) * vs[:, :, None] + vl[:, :, None], [KG, D])
+                acc = acc * alpha[:, None] + mma(p.to(FV.dtype.element_ty), v.to(FV.dtype.element_ty))
+        else:
+            for start in range(0, T_F, KG):
+                tok = start + offs_n
+                t_mask = tok < T_F
+                k = tl.load(
+                    FK + bh64 * s_f + tok[:, None] * D + offs_d[None, :], mask=t_mask[:, None], other=0.0
+                )
+                v = tl.load(
+                    FV + bh64 * s_f + tok[:, None] * D + offs_d[None, :], mask=t_mask[:, None], other=0.0
+                )
+                qk = mma(q, tl.trans(k.to(tl.float32)))
+                qk = tl.where(t_mask[None, :], qk, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(qk, 1))
+                p = tl.math.exp2(qk - m_new[:, None])
+                alpha = tl.where(m_i == float("-inf"), 0.0, tl.math.exp2(m_i - m_new))
+                l_i = l_i * alpha + tl.sum(p, 1)
+                m_i = m_new
+                acc = acc * alpha[:, None] + mma(p.to(v.dtype), v)
+        part = (bh64 * (NUM_SPLITS + 1) + pid_s) * GP + offs_g
+        tl.store(PM + part, m_i, mask=g_mask)
+        tl.store(PL + part, l_i, mask=g_mask)
+        tl.store(PO + part[:, None] * D + offs_d[None, :], acc, mask=g_mask[:, None])
+
+    @triton.jit
+    def _kv_combine_kernel(
+        PO, PM, PL, Out, NUM_PARTS, GROUP: tl.constexpr, GP: tl.constexpr, SP: tl.constexpr, D: tl.constexpr
+    ):
+        row = tl.program_id(0)  # = (b * HKV + hk) * GROUP + g = b * H + h
+        bh = (row // GROUP).to(tl.int64)
+        g = row % GROUP
+        offs_s = tl.arange(0, SP)
+        offs_d = tl.arange(0, D)
+        s_mask = offs_s < NUM_PARTS
+        part = (bh * NUM_PARTS + offs_s) * GP + g
+        m = tl.load(PM + part, mask=s_mask, other=float("-inf"))
+        l_s = tl.load(PL + part, mask=s_mask, other=0.0)
+        o = tl.load(PO + part[:, None] * D + offs_d[None, :], mask=s_mask[:, None], other=0.0)
+        m_all = tl.max(m, 0)
+        w = tl.where(m == float("-inf"), 0.0, tl.math.exp2(m - m_all))
+        out = tl.sum(o * w[:, None], 0) / tl.sum(l_s * w, 0)
+        tl.store(Out + row.to(tl.int64) * D + offs_d, out.to(Out.dtype.element_ty))
+
+
+def kv_decode(
+    q: torch.Tensor,
+    cache: QuantizedKVCache,
+    sm_scale: float | None = None,
+    num_splits: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One decode step: ``q [B, H, D]`` (unrotated) against the quantized cache; returns ``[B, H, D]``."""
+    _check_q(q, cache)
+    if q.dtype != cache.fp_k.dtype:
+        raise ValueError(f"q dtype {q.dtype} differs from the cache dtype {cache.fp_k.dtype}")
+    if out is not None and (out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous()):
+        raise ValueError(f"out must be a contiguous {q.dtype} tensor of shape {tuple(q.shape)}")
+    tensors = (q, cache.k_words, cache.v_words, cache.fp_k)
+    if not use_triton("kernels.kv_quant", *tensors):
+        y = kv_decode_reference(q, cache, sm_scale)
+        return y if out is None else out.copy_(y)
+    b, h, d = q.shape
+    hkv = cache.kv_heads
+    group = h // hkv
+    gp = max(16, next_pow2(group))
+    scale = 1.0 / math.sqrt(d) if sm_scale is None else sm_scale
+    qr = fwht(q) if cache.rotated else q.contiguous()
+    t_q = cache.n_quantized
+    groups_q = t_q // cache.k_group
+    if num_splits is None:
+        # enough programs to fill the GPU two or three times over, each with whole key groups
+        target = max(1, 2 * 132 // max(1, b * hkv) + 1)
+        num_splits = max(1, min(target, groups_q))
+    if num_splits < 1:
+        raise ValueError(f"num_splits must be >= 1; got {num_splits}")
+    tok_per_split = triton.cdiv(max(groups_q, 1), num_splits) * cache.k_group
+    parts = num_splits + 1
+    pm = torch.empty((b * hkv, parts, gp), device=q.device, dtype=torch.float32)
+    pl = torch.empty_like(pm)
+    po = torch.empty((b * hkv, parts, gp, d), device=q.device, dtype=torch.float32)
+    y = torch.empty_like(q) if out is None else out
+    quant = (cache.k_words, cache.k_step, cache.k_lo, cache.v_words, cache.v_step, cache.v_lo)
+    fp = (cache.fp_k, cache.fp_v)
+    # an empty tensor may have no storage; hand the kernel a real (never read) pointer instead
+    quant = tuple(t if t.numel() else qr for t in quant)
+    fp = tuple(t if t.numel() else qr for t in fp)
+    _kv_split_kernel[(parts, b * hkv)](
+        qr,
+        *quant,
+        *fp,
+        po,
+        pm,
+        pl,
+        scale * _LOG2E,
+        hkv,
+        t_q,
+        cache.fp_k.shape[2],
+        tok_per_split,
+        num_splits,
+        qr.stride(0),
+        qr.stride(1),
+        cache.k_words.shape[2] * cache.k_words.shape[3],
+        cache.k_step.shape[2] * d,
+        cache.v_words.shape[2] * cache.v_words.shape[3],
+        cache.v_step.shape[2] * cache.v_step.shape[3],
+        cache.fp_k.shape[2] * d,
+        GROUP=group,
+        GP=gp,
+        BITS=cache.bits,
+        KG=cache.k_group,
+        VG=cache.v_group,
+        D=d,
+        num_warps=4,
+        num_stages=1 if interpreting() else 3,
+    )
+    _kv_combine_kernel[(b * h,)](
+        po, pm, pl, y, parts, GROUP=group, GP=gp, SP=next_pow2(parts), D=d, num_warps=4
+    )
+    return y
