@@ -29,6 +29,7 @@ def ours() -> pd.DataFrame:
     for name, m in MODELS.items():
         wl = {"B": m.batch, "H": m.heads, "M": seq, "P": seq, "E": m.e, "F": m.f}
         a, b = evaluate(flat, wl), evaluate(fm, wl)
+        steps = {k: evaluate(DESIGNS[k], wl)["latency_s"] for k in ("unfused", "cascade", "fusemax_arch")}
         la, lb = linear_layers(flat.arch, m, seq), linear_layers(fm.arch, m, seq)
         for i, n in enumerate(SEQ_LENS):
             rows.append(
@@ -45,6 +46,10 @@ def ours() -> pd.DataFrame:
                     "util_1d_fusemax": b["util_1d"][i],
                     "util_2d_flat": a["util_2d"][i],
                     "util_1d_flat": a["util_1d"][i],
+                    **{f"speedup_{k}": a["latency_s"][i] / v[i] for k, v in steps.items()},
+                    "flat_latency_s": a["latency_s"][i],
+                    "fusemax_latency_s": b["latency_s"][i],
+                    "flat_dram_bytes": a["dram_bytes"][i],
                 }
             )
     return pd.DataFrame(rows)
@@ -68,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     print(show.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print()
     print(f"{'average over 24 points':32s} {'paper':>8s} {'ours':>8s} {'ours/paper':>10s}")
-    for c in cols[:4]:
+    extra = ["util_1d_fusemax", "util_1d_flat", "speedup_unfused", "speedup_cascade", "speedup_fusemax_arch"]
+    for c in cols[:4] + cols[4:] + extra:
         p, o = t[f"{c}_paper"].mean(), t[f"{c}_ours"].mean()
         print(f"{c:32s} {p:8.3f} {o:8.3f} {o / p:10.3f}")
     t.to_csv(args.csv, index=False)

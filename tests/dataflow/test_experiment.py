@@ -59,7 +59,8 @@ def test_10000_point_design_space_is_fast(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["fusemax_seq_len.toml", "fusemax_hardware.toml", "fusemax_design_space.toml"]
+    "name",
+    ["fusemax_seq_len.toml", "fusemax_models.toml", "fusemax_hardware.toml", "fusemax_design_space.toml"],
 )
 def test_shipped_configs_validate(name):
     assert load_config(CONFIGS / name).trials()
