@@ -28,6 +28,8 @@ import dataclasses
 import re
 from pathlib import Path
 
+import numpy as np
+
 __all__ = [
     "BinOp",
     "Call",
@@ -115,12 +117,38 @@ Expr = Num | Ref | Neg | BinOp | Call
 
 @dataclasses.dataclass(frozen=True)
 class Constraint:
+    """``left op right``, kept as the linear form sum(coef * index) + const ``op`` 0.
+
+    Supported (and modelled) forms bound one index (``m < 4``) or the difference of two
+    (``m <= p``, ``p - m < 4096``).
+    """
+
     left: str
     op: str
     right: str
+    coefs: tuple[tuple[str, int], ...] = ()
+    const: int = 0
 
     def __str__(self) -> str:
         return f"{self.left} {self.op} {self.right}"
+
+    def difference_range(self) -> tuple[tuple[str, ...], float, float]:
+        """(indices, lo, hi): ``lo <= u - v <= hi`` for two indices (u, v), ``lo <= u <= hi`` for one."""
+        coefs = dict(self.coefs)
+        names = sorted(coefs, key=lambda v: -coefs[v])  # +1 first
+        c = self.const
+        lo, hi = -np.inf, np.inf
+        if self.op in ("<=", "=="):
+            hi = -c
+        if self.op == "<":
+            hi = -c - 1
+        if self.op in (">=", "=="):
+            lo = -c
+        if self.op == ">":
+            lo = -c + 1
+        if len(names) == 1 and coefs[names[0]] == -1:  # -u + c op 0  ->  u op' c
+            lo, hi = -hi, -lo
+        return tuple(names), lo, hi
 
 
 @dataclasses.dataclass(frozen=True)
@@ -419,7 +447,26 @@ def _parse_atom(ln: _Line) -> Expr:
     raise ln.error(tok.col, f"expected a tensor, number, function or '(', got {tok.text!r}")
 
 
-_IDX_EXPR = re.compile(r"^[a-z][a-z0-9_]*(\s*[-+]\s*(\d+|[a-z][a-z0-9_]*))*$")
+_SIDE_TERM = re.compile(r"\s*([-+]?)\s*([a-z][a-z0-9_]*|\d+)\s*")
+
+
+def _linear(side: str) -> tuple[dict[str, int], int] | None:
+    coefs: dict[str, int] = {}
+    const = 0
+    pos = 0
+    first = True
+    while pos < len(side):
+        m = _SIDE_TERM.match(side, pos)
+        if m is None or m.end() == pos or (not first and not m.group(1)):
+            return None
+        sign = -1 if m.group(1) == "-" else 1
+        if m.group(2).isdigit():
+            const += sign * int(m.group(2))
+        else:
+            coefs[m.group(2)] = coefs.get(m.group(2), 0) + sign
+        pos = m.end()
+        first = False
+    return (coefs, const) if not first else None
 
 
 def _parse_constraints(ln: _Line, text_from: int) -> tuple[Constraint, ...]:
@@ -433,14 +480,27 @@ def _parse_constraints(ln: _Line, text_from: int) -> tuple[Constraint, ...]:
         if m is None:
             raise ln.error(part_col, f"expected a constraint such as 'm <= p', got {part.strip()!r}")
         left, op, right = m.groups()
-        for side in (left, right):
-            if not (_IDX_EXPR.match(side) or side.isdigit()):
-                raise ln.error(part_col, f"constraint side {side!r} is not an index expression")
-        out.append(Constraint(left, op, right))
+        sides = [_linear(left), _linear(right)]
+        for side, parsed in zip((left, right), sides):
+            if parsed is None:
+                raise ln.error(part_col, f"constraint side {side!r} is not a sum of indices and integers")
+        (lc, lk), (rc, rk) = sides  # type: ignore[misc]
+        coefs = dict(lc)
+        for v, k in rc.items():
+            coefs[v] = coefs.get(v, 0) - k
+        coefs = {v: k for v, k in coefs.items() if k}
+        vals = sorted(coefs.values())
+        if vals not in ([1], [-1], [-1, 1]):
+            raise ln.error(
+                part_col,
+                f"constraint {part.strip()!r} must bound one index or the difference of two "
+                f"(e.g. 'm <= p', 'p - m < 4096')",
+            )
+        out.append(Constraint(left, op, right, tuple(sorted(coefs.items())), lk - rk))
     return tuple(out)
 
 
-def _parse_line(ln: _Line) -> Einsum:
+def _parse_line(ln: _Line, partitions: dict[str, tuple[str, str]]) -> Einsum:
     name_tok = ln.next("an output tensor")
     if name_tok.kind != "name":
         raise ln.error(name_tok.col, f"expected an output tensor name, got {name_tok.text!r}")
@@ -479,9 +539,12 @@ def _parse_line(ln: _Line) -> Einsum:
     for v in out_vars:
         if v not in in_vars:
             raise ln.error(out.col, f"output index {v!r} of {out.name} does not appear on the right side")
+    iterated = set(e.iteration_vars)
+    # a constraint on a split index applies per element, or per tile when only the outer part is iterated
+    iterated |= {whole for whole, (outer, _) in partitions.items() if outer in iterated}
     for c in constraints:
-        for v in re.findall(r"[a-z][a-z0-9_]*", f"{c.left} {c.right}"):
-            if v not in e.iteration_vars:
+        for v, _ in c.coefs:
+            if v not in iterated:
                 raise ln.error(out.col, f"constraint {c} uses index {v!r}, which {out.name} does not iterate")
     return e
 
@@ -526,7 +589,7 @@ def parse_cascade(text: str, source: str = "<cascade>") -> Cascade:
                 raise ln.error(outer.col, "partition needs two new, distinct index names")
             partitions[whole.text] = (outer.text, inner.text)
             continue
-        e = _parse_line(ln)
+        e = _parse_line(ln, partitions)
         for r in (e.output, *e.inputs):
             n = len(r.indices)
             if r.name in arity and arity[r.name][0] != n:
@@ -560,12 +623,19 @@ def load_cascade(path: str | Path) -> Cascade:
     return parse_cascade(path.read_text(), str(path))
 
 
-def builtin_cascade(name: str) -> Cascade:
-    """A cascade shipped in ``npu/dataflow/cascades`` by file stem, or a path to a user's file."""
+def cascade_path(name: str) -> Path:
+    """The file of a cascade shipped in ``npu/dataflow/cascades`` (by stem), or a user's path."""
     path = BUILTIN_DIR / f"{name}.einsum"
     if path.exists():
-        return load_cascade(path)
+        return path
     if name.endswith(".einsum") or "/" in name:
-        return load_cascade(name)
+        if not Path(name).exists():
+            raise ValueError(f"cascade file not found: {name}")
+        return Path(name)
     known = ", ".join(sorted(p.stem for p in BUILTIN_DIR.glob("*.einsum")))
     raise ValueError(f"unknown cascade {name!r} (shipped: {known}; or give a path to a .einsum file)")
+
+
+def builtin_cascade(name: str) -> Cascade:
+    """A cascade shipped in ``npu/dataflow/cascades`` by file stem, or a path to a user's file."""
+    return load_cascade(cascade_path(name))

@@ -46,6 +46,7 @@ class Params:
     )
     dram_gib_s: float | None = param(None, gt=0, help="DRAM bandwidth GiB/s; default 400")
     clock_mhz: float | None = param(None, gt=0, help="clock MHz; default 940")
+    kv_group: int = param(1, ge=1, help="query heads per key/value head, for cascades with a g index (GQA)")
     end_to_end: bool = param(True, help="also model the layer's linear layers (projections and FFN)")
     mode: Literal["point", "design_space"] = param("point", help="one point, or the dse_* grid at once")
     dse_array_dim: list[int] = param(
@@ -77,21 +78,27 @@ DEFAULT_METRICS = ("speedup_vs_baseline", "energy_vs_baseline", "util_2d", "util
 
 
 def auto_design(base: Design, cascade_name: str) -> Design:
-    """A user's cascade on ``base``'s hardware: matrix Einsums on the 2D array, the rest on the 1D one."""
+    """A user's cascade on ``base``'s hardware and memory mapping, its tiles perfectly interleaved.
+
+    An Einsum that traverses the whole key rank goes to the 2D array when the 2D PEs support
+    all its operations; everything else (per-tile corrections, final divides) goes to the 1D array.
+    """
     cascade = builtin_cascade(cascade_name)
-    rank = {"m", *cascade.partitions.get("m", ())}
+    outer, inner = cascade.partitions.get("m", ("m", "m"))
+    costs_2d = base.arch.cycles("2d")
     two_d, one_d = [], []
     for e in cascade.einsums:
-        is_matrix = set(e.op_counts()) == {"mac"} and rank & set(e.iteration_vars)
-        (two_d if is_matrix else one_d).append(e.name)
+        vs = set(e.iteration_vars)
+        full = "m" in vs or {outer, inner} <= vs
+        (two_d if full and set(e.op_counts()) <= set(costs_2d) else one_d).append(e.name)
     return Design(
         f"{base.name}+{cascade.name}",
         cascade_name,
         base.arch,
         stages=(Stage(tuple(two_d), tuple(one_d)),),
-        intermediates=base.intermediates if base.intermediates != "registers" else "buffer",
+        intermediates=base.intermediates,
         operand_reuse=base.operand_reuse,
-        overlap="global" if base.overlap == "global" else "per_stage",
+        overlap=base.overlap,
     )
 
 
@@ -115,8 +122,22 @@ def _overrides(params: Params) -> dict[str, float]:
     return out
 
 
-def _workload(shape: ModelShape, seq_len: np.ndarray | int) -> dict[str, np.ndarray | int]:
-    return {"B": shape.batch, "H": shape.heads, "M": seq_len, "P": seq_len, "E": shape.e, "F": shape.f}
+def _workload(
+    shape: ModelShape, seq_len: np.ndarray | int, d: Design | None = None, kv_group: int = 1
+) -> dict[str, np.ndarray | int]:
+    wl: dict[str, np.ndarray | int] = {
+        "B": shape.batch,
+        "H": shape.heads,
+        "M": seq_len,
+        "P": seq_len,
+        "E": shape.e,
+        "F": shape.f,
+    }
+    if d is not None and any("g" in e.iteration_vars for e in builtin_cascade(d.cascade).einsums):
+        if shape.heads % kv_group:
+            raise ValueError(f"kv_group: {kv_group} does not divide the {shape.heads} heads of {shape.name}")
+        wl["H"], wl["G"] = shape.heads // kv_group, kv_group
+    return wl
 
 
 def run_trial(params: Params, seed: int, ctx: TrialContext) -> dict[str, float | int | str | list[float]]:
@@ -128,9 +149,8 @@ def run_trial(params: Params, seed: int, ctx: TrialContext) -> dict[str, float |
         return _design_space(params, d, ctx)
     shape = _shape(params)
     over = _overrides(params)
-    wl = _workload(shape, params.seq_len)
-    r = evaluate(d, wl, over)
-    base = evaluate(DESIGNS[params.baseline], wl, over)
+    r = evaluate(d, _workload(shape, params.seq_len, d, params.kv_group), over)
+    base = evaluate(DESIGNS[params.baseline], _workload(shape, params.seq_len), over)
     passes = analyze_passes(builtin_cascade(d.cascade))
     out: dict[str, float | int | str | list[float]] = {k: float(v) for k, v in r.items()}
     out["bottleneck"] = str(bottleneck(r))
@@ -162,7 +182,7 @@ def _design_space(params: Params, d: Design, ctx: TrialContext) -> dict[str, flo
     dim, pes, glb, bw, seq = (g.ravel() for g in grids)
     t0 = time.perf_counter()
     over = {"rows": dim, "cols": dim, "pes_1d": pes, "glb_bytes": glb, "dram_bytes_per_s": bw}
-    r = evaluate(d, _workload(shape, seq), over)
+    r = evaluate(d, _workload(shape, seq, d, params.kv_group), over)
     elapsed = time.perf_counter() - t0
     n = dim.size
     import pandas as pd

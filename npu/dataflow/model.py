@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 
 from npu.dataflow.arch import Arch, ModelShape
-from npu.dataflow.einsum import Cascade, Einsum, builtin_cascade
+from npu.dataflow.einsum import Cascade, Einsum, cascade_path, parse_cascade
 from npu.dataflow.passes import PassReport, analyze_passes
 
 __all__ = ["ARRAY_METRICS", "Design", "Stage", "bottleneck", "compile_design", "evaluate", "linear_layers"]
@@ -89,14 +89,19 @@ class _Compiled:
     plans: tuple[_EinsumPlan, ...]
 
 
-_COMPILED: dict[Design, _Compiled] = {}
+_COMPILED: dict[tuple[Design, str], _Compiled] = {}
 
 
 def compile_design(design: Design) -> _Compiled:
-    """Check the binding against the cascade and the arrays; cache the per-point costs."""
-    if design in _COMPILED:
-        return _COMPILED[design]
-    cascade = builtin_cascade(design.cascade)
+    """Check the binding against the cascade and the arrays; cache the per-point costs.
+
+    The cache is keyed by the cascade's text too, so an edited user file is re-read.
+    """
+    path = cascade_path(design.cascade)
+    text = path.read_text()
+    if (design, text) in _COMPILED:
+        return _COMPILED[(design, text)]
+    cascade = parse_cascade(text, str(path))
     passes = analyze_passes(cascade)
     where: dict[str, tuple[str, int]] = {}
     for i, st in enumerate(design.stages):
@@ -129,7 +134,7 @@ def compile_design(design: Design) -> _Compiled:
         energy = sum(n * arch.energies.op(op) for op, n in ops.items())
         plans.append(_EinsumPlan(e, array, stage, cycles, energy, sum(ops.values())))
     out = _Compiled(cascade, passes, tuple(plans))
-    _COMPILED[design] = out
+    _COMPILED[(design, text)] = out
     return out
 
 
@@ -227,6 +232,31 @@ def evaluate(
             out = out * size(v)
         return out
 
+    def density(e: Einsum) -> np.ndarray:
+        """Fraction of the iteration space the ``where`` constraints keep (1 when there are none).
+
+        A constraint on a split index (``m``) is counted per element, also for an Einsum that
+        iterates only its tiles (``m1``): the tile-level fraction is taken equal to the element-level
+        one, which is exact up to one tile per row.
+        """
+        ranges: dict[tuple[str, ...], tuple[float, float]] = {}
+        for c in e.constraints:
+            names, lo, hi = c.difference_range()
+            if len(names) == 2 and names[0] > names[1]:
+                names, lo, hi = (names[1], names[0]), -hi, -lo
+            was = ranges.get(names, (-np.inf, np.inf))
+            ranges[names] = (max(was[0], lo), min(was[1], hi))
+        out = _f(1.0)
+        for names, (lo, hi) in ranges.items():
+            if len(names) == 1:
+                n = size(names[0])
+                kept = np.clip(np.minimum(hi, n - 1) - max(lo, 0) + 1, 0, None)
+                out = out * kept / n
+            else:
+                u, v = size(names[0]), size(names[1])
+                out = out * (_pairs_upto(u, v, hi) - _pairs_upto(u, v, lo - 1)) / (u * v)
+        return out
+
     heads = wl["B"] * wl["H"]
     M, P = wl["M"], wl["P"]
     scores = heads * M * P
@@ -283,7 +313,7 @@ def evaluate(
     produced = cascade.produced
     for plan in comp.plans:
         e = plan.einsum
-        pts = points(e.iteration_vars)
+        pts = points(e.iteration_vars) * density(e)
         pes = rows * cols if plan.array == "2d" else pes_1d
         busy[(plan.stage, plan.array)] = busy[(plan.stage, plan.array)] + pts * plan.cycles_per_point / (
             pes * clock
@@ -360,6 +390,23 @@ def evaluate(
         "spill_fraction": b(spill),
         "rows_resident": b(rows_resident),
     }
+
+
+def _tri(n: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """sum of clip(t, 0, u) over the integers t < n."""
+    n = np.asarray(n, dtype=np.float64)
+    inside = np.clip(n, 0, u)
+    return inside * (inside - 1) / 2 * (n > 0) + np.maximum(n - u, 0) * u
+
+
+def _pairs_upto(u: np.ndarray, v: np.ndarray, x: float) -> np.ndarray:
+    """Number of (i, j) in [0, u) x [0, v) with i - j <= x."""
+    if x == np.inf:
+        return u * v
+    if x == -np.inf:
+        return _f(0.0) * u * v
+    c = x + 1
+    return _tri(c + v, u) - _tri(_f(c) + 0 * v, u)
 
 
 def bottleneck(result: Mapping[str, np.ndarray]) -> np.ndarray:

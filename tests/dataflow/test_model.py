@@ -174,3 +174,35 @@ def test_bad_inputs_raise_one_line_errors():
         Design("bad", "attention_3pass", FUSEMAX_ARCH, stages=(Stage(two_d=("XX",)),))
     with pytest.raises(ValueError, match="Arch.rows: expected a positive integer"):
         Arch("x", rows=0)
+
+
+def test_constraints_shrink_the_iteration_space(tmp_path):
+    # causal mask on a 4-token sequence keeps 10 of the 16 (m, p) pairs; a window of 2 keeps 7
+    for text, kept in (("where m <= p", 10), ("where m <= p, p - m < 2", 7), ("where m < 1", 4)):
+        path = tmp_path / "masked.einsum"
+        path.write_text(f"S[m,p] = Q[e,p] * K[e,m] {text}\n")
+        arch = dataclasses.replace(FLAT_ARCH, glb_bytes=1 << 20, **TINY)
+        d = Design("masked", str(path), arch, stages=(Stage(two_d=("S",)),))
+        r = evaluate(d, WL)
+        # kept pairs x E = 2 MACs each, on 4 PEs at 1 Hz
+        assert r["busy_2d_s"] == pytest.approx(kept * 2 / 4), text
+        assert r["energy_mac_2d_pj"] == pytest.approx(kept * 2 * 17.1645), text
+
+
+def test_shipped_variants_scale_as_expected():
+    m = MODELS["BERT"]
+    wl = {"B": m.batch, "H": m.heads, "M": 65536, "P": 65536, "E": m.e, "F": m.f}
+    base = DESIGNS["fusemax"]
+    dense = evaluate(base, wl)
+    causal = evaluate(dataclasses.replace(base, cascade="attention_causal_1pass"), wl)
+    # a causal mask halves the work (up to one 256-key tile per row)
+    assert causal["latency_s"] / dense["latency_s"] == pytest.approx(0.5, abs=0.01)
+    # at 4K tokens every query row stays resident, so each of Q, K, V, O moves once
+    wl = {**wl, "M": 4096, "P": 4096}
+    dense = evaluate(base, wl)
+    gqa = evaluate(
+        dataclasses.replace(base, cascade="attention_gqa_1pass"), {**wl, "H": m.heads // 4, "G": 4}
+    )
+    # same work; K and V read once per group of 4 query heads: Q + O + (K + V) / 4 of the traffic
+    assert gqa["latency_s"] == pytest.approx(dense["latency_s"])
+    assert gqa["dram_bytes"] / dense["dram_bytes"] == pytest.approx((2 + 2 / 4) / 4)

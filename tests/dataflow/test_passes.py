@@ -56,3 +56,12 @@ def test_linear_attention_is_one_pass():
 def test_rank_must_be_iterated():
     with pytest.raises(ValueError, match="no Einsum iterates index 'm'"):
         analyze_passes(parse_cascade("O[f,p] = Q[e,p] * W[e,f]\n"))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["attention_causal_1pass", "attention_sliding_window_1pass", "attention_gqa_1pass", "linear_attention"],
+)
+def test_shipped_variants_are_one_pass(name):
+    r = analyze_passes(builtin_cascade(name))
+    assert r.passes == 1 and r.live_fibers == 0
