@@ -1,0 +1,159 @@
+"""The results store: one Parquet file per finished trial, in ``RUN_DIR/trials/``.
+
+Why Parquet files and not DuckDB: a trial's result is written by whichever process ran it
+(a Dask worker on another host included). One small file per trial, written to a temporary
+name, fsynced and atomically renamed, needs no lock, no server and no single writer, and a
+kill at any moment leaves either the whole file or none. A store of thousands of trials loads
+with pyarrow in well under a second, and DuckDB can still query the folder directly
+(``SELECT * FROM 'RUN_DIR/trials/*.parquet'``).
+
+A trial file holds one row: identity (trial_id, kind, seed, status, error), provenance
+(wall_time_s, started_at, simcim_version, git_commit, host), the canonical config as JSON,
+each parameter as its own column and each metric as its own column. Failed trials are stored
+too (status "failed", the error text), so they are visible; re-running retries them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from experiments.config import Trial, _jsonable
+
+TRIALS_DIR = "trials"
+IDENTITY_COLUMNS = ("trial_id", "kind", "seed", "status", "error", "wall_time_s", "started_at",
+                    "simcim_version", "git_commit", "host", "config_json")
+
+
+@lru_cache(maxsize=1)
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("simcim")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit of the simcim source tree, with '+dirty' when it has uncommitted changes."""
+    src = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def trial_path(run_dir: Path, tid: str) -> Path:
+    return Path(run_dir) / TRIALS_DIR / f"{tid}.parquet"
+
+
+def _cell(value: Any) -> Any:
+    value = _jsonable(value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def make_record(trial: Trial, *, status: str, metrics: dict[str, Any] | None, error: str | None,
+                wall_time_s: float, started_at: str) -> dict[str, Any]:
+    params = _jsonable(trial.params)
+    rec: dict[str, Any] = {
+        "trial_id": trial.id,
+        "kind": trial.kind,
+        "seed": trial.seed,
+        "status": status,
+        "error": error,
+        "wall_time_s": wall_time_s,
+        "started_at": started_at,
+        "simcim_version": package_version(),
+        "git_commit": git_commit(),
+        "host": socket.gethostname(),
+        "config_json": json.dumps(trial.canonical(), sort_keys=True),
+    }
+    for key, value in params.items():
+        if key in rec:
+            raise ValueError(f"parameter name {key!r} collides with a store column")
+        rec[key] = _cell(value)
+    for key, value in (metrics or {}).items():
+        if key in rec:
+            raise ValueError(f"metric {key!r} collides with a parameter or store column of the same name")
+        rec[key] = _cell(value)
+    return rec
+
+
+def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
+    """Write one trial row atomically (temp file, fsync, rename). Returns the final path."""
+    final = trial_path(run_dir, record["trial_id"])
+    final.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([record])
+    fd, tmp = tempfile.mkstemp(prefix=f".{record['trial_id']}.", suffix=".tmp", dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return final
+
+
+def stored_status(run_dir: Path) -> dict[str, str]:
+    """trial_id -> status for every trial file in the store."""
+    out = {}
+    folder = Path(run_dir) / TRIALS_DIR
+    if not folder.is_dir():
+        return out
+    for f in folder.glob("*.parquet"):
+        try:
+            status = pq.read_table(f, columns=["status"]).column("status")[0].as_py()
+        except (OSError, pa.ArrowException, KeyError, IndexError):
+            continue  # unreadable files are treated as absent and recomputed
+        out[f.stem] = status
+    return out
+
+
+def load(run_dir: str | Path, *, include_failed: bool = False) -> pd.DataFrame:
+    """All stored trials of a run as one DataFrame (one row per trial)."""
+    folder = Path(run_dir) / TRIALS_DIR
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no results store here (expected a {TRIALS_DIR}/ folder)")
+    tables = []
+    for f in sorted(folder.glob("*.parquet")):
+        try:
+            tables.append(pq.read_table(f))
+        except (OSError, pa.ArrowException):
+            continue
+    if not tables:
+        return pd.DataFrame(columns=list(IDENTITY_COLUMNS))
+    table = pa.concat_tables(tables, promote_options="permissive")
+    df = table.to_pandas()
+    if not include_failed:
+        df = df[df["status"] == "ok"]
+    return df.sort_values(["started_at", "trial_id"]).reset_index(drop=True)

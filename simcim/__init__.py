@@ -1,0 +1,1 @@
+"""Crossbar tiles, model conversion, MoE analysis and repairs for compute-in-memory simulation."""

@@ -1,0 +1,133 @@
+"""Weights on crossbar tiles: map to conductances, apply a device model, read back as weights.
+
+A weight matrix ``W[out, in]`` sits on tiles of ``tile_rows`` inputs x ``tile_cols`` outputs.
+Each tile column (one output, one block of inputs) is scaled so that its max |w| maps to
+``g_max`` (``scaling="column"``), or the whole tile shares one scale (``scaling="tile"``).
+
+Mappings:
+  * ``differential``: w = (G+ - G-) * s / g_max, with G+ = max(w, 0) and G- = max(-w, 0)
+    scaled by g_max / s. Both devices carry their own noise.
+  * ``offset``: one device per weight against a fixed reference column at g_max / 2:
+    w = (2 G / g_max - 1) * s.
+
+The read-back weight is computed as ``w + (conductance error) * scale`` rather than
+re-deriving it from the noisy conductance, so a device model that changes nothing gives the
+clean weights bit for bit.
+
+Each target (one parameter tensor) draws from its own generator seeded from the trial seed
+and the parameter's name, so choosing more layers does not change the noise any one layer
+gets, and the same seed always gives bitwise-identical weights on the same device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+
+from noise_models import DeviceModel
+from simcim.targets import WeightTarget
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossbarConfig:
+    """How weights are laid onto tiles (sizes follow common 256/512-row CIM macros)."""
+
+    tile_rows: int = 512
+    tile_cols: int = 512
+    mapping: Literal["differential", "offset"] = "differential"
+    scaling: Literal["column", "tile"] = "column"
+
+    def __post_init__(self) -> None:
+        if self.tile_rows < 1 or self.tile_cols < 1:
+            raise ValueError(f"tile size must be >= 1, got {self.tile_rows}x{self.tile_cols}")
+        if self.mapping not in ("differential", "offset"):
+            raise ValueError(f"unknown mapping {self.mapping!r} (known: differential, offset)")
+        if self.scaling not in ("column", "tile"):
+            raise ValueError(f"unknown scaling {self.scaling!r} (known: column, tile)")
+
+    @property
+    def devices_per_weight(self) -> int:
+        return 2 if self.mapping == "differential" else 1
+
+
+def target_seed(seed: int, name: str) -> int:
+    """A 63-bit seed for one parameter of one simulated chip instance."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def tile_scales(mats: torch.Tensor, cfg: CrossbarConfig) -> torch.Tensor:
+    """Per-(matrix, output, input-block) scale s = max |w| of that tile column (or of the tile).
+
+    ``mats`` is ``[n, out, in]``; the result is ``[n, out, in]``-broadcastable as
+    ``[n, out, blocks, 1]`` after the input axis is split into blocks of ``tile_rows``.
+    """
+    n, out_dim, in_dim = mats.shape
+    blocks = -(-in_dim // cfg.tile_rows)
+    pad = blocks * cfg.tile_rows - in_dim
+    a = mats.abs()
+    if pad:
+        a = torch.nn.functional.pad(a, (0, pad))
+    s = a.view(n, out_dim, blocks, cfg.tile_rows).amax(dim=-1)  # [n, out, blocks]
+    if cfg.scaling == "tile":
+        cblocks = -(-out_dim // cfg.tile_cols)
+        cpad = cblocks * cfg.tile_cols - out_dim
+        sp = torch.nn.functional.pad(s, (0, 0, 0, cpad)) if cpad else s
+        st = sp.view(n, cblocks, cfg.tile_cols, blocks).amax(dim=2, keepdim=True)
+        s = st.expand(n, cblocks, cfg.tile_cols, blocks).reshape(n, cblocks * cfg.tile_cols, blocks)[:, :out_dim]
+    return s
+
+
+def _per_weight(s: torch.Tensor, in_dim: int, cfg: CrossbarConfig) -> torch.Tensor:
+    """Broadcast ``[n, out, blocks]`` scales to ``[n, out, in]`` (a view when one block covers all inputs)."""
+    if s.shape[-1] == 1:
+        return s
+    return s.repeat_interleave(cfg.tile_rows, dim=-1)[..., :in_dim]
+
+
+def program_matrices(mats: torch.Tensor, device: DeviceModel, cfg: CrossbarConfig,
+                     generator: torch.Generator, t_inference: float = 0.0) -> torch.Tensor:
+    """Weights ``[n, out, in]`` as read from crossbars programmed with them (a new tensor)."""
+    if not torch.isfinite(mats).all():
+        raise ValueError("weights contain NaN or Inf; cannot map them to conductances")
+    if device.is_identity:
+        return mats.clone()
+    w = mats.float()
+    s = _per_weight(tile_scales(w, cfg), w.shape[-1], cfg)
+    g_max = device.g_max
+    safe = torch.where(s > 0, s, torch.ones_like(s))
+    unit = w / safe  # in [-1, 1]
+    if cfg.mapping == "differential":
+        g_pos = unit.clamp(min=0).mul_(g_max)
+        g_neg = unit.neg_().clamp_(min=0).mul_(g_max)
+        err = device.apply(g_pos, generator, t_inference).sub_(g_pos)
+        err.sub_(device.apply(g_neg, generator, t_inference).sub_(g_neg))
+        delta = err.mul_(safe / g_max)
+    else:
+        g = unit.add_(1.0).mul_(0.5 * g_max)
+        delta = device.apply(g, generator, t_inference).sub_(g).mul_(2.0 * safe / g_max)
+    return delta.add_(w).to(mats.dtype)
+
+
+@torch.no_grad()
+def program_targets_(targets: Iterable[WeightTarget], device: DeviceModel, cfg: CrossbarConfig, seed: int,
+                     t_inference: float = 0.0, chunk_elements: int = 1 << 24) -> None:
+    """Replace each target's weights, in place, by what its crossbar tiles read back.
+
+    Work is done one matrix slice group at a time (at most ``chunk_elements`` weights), so
+    peak extra memory is a small multiple of that chunk, not of the model.
+    """
+    for t in targets:
+        gen = torch.Generator(device=t.param.device)
+        gen.manual_seed(target_seed(seed, t.name))
+        mats = t.matrices()
+        per = mats.shape[-1] * mats.shape[-2]
+        step = max(1, chunk_elements // max(per, 1))
+        out = torch.empty_like(mats)
+        for i in range(0, mats.shape[0], step):
+            out[i:i + step] = program_matrices(mats[i:i + step], device, cfg, gen, t_inference)
+        t.param.data.copy_(t.from_matrices(out))

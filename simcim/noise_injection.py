@@ -1,0 +1,146 @@
+"""Experiment kind ``noise_injection``: put chosen weights on simulated crossbars, measure perplexity.
+
+One trial = one simulated chip instance (the seed): the selected weights are mapped to
+conductances, the device model is applied (programming noise once per chip, then what
+happens by ``t_inference`` seconds after programming), the weights are read back, and
+perplexity is measured on held-out text. The clean weights are restored afterwards, so
+trials sharing a worker process share one loaded model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from experiments.config import param
+from experiments.kinds import TrialContext
+from noise_models import PRESETS, DeviceModel, device_model
+from noise_models.presets import gaussian
+from simcim.crossbar import CrossbarConfig, program_targets_
+from simcim.evaluate import eval_token_ids, perplexity
+from simcim.models import load_model, resolve_model_path
+from simcim.targets import ROLES, WeightTarget, find_targets, select_targets
+
+DEFAULT_ROLES = ["attention", "experts", "router", "shared_expert", "mlp"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    model: str = param("bundled", help="'bundled' or a local Hugging Face checkpoint directory")
+    device: str = param("auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = param("auto", help="weights dtype")
+    noise: str = param("gaussian", help="device model preset (see `simcim info`)")
+    level: float = param(0.0, ge=0, help="noise level; its meaning is the preset's (gaussian: weight sigma / max|w|)")
+    t_inference: float = param(0.0, ge=0, help="seconds between programming and inference")
+    roles: list[str] = param(default_factory=lambda: list(DEFAULT_ROLES), help=f"roles to put on crossbars: {ROLES}")
+    include: list[str] = param(default_factory=list, help="extra parameter-name globs to put on crossbars")
+    exclude: list[str] = param(default_factory=list, help="parameter-name globs to keep digital")
+    layers: list[int] | None = param(None, help="restrict to these decoder layers")
+    tile_rows: int = param(512, ge=1, le=65536, help="crossbar rows (inputs) per tile")
+    tile_cols: int = param(512, ge=1, le=65536, help="crossbar columns (outputs) per tile")
+    mapping: Literal["differential", "offset"] = param("differential", help="weight-to-conductance mapping")
+    scaling: Literal["column", "tile"] = param("column", help="g_max scaling granularity")
+    eval_tokens: int = param(16384, ge=64, help="held-out tokens to evaluate")
+    seq_len: int = param(256, ge=8, le=1 << 17, help="evaluation window length")
+    batch_size: int = param(8, ge=1, help="evaluation batch size (windows)")
+    eval_text: Path | None = param(None, must_exist=True, help="text file to evaluate on (default: bundled held-out)")
+
+    def __post_init__(self) -> None:
+        if self.noise not in PRESETS:
+            raise ValueError(f"noise {self.noise!r} is not a known device model (known: {', '.join(sorted(PRESETS))})")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device {self.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        bad = [r for r in self.roles if r not in ROLES]
+        if bad:
+            raise ValueError(f"roles: unknown role {bad[0]!r} (known: {', '.join(ROLES)})")
+        if not self.roles and not self.include:
+            raise ValueError("roles and include are both empty: no weight would be put on a crossbar")
+        if str(self.model) != "bundled":
+            resolve_model_path(self.model)
+
+    @property
+    def crossbar(self) -> CrossbarConfig:
+        return CrossbarConfig(self.tile_rows, self.tile_cols, self.mapping, self.scaling)
+
+    def device_model(self) -> DeviceModel:
+        if self.noise == "gaussian":
+            # the level is the sigma of the encoded weight, so it is split over the pair's devices
+            return gaussian(self.level, self.crossbar.devices_per_weight)
+        return device_model(self.noise, self.level)
+
+
+DEFAULT_METRICS = ("perplexity",)
+
+
+@contextlib.contextmanager
+def restored(targets: Sequence[WeightTarget]) -> Iterator[None]:
+    """Run a block that overwrites the targets' weights, then put the originals back."""
+    saved = [t.param.data.clone() for t in targets]
+    try:
+        yield
+    finally:
+        for t, w in zip(targets, saved):
+            t.param.data.copy_(w)
+
+
+@functools.lru_cache(maxsize=4)
+def _eval_ids(model: str, vocab_size: int, eval_text: str | None, eval_tokens: int) -> torch.Tensor:
+    return eval_token_ids(model, vocab_size, Path(eval_text) if eval_text else None, eval_tokens)
+
+
+@functools.lru_cache(maxsize=4)
+def clean_perplexity(model: str, device: str, dtype: str, eval_text: str | None, eval_tokens: int,
+                     seq_len: int, batch_size: int) -> float:
+    m = load_model(model, device, dtype)
+    ids = _eval_ids(model, m.config.vocab_size, eval_text, eval_tokens)
+    return perplexity(m, ids, seq_len, batch_size)
+
+
+def selected_targets(p: Params, model) -> list[WeightTarget]:
+    chosen = select_targets(find_targets(model), roles=p.roles, include=p.include, exclude=p.exclude,
+                            layers=p.layers)
+    if not chosen:
+        raise ValueError("the selection (roles/include/exclude/layers) matches no weight of this model")
+    return chosen
+
+
+def run_trial(p: Params, seed: int, ctx: TrialContext | None = None) -> dict[str, float | int | str]:
+    model = load_model(p.model, p.device, p.dtype)
+    text = str(p.eval_text) if p.eval_text else None
+    ids = _eval_ids(p.model, model.config.vocab_size, text, p.eval_tokens)
+    seq_len = min(p.seq_len, getattr(model.config, "max_position_embeddings", p.seq_len) or p.seq_len)
+    clean = clean_perplexity(p.model, p.device, p.dtype, text, p.eval_tokens, seq_len, p.batch_size)
+    targets = selected_targets(p, model)
+    dev_model = p.device_model()
+    with restored(targets):
+        t0 = time.perf_counter()
+        clean_norm2 = sum(float(t.param.data.float().pow(2).sum()) for t in targets)
+        originals = [t.param.data.clone() for t in targets]
+        program_targets_(targets, dev_model, p.crossbar, seed, p.t_inference)
+        err2 = sum(float((t.param.data.float() - o.float()).pow(2).sum()) for t, o in zip(targets, originals))
+        del originals
+        t_program = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ppl = perplexity(model, ids, seq_len, p.batch_size)
+        t_eval = time.perf_counter() - t0
+    n_noisy = sum(t.param.numel() for t in targets)
+    n_total = sum(q.numel() for q in model.parameters())
+    return {
+        "perplexity": ppl,
+        "clean_perplexity": clean,
+        "ppl_increase_pct": 100.0 * (ppl / clean - 1.0),
+        "weight_rel_error": (err2 / clean_norm2) ** 0.5 if clean_norm2 > 0 else 0.0,
+        "noisy_weights": n_noisy,
+        "noisy_fraction": n_noisy / n_total,
+        "eval_tokens_used": int((ids.numel() - 1) // seq_len * seq_len),
+        "device_model": dev_model.description or dev_model.name,
+        "program_s": t_program,
+        "eval_s": t_eval,
+    }
