@@ -31,9 +31,9 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def _time(fn, device: torch.device, repeats: int) -> float:
-    """Median seconds of ``fn`` (CUDA events on a GPU, after one warm-up that compiles the kernel)."""
-    if device.type == "cuda":
+def _time(fn, device: torch.device, repeats: int, warm_up: bool) -> float:
+    """Median seconds of ``fn`` (CUDA events on a GPU), after one untimed call if ``warm_up``."""
+    if warm_up:
         fn()
     times = []
     for _ in range(repeats):
@@ -88,7 +88,8 @@ def _bench_dtype(model, n: int, device: torch.device, dtype: torch.dtype, repeat
             model.apply(target, gen, T_INFERENCE, out=target, chunk_elems=chunk_elems, fused=fused)
 
         try:
-            sec = _time(apply, device, repeats)
+            # on the CPU one call of 1e9 takes minutes and compiles nothing: no warm-up there
+            sec = _time(apply, device, repeats, warm_up=device.type == "cuda")
         except Exception as e:  # a failing variant is reported, the others still run
             print(f"{name}: failed: {type(e).__name__}: {e}")
             continue
@@ -98,7 +99,7 @@ def _bench_dtype(model, n: int, device: torch.device, dtype: torch.dtype, repeat
             extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
         results[name] = (sec, max(extra, 0))
     copy_dst = torch.empty_like(target)
-    copy_sec = _time(lambda: copy_dst.copy_(target), device, repeats)
+    copy_sec = _time(lambda: copy_dst.copy_(target), device, repeats, warm_up=True)  # faults pages in
     copy_bw = nbytes / copy_sec
     common = dict(device=str(device), dtype=str(dtype).replace("torch.", ""), params=n)
     rows = [dict(common, variant="device-to-device copy", seconds=copy_sec, gbytes_per_s=copy_bw / 1e9,

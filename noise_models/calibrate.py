@@ -20,8 +20,10 @@ which is the model linearised for small relative noise (exact for drift, first o
 programming and read noise). Reads of the same ``device_id`` share the programming error and the
 drift exponent; that sharing is what separates programming noise from read noise, so without
 device ids every row counts as its own device and the split between them is weakly determined.
-The quality report whitens each device's residuals with the fitted covariance: a correct model
-gives z-scores with mean 0 and standard deviation 1 (and a small Kolmogorov-Smirnov statistic).
+The quality report maps each device's Mahalanobis distance under the fitted covariance (chi-square
+with as many degrees of freedom as reads, if the model is right) to a z-score: a correct model gives
+``chi2_per_dof`` near 1, z-scores with mean 0 and standard deviation 1, and a small
+Kolmogorov-Smirnov statistic.
 """
 
 from __future__ import annotations
@@ -115,15 +117,16 @@ def _check_columns(df: pd.DataFrame, where: str, numeric: tuple[str, ...], posit
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             i = int(bad[0])
-            # row numbers as a spreadsheet shows them: header is row 1
-            raise ValueError(f"{where}: row {i + 2}: column {col!r} is {df[col].iloc[i]!r}, "
-                             f"expected a finite number")
+            raw = df[col].iloc[i]
+            shown = "empty or NaN" if pd.isna(raw) else (repr(raw) if isinstance(raw, str) else f"{float(raw):g}")
+            # counted from the first line after the header (comment lines are not counted)
+            raise ValueError(f"{where}: data row {i + 1}: column {col!r} is {shown}, expected a finite number")
         df[col] = values
         low = np.flatnonzero(values <= 0) if col in positive else np.flatnonzero(values < 0)
         if low.size:
             i = int(low[0])
             need = "> 0" if col in positive else ">= 0"
-            raise ValueError(f"{where}: row {i + 2}: column {col!r} is {values[i]:g}, expected {need}")
+            raise ValueError(f"{where}: data row {i + 1}: column {col!r} is {values[i]:g}, expected {need}")
 
 
 def calibrate(csv: str | Path | pd.DataFrame, *, g_max: float | None = None, t0: float = 20.0,
@@ -141,7 +144,7 @@ def calibrate(csv: str | Path | pd.DataFrame, *, g_max: float | None = None, t0:
     if df.empty:
         raise ValueError(f"{where}: no rows")
     if set(CURVE_COLUMNS) <= set(df.columns) and "g_measured" not in df.columns:
-        _check_columns(df, where, CURVE_COLUMNS, positive=("g_target",))
+        _check_columns(df, where, CURVE_COLUMNS, positive=())
         g_max = _resolve_g_max(df, g_max)
         return _fit_sigma_curve(df, g_max, t0, degree)
     missing = [c for c in MEASUREMENT_COLUMNS if c not in df.columns]
@@ -152,7 +155,7 @@ def calibrate(csv: str | Path | pd.DataFrame, *, g_max: float | None = None, t0:
     _check_columns(df, where, MEASUREMENT_COLUMNS, positive=("g_target", "g_measured"))
     if "device_id" in df.columns and df["device_id"].isna().any():
         i = int(np.flatnonzero(df["device_id"].isna().to_numpy())[0])
-        raise ValueError(f"{where}: row {i + 2}: column 'device_id' is empty")
+        raise ValueError(f"{where}: data row {i + 1}: column 'device_id' is empty")
     g_max = _resolve_g_max(df, g_max)
     return _fit_measurements(df, g_max, t0, degree)
 
@@ -182,110 +185,112 @@ def _fit_sigma_curve(df: pd.DataFrame, g_max: float, t0: float, degree: int) -> 
 
 
 @dataclasses.dataclass
-class _Group:
-    """Devices read at the same set of times: y is (devices, reads)."""
+class _DeviceSums:
+    """Per-device sums over its reads, enough to evaluate the likelihood in O(devices).
 
-    y: np.ndarray
+    With w_j = 1 / r_j^2 the covariance is D + U C U^T, D = Q^2 diag(r^2), U = [1, L], C = diag(vp, s^2);
+    the matrix determinant lemma and the push-through identity reduce it to 2x2 algebra per device.
+    """
+
     log_x: np.ndarray
     g_target: np.ndarray
-    big_l: np.ndarray
-    r2: np.ndarray
+    m: np.ndarray
+    log_r2: np.ndarray
+    w: np.ndarray
+    wl: np.ndarray
+    wll: np.ndarray
+    wy: np.ndarray
+    wly: np.ndarray
+    wyy: np.ndarray
 
 
-def _groups(df: pd.DataFrame, g_max: float, t0: float) -> list[_Group]:
+def _device_sums(df: pd.DataFrame, g_max: float, t0: float) -> _DeviceSums:
     if "device_id" not in df.columns:
         df = df.assign(device_id=np.arange(len(df)))
-    df = df.sort_values(["device_id", "t_read"], kind="stable")
     spread = df.groupby("device_id")["g_target"].agg(["min", "max"])
-    if (spread["max"] - spread["min"] > 1e-9 * spread["max"]).any():
-        dev = spread.index[(spread["max"] - spread["min"] > 1e-9 * spread["max"]).to_numpy()][0]
-        raise ValueError(f"device_id {dev!r} has rows with different g_target")
-    times = df.groupby("device_id")["t_read"].apply(lambda s: tuple(np.round(s.to_numpy(), 9)))
-    out = []
-    for key, ids in times.groupby(times).groups.items():
-        sub = df[df["device_id"].isin(ids)]
-        m = len(key)
-        gt = sub["g_target"].to_numpy().reshape(-1, m)[:, 0]
-        y = np.log(sub["g_measured"].to_numpy().reshape(-1, m) / gt[:, None])
-        t = np.asarray(key, dtype=float)
-        out.append(_Group(y=y, log_x=np.log(gt / g_max), g_target=gt, big_l=np.log1p(t / t0),
-                          r2=np.log((t + t0 + T_READ_1F) / (2 * T_READ_1F))))
-    return out
+    mixed = (spread["max"] - spread["min"] > 1e-9 * spread["max"]).to_numpy()
+    if mixed.any():
+        raise ValueError(f"device_id {spread.index[mixed][0]!r} has rows with different g_target")
+    t = df["t_read"].to_numpy()
+    big_l = np.log1p(t / t0)
+    r2 = np.log((t + t0 + T_READ_1F) / (2 * T_READ_1F))
+    y = np.log(df["g_measured"].to_numpy() / df["g_target"].to_numpy())
+    w = 1.0 / r2
+    terms = pd.DataFrame({"device_id": df["device_id"].to_numpy(), "g_target": df["g_target"].to_numpy(),
+                          "m": 1.0, "log_r2": np.log(r2), "w": w, "wl": w * big_l, "wll": w * big_l ** 2,
+                          "wy": w * y, "wly": w * big_l * y, "wyy": w * y ** 2})
+    sums = terms.groupby("device_id", sort=False).agg(
+        {"g_target": "first", **{k: "sum" for k in ("m", "log_r2", "w", "wl", "wll", "wy", "wly", "wyy")}})
+    cols = {k: sums[k].to_numpy() for k in sums.columns}
+    return _DeviceSums(log_x=np.log(cols["g_target"] / g_max), **cols)
 
 
 _NAMES_TAIL = ("mu_slope", "mu_offset", "sigma_slope", "sigma_offset", "log_q", "q_exp")
 
 
-def _unpack(theta: np.ndarray, degree: int) -> tuple[np.ndarray, ...]:
-    return theta[:degree + 1], *theta[degree + 1:]
+def _quad_logdet(theta: np.ndarray, d: _DeviceSums, degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per device: the Mahalanobis form of its residuals and the log-determinant of their covariance."""
+    coeffs, (mu_a, mu_b, s_a, s_b, log_q, q_exp) = theta[:degree + 1], theta[degree + 1:]
+    x = np.exp(d.log_x)
+    vp = ((np.abs(np.polynomial.polynomial.polyval(x, coeffs)) + 1e-9) / d.g_target) ** 2
+    mu = mu_a * d.log_x + mu_b
+    s2 = (s_a * d.log_x + s_b) ** 2
+    q2 = np.exp(2 * log_q - 2 * q_exp * d.log_x)
+    # residual e = y + mu L; sums of w e, w L e, w e^2 from the precomputed moments
+    we = d.wy + mu * d.wl
+    wle = d.wly + mu * d.wll
+    wee = d.wyy + 2 * mu * d.wly + mu ** 2 * d.wll
+    k11, k12, k22 = d.w / q2, d.wl / q2, d.wll / q2
+    b1, b2 = we / q2, wle / q2
+    m11, m12, m21, m22 = 1 + vp * k11, vp * k12, s2 * k12, 1 + s2 * k22
+    det = m11 * m22 - m12 * m21
+    c1, c2 = vp * b1, s2 * b2
+    z1 = (m22 * c1 - m12 * c2) / det
+    z2 = (m11 * c2 - m21 * c1) / det
+    quad = wee / q2 - (b1 * z1 + b2 * z2)
+    logdet = d.m * np.log(q2) + d.log_r2 + np.log(det)
+    return quad, logdet
 
 
-def _cov_mean(theta: np.ndarray, grp: _Group, g_max: float, degree: int) -> tuple[np.ndarray, np.ndarray]:
-    coeffs, mu_a, mu_b, s_a, s_b, log_q, q_exp = _unpack(theta, degree)
-    x = np.exp(grp.log_x)
-    sig_p = np.abs(np.polynomial.polynomial.polyval(x, coeffs)) + 1e-9
-    vp = (sig_p / grp.g_target) ** 2
-    mu = mu_a * grp.log_x + mu_b
-    s_nu = np.abs(s_a * grp.log_x + s_b)
-    q2 = np.exp(2 * log_q - 2 * q_exp * grp.log_x)
-    big_l = grp.big_l
-    cov = (vp[:, None, None] + (s_nu ** 2)[:, None, None] * np.outer(big_l, big_l)[None]
-           + q2[:, None, None] * np.diag(grp.r2)[None])
-    mean = -mu[:, None] * big_l[None, :]
-    return cov, mean
-
-
-def _nll(theta: np.ndarray, groups: list[_Group], g_max: float, degree: int) -> float:
-    total = 0.0
-    for grp in groups:
-        cov, mean = _cov_mean(theta, grp, g_max, degree)
-        chol = np.linalg.cholesky(cov)
-        resid = (grp.y - mean)[..., None]
-        z = np.linalg.solve(chol, resid)[..., 0]
-        logdet = 2 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum()
-        total += 0.5 * (float((z ** 2).sum()) + logdet + z.size * math.log(2 * math.pi))
-    return total
+def _nll(theta: np.ndarray, d: _DeviceSums, degree: int) -> float:
+    quad, logdet = _quad_logdet(theta, d, degree)
+    return 0.5 * float(np.sum(quad + logdet + d.m * math.log(2 * math.pi)))
 
 
 def _fit_measurements(df: pd.DataFrame, g_max: float, t0: float, degree: int) -> CalibrationResult:
-    groups = _groups(df, g_max, t0)
-    n_dev = sum(len(g.y) for g in groups)
-    # starting point: drift mean by linear least squares of y = -(a ln x + b) L, noise from the spread
-    lx = np.concatenate([np.repeat(g.log_x, g.y.shape[1]) for g in groups])
-    big_l = np.concatenate([np.tile(g.big_l, len(g.y)) for g in groups])
-    y = np.concatenate([g.y.ravel() for g in groups])
-    design = np.stack([-lx * big_l, -big_l], axis=1)
-    (mu_a, mu_b) = np.linalg.lstsq(design, y, rcond=None)[0] if big_l.any() else (0.0, 0.0)
+    d = _device_sums(df, g_max, t0)
+    # starting point: drift mean by weighted least squares of y = -(a ln x + b) L, noise from the spread
+    lx_rows = np.log(df["g_target"].to_numpy() / g_max)
+    big_l = np.log1p(df["t_read"].to_numpy() / t0)
+    y = np.log(df["g_measured"].to_numpy() / df["g_target"].to_numpy())
+    design = np.stack([-lx_rows * big_l, -big_l], axis=1)
+    mu_a, mu_b = np.linalg.lstsq(design, y, rcond=None)[0] if big_l.any() else (0.0, 0.0)
     spread = float(np.std(y - design @ np.array([mu_a, mu_b])))
     coeffs0 = np.zeros(degree + 1)
     coeffs0[0] = spread * g_max / 2
     theta0 = np.concatenate([coeffs0, [mu_a, mu_b, 0.0, 0.01, math.log(max(spread, 1e-4) / 4), 0.5]])
-    bounds = ([(None, None)] * (degree + 1)
-              + [(-1, 1), (-1, 1), (-1, 1), (-1, 1), (-20, 2), (-2, 4)])
-    scale = max(sum(g.y.size for g in groups), 1)
-    res = optimize.minimize(lambda th: _nll(th, groups, g_max, degree) / scale, theta0,
-                            method="L-BFGS-B", bounds=bounds,
+    bounds = [(None, None)] * (degree + 1) + [(-1, 1), (-1, 1), (-1, 1), (-1, 1), (-20, 2), (-2, 4)]
+    n_reads = len(df)
+    res = optimize.minimize(lambda th: _nll(th, d, degree) / n_reads, theta0, method="L-BFGS-B",
+                            bounds=bounds,
                             options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000, "maxcor": 30})
     theta = res.x
     names = [f"prog_c{i}" for i in range(degree + 1)] + list(_NAMES_TAIL)
     params = dict(zip(names, map(float, theta)))
     params["q_coeff"] = math.exp(params.pop("log_q"))
     # the likelihood sees only |sigma|; choose the sign that makes the fitted lines positive on the data
-    mid_lx = float(np.mean(lx))
+    mid_lx = float(np.mean(d.log_x))
     if params["sigma_slope"] * mid_lx + params["sigma_offset"] < 0:
         params["sigma_slope"], params["sigma_offset"] = -params["sigma_slope"], -params["sigma_offset"]
     x_mid = math.exp(mid_lx)
     if sum(params[f"prog_c{i}"] * x_mid ** i for i in range(degree + 1)) < 0:
         for i in range(degree + 1):
             params[f"prog_c{i}"] = -params[f"prog_c{i}"]
-    # quality: whitened residuals should be standard normal
-    zs = []
-    for grp in groups:
-        cov, mean = _cov_mean(theta, grp, g_max, degree)
-        z = np.linalg.solve(np.linalg.cholesky(cov), (grp.y - mean)[..., None])[..., 0]
-        zs.append(z.ravel())
-    z = np.concatenate(zs)
-    quality = {"nll_per_read": float(res.fun), "z_mean": float(z.mean()), "z_std": float(z.std()),
-               "ks_statistic": float(stats.kstest(z, "norm").statistic),
-               "converged": float(res.success)}
-    return CalibrationResult("measurements", g_max, t0, params, quality, len(df), n_dev)
+    # quality: each device's Mahalanobis form is chi-square with m degrees of freedom under the model;
+    # mapped through its CDF and the normal quantile it becomes a z-score that should be N(0, 1)
+    quad, _ = _quad_logdet(theta, d, degree)
+    z = stats.norm.ppf(np.clip(stats.chi2.cdf(quad, d.m), 1e-15, 1 - 1e-15))
+    quality = {"nll_per_read": float(res.fun), "chi2_per_dof": float(quad.sum() / d.m.sum()),
+               "z_mean": float(z.mean()), "z_std": float(z.std()),
+               "ks_statistic": float(stats.kstest(z, "norm").statistic), "converged": float(res.success)}
+    return CalibrationResult("measurements", g_max, t0, params, quality, len(df), len(d.m))
