@@ -98,9 +98,7 @@ class Arch:
                 if op not in ("mac", "mul", "add", "max", "exp", "div"):
                     raise ValueError(f"Arch.{label}: unknown operation {op!r}")
                 if not isinstance(cycles, int) or cycles < 1:
-                    raise ValueError(
-                        f"Arch.{label}: cycles for {op!r} must be a positive integer, got {cycles!r}"
-                    )
+                    raise ValueError(f"Arch.{label}: cycles for {op!r} must be a positive integer, got {cycles!r}")
 
     def cycles(self, array: str) -> dict[str, int]:
         return dict(self.ops_2d if array == "2d" else self.ops_1d)

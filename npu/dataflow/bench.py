@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument(
-        "--loop-sample", type=int, default=200, help="points timed one at a time for the baseline"
-    )
+    ap.add_argument("--loop-sample", type=int, default=200, help="points timed one at a time for the baseline")
     ap.add_argument("--csv", type=Path, default=Path("fusemax_bench.csv"))
     args = ap.parse_args(argv)
     if args.points < 1 or args.repeats < 1 or args.loop_sample < 1:

@@ -54,11 +54,7 @@ _CASCADE = Design(
     "cascade",
     "attention_1pass",
     FLAT_ARCH,
-    stages=(
-        Stage(
-            two_d=("QK", "SLNV"), one_d=("LM", "RM", "SLN", "SLD", "PRM", "SPD", "RD", "SPNV", "RNV", "AV")
-        ),
-    ),
+    stages=(Stage(two_d=("QK", "SLNV"), one_d=("LM", "RM", "SLN", "SLD", "PRM", "SPD", "RD", "SPNV", "RNV", "AV")),),
     intermediates="buffer",
     operand_reuse="rows",
     overlap="global",

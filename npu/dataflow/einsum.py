@@ -375,9 +375,7 @@ def _parse_ref(ln: _Line, name_tok: _Tok, lhs: bool) -> Ref:
                 ln.i += 1
                 num = ln.next("an integer offset")
                 if num.kind != "num" or not num.text.isdigit():
-                    raise ln.error(
-                        num.col, f"expected an integer offset after {nxt.text!r}, got {num.text!r}"
-                    )
+                    raise ln.error(num.col, f"expected an integer offset after {nxt.text!r}, got {num.text!r}")
                 offset = int(num.text) * (1 if nxt.text == "+" else -1)
             terms.append(IndexTerm(tok.text, offset))
         elif tok.kind == "name":
@@ -428,18 +426,14 @@ def _parse_atom(ln: _Line) -> Expr:
         nxt = ln.peek()
         if nxt is not None and nxt.text == "(":
             if tok.text not in FUNCTIONS:
-                raise ln.error(
-                    tok.col, f"unknown function {tok.text!r} (known: {', '.join(sorted(FUNCTIONS))})"
-                )
+                raise ln.error(tok.col, f"unknown function {tok.text!r} (known: {', '.join(sorted(FUNCTIONS))})")
             ln.i += 1
             args = [_parse_expr(ln)]
             while ln.accept(","):
                 args.append(_parse_expr(ln))
             ln.expect(")")
             if len(args) != FUNCTIONS[tok.text]:
-                raise ln.error(
-                    tok.col, f"{tok.text}() takes {FUNCTIONS[tok.text]} argument(s), got {len(args)}"
-                )
+                raise ln.error(tok.col, f"{tok.text}() takes {FUNCTIONS[tok.text]} argument(s), got {len(args)}")
             return Call(tok.text, tuple(args))
         if nxt is not None and nxt.text == "[":
             return _parse_ref(ln, tok, lhs=False)
@@ -505,9 +499,7 @@ def _parse_line(ln: _Line, partitions: dict[str, tuple[str, str]]) -> Einsum:
     if name_tok.kind != "name":
         raise ln.error(name_tok.col, f"expected an output tensor name, got {name_tok.text!r}")
     if ln.peek() is None or ln.peek().text != "[":
-        raise ln.error(
-            name_tok.col + len(name_tok.text), f"expected '[' after output tensor {name_tok.text!r}"
-        )
+        raise ln.error(name_tok.col + len(name_tok.text), f"expected '[' after output tensor {name_tok.text!r}")
     out = _parse_ref(ln, name_tok, lhs=True)
     op_tok = ln.next("'=', '+=', 'max=' or 'min='")
     if op_tok.text not in REDUCE_OPS:
@@ -597,9 +589,7 @@ def parse_cascade(text: str, source: str = "<cascade>") -> Cascade:
                 raise ln.error(r.col, f"{r.name} has {n} indices here but {was[0]} at line {was[1]}")
             arity.setdefault(r.name, (n, lineno, r.col))
         if any(x.name == e.name for x in einsums):
-            raise ln.error(
-                e.output.col, f"tensor {e.name!r} is defined twice (Einsums are single-assignment)"
-            )
+            raise ln.error(e.output.col, f"tensor {e.name!r} is defined twice (Einsums are single-assignment)")
         einsums.append(e)
     if not einsums:
         raise CascadeSyntaxError(f"{source}:1:1: the cascade has no Einsums")

@@ -41,21 +41,15 @@ class Params:
     rows: int | None = param(None, ge=1, help="2D array rows; default: the design's (256)")
     cols: int | None = param(None, ge=1, help="2D array columns (and M0 tile); default: the design's (256)")
     pes_1d: int | None = param(None, ge=1, help="1D array PEs; default: the design's (256)")
-    glb_mib: float | None = param(
-        None, gt=0, help="global buffer MiB; default: the design's (FLAT 32, FuseMax 16)"
-    )
+    glb_mib: float | None = param(None, gt=0, help="global buffer MiB; default: the design's (FLAT 32, FuseMax 16)")
     dram_gib_s: float | None = param(None, gt=0, help="DRAM bandwidth GiB/s; default 400")
     clock_mhz: float | None = param(None, gt=0, help="clock MHz; default 940")
     kv_group: int = param(1, ge=1, help="query heads per key/value head, for cascades with a g index (GQA)")
     end_to_end: bool = param(True, help="also model the layer's linear layers (projections and FFN)")
     mode: Literal["point", "design_space"] = param("point", help="one point, or the dse_* grid at once")
-    dse_array_dim: list[int] = param(
-        default_factory=lambda: [64, 128, 256, 512], ge=1, help="square 2D array sizes"
-    )
+    dse_array_dim: list[int] = param(default_factory=lambda: [64, 128, 256, 512], ge=1, help="square 2D array sizes")
     dse_pes_1d: list[int] = param(default_factory=lambda: [64, 128, 256, 512], ge=1, help="1D array sizes")
-    dse_glb_mib: list[float] = param(
-        default_factory=lambda: [4.0, 8.0, 16.0, 32.0, 64.0], gt=0, help="buffers"
-    )
+    dse_glb_mib: list[float] = param(default_factory=lambda: [4.0, 8.0, 16.0, 32.0, 64.0], gt=0, help="buffers")
     dse_dram_gib_s: list[float] = param(
         default_factory=lambda: [100.0, 200.0, 400.0, 800.0, 1600.0], gt=0, help="DRAM bandwidths GiB/s"
     )
@@ -70,6 +64,10 @@ class Params:
             for name in ("dse_array_dim", "dse_pes_1d", "dse_glb_mib", "dse_dram_gib_s", "dse_seq_len"):
                 if not getattr(self, name):
                     raise ValueError(f"{name}: expected a non-empty list in design_space mode")
+        if self.kv_group > 1 and MODELS[self.model].heads % self.kv_group:
+            raise ValueError(
+                f"kv_group: {self.kv_group} does not divide the {MODELS[self.model].heads} heads of {self.model}"
+            )
         if self.cascade is not None:
             builtin_cascade(self.cascade)  # raises a one-line error on a missing file or bad notation
 

@@ -60,9 +60,7 @@ class Design:
 
     def __post_init__(self) -> None:
         if self.intermediates not in ("registers", "buffer", "dram"):
-            raise ValueError(
-                f"Design.intermediates: expected registers, buffer or dram, got {self.intermediates!r}"
-            )
+            raise ValueError(f"Design.intermediates: expected registers, buffer or dram, got {self.intermediates!r}")
         if self.operand_reuse not in ("rows", "tile"):
             raise ValueError(f"Design.operand_reuse: expected rows or tile, got {self.operand_reuse!r}")
         if self.overlap not in ("global", "per_stage"):
@@ -114,8 +112,7 @@ def compile_design(design: Design) -> _Compiled:
     missing = [e.name for e in cascade.einsums if e.name not in where]
     if missing:
         raise ValueError(
-            f"design {design.name!r}: Einsums {', '.join(missing)} of cascade "
-            f"{cascade.name!r} are bound to no array"
+            f"design {design.name!r}: Einsums {', '.join(missing)} of cascade {cascade.name!r} are bound to no array"
         )
     plans = []
     arch = design.arch
@@ -315,9 +312,7 @@ def evaluate(
         e = plan.einsum
         pts = points(e.iteration_vars) * density(e)
         pes = rows * cols if plan.array == "2d" else pes_1d
-        busy[(plan.stage, plan.array)] = busy[(plan.stage, plan.array)] + pts * plan.cycles_per_point / (
-            pes * clock
-        )
+        busy[(plan.stage, plan.array)] = busy[(plan.stage, plan.array)] + pts * plan.cycles_per_point / (pes * clock)
         ops_energy = pts * plan.energy_per_point
         if plan.array == "2d" and set(e.op_counts()) == {"mac"}:
             e_mac2d = e_mac2d + ops_energy

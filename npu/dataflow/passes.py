@@ -114,9 +114,7 @@ def analyze_passes(cascade: Cascade, rank: str = "m") -> PassReport:
             for r in e.inputs:
                 if r.name != e.name and carries_full(r):
                     need.setdefault(r.name, set()).add(p)
-    passes_per_input = {
-        name: len(need.get(name, ())) for name, r in cascade.inputs.items() if carries_full(r)
-    }
+    passes_per_input = {name: len(need.get(name, ())) for name, r in cascade.inputs.items() if carries_full(r)}
 
     # intermediates that must outlive their pass
     cross: list[str] = []

@@ -38,10 +38,8 @@ def ours() -> pd.DataFrame:
                     "seq_len": n,
                     "speedup_attn": a["latency_s"][i] / b["latency_s"][i],
                     "energy_attn": b["energy_pj"][i] / a["energy_pj"][i],
-                    "speedup_e2e": (a["latency_s"][i] + la["latency_s"][i])
-                    / (b["latency_s"][i] + lb["latency_s"][i]),
-                    "energy_e2e": (b["energy_pj"][i] + lb["energy_pj"][i])
-                    / (a["energy_pj"][i] + la["energy_pj"][i]),
+                    "speedup_e2e": (a["latency_s"][i] + la["latency_s"][i]) / (b["latency_s"][i] + lb["latency_s"][i]),
+                    "energy_e2e": (b["energy_pj"][i] + lb["energy_pj"][i]) / (a["energy_pj"][i] + la["energy_pj"][i]),
                     "util_2d_fusemax": b["util_2d"][i],
                     "util_1d_fusemax": b["util_1d"][i],
                     "util_2d_flat": a["util_2d"][i],
@@ -62,9 +60,7 @@ def compare() -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--csv", type=Path, default=Path("fusemax_reproduction.csv"), help="where to write the table"
-    )
+    ap.add_argument("--csv", type=Path, default=Path("fusemax_reproduction.csv"), help="where to write the table")
     args = ap.parse_args(argv)
     t = compare()
     cols = ["speedup_attn", "energy_attn", "speedup_e2e", "energy_e2e", "util_2d_fusemax", "util_2d_flat"]

@@ -1,4 +1,3 @@
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -49,13 +48,11 @@ def test_design_space_mode_writes_every_point(tmp_path):
     assert len(table) == 16 and {"latency_s", "util_2d", "bottleneck"} <= set(table.columns)
 
 
-def test_10000_point_design_space_is_fast(tmp_path):
+def test_10000_point_design_space_config(tmp_path):
     cfg = load_config(CONFIGS / "fusemax_design_space.toml")
     trial = cfg.trials()[0]
-    t0 = time.perf_counter()
     out = run_trial(trial.params, 0, ctx(tmp_path))
-    assert out["points"] == 10_000
-    assert time.perf_counter() - t0 < 10  # includes writing the CSV; the model itself takes milliseconds
+    assert out["points"] == 10_000 and out["points_per_second"] > 0  # speed is measured by npu.dataflow.bench
 
 
 @pytest.mark.parametrize(
@@ -74,6 +71,7 @@ def test_shipped_configs_validate(name):
         ({"cascade": "nope"}, "unknown cascade 'nope'"),
         ({"glb_mib": -1.0}, "params.glb_mib"),
         ({"mode": "design_space", "dse_seq_len": []}, "dse_seq_len"),
+        ({"model": "BERT", "kv_group": 5}, "kv_group: 5 does not divide"),
     ],
 )
 def test_bad_params(raw, words):

@@ -92,10 +92,7 @@ def test_unfused_sums_each_einsum_against_its_own_traffic():
 
 def test_energy_components_add_up_and_dram_is_64_pj_per_byte():
     r = evaluate(tiny("flat", glb_bytes=32), WL)
-    parts = sum(
-        r[k]
-        for k in ("energy_mac_2d_pj", "energy_ops_pj", "energy_reg_pj", "energy_glb_pj", "energy_dram_pj")
-    )
+    parts = sum(r[k] for k in ("energy_mac_2d_pj", "energy_ops_pj", "energy_reg_pj", "energy_glb_pj", "energy_dram_pj"))
     assert r["energy_pj"] == pytest.approx(parts)
     assert r["energy_dram_pj"] == pytest.approx(176 * 64.0)
     # 64 MACs at 17.1645 pJ
@@ -121,9 +118,7 @@ def test_vectorized_matches_pointwise():
     for name, d in DESIGNS.items():
         vec = evaluate(d, wl, {"rows": dims, "cols": dims, "glb_bytes": glb})
         for i in range(3):
-            one = evaluate(
-                d, {**wl, "M": seq[i], "P": seq[i]}, {"rows": dims[i], "cols": dims[i], "glb_bytes": glb[i]}
-            )
+            one = evaluate(d, {**wl, "M": seq[i], "P": seq[i]}, {"rows": dims[i], "cols": dims[i], "glb_bytes": glb[i]})
             for k in ("latency_s", "energy_pj", "dram_bytes", "util_2d"):
                 assert vec[k][i] == pytest.approx(float(one[k])), (name, k, i)
 
@@ -200,9 +195,7 @@ def test_shipped_variants_scale_as_expected():
     # at 4K tokens every query row stays resident, so each of Q, K, V, O moves once
     wl = {**wl, "M": 4096, "P": 4096}
     dense = evaluate(base, wl)
-    gqa = evaluate(
-        dataclasses.replace(base, cascade="attention_gqa_1pass"), {**wl, "H": m.heads // 4, "G": 4}
-    )
+    gqa = evaluate(dataclasses.replace(base, cascade="attention_gqa_1pass"), {**wl, "H": m.heads // 4, "G": 4})
     # same work; K and V read once per group of 4 query heads: Q + O + (K + V) / 4 of the traffic
     assert gqa["latency_s"] == pytest.approx(dense["latency_s"])
     assert gqa["dram_bytes"] / dense["dram_bytes"] == pytest.approx((2 + 2 / 4) / 4)
