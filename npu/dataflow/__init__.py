@@ -8,6 +8,7 @@
 - :mod:`npu.dataflow.model`: the vectorized latency / energy / utilization / traffic model.
 - :mod:`npu.dataflow.designs`: unfused, FLAT, +Cascade, +Architecture and FuseMax.
 - :mod:`npu.dataflow.experiment`: the ``fusemax`` experiment kind.
+- ``python -m npu.dataflow.analyze CASCADE``: pass analysis of a shipped or user cascade.
 - ``python -m npu.dataflow.reproduce`` / ``python -m npu.dataflow.bench``: paper comparison, speed.
 """
 

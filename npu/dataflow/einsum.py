@@ -603,6 +603,16 @@ def parse_cascade(text: str, source: str = "<cascade>") -> Cascade:
                     f"{source}:{e.line}:{r.col}: {r.name} is read before the Einsum that "
                     f"defines it (line {einsums[j].line})"
                 )
+            for k, t in enumerate(r.indices):
+                if t.bound is None:
+                    continue
+                d = einsums[j] if j is not None else None
+                carried = d.output.indices[k] if d is not None and k < len(d.output.indices) else None
+                if carried is None or carried.offset != 1 or carried.var is None or carried.var.upper() != t.bound:
+                    raise CascadeSyntaxError(
+                        f"{source}:{e.line}:{r.col}: {r.name}[..{t.bound}..] reads a final element, but "
+                        f"{r.name} is not a recurrence over {t.bound.lower()} at that position"
+                    )
     return Cascade(name, tuple(einsums), partitions, source)
 
 

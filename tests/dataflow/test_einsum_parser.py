@@ -51,6 +51,8 @@ def test_constraints_are_kept():
         ("partition m -> m1, m1", ":1:16:", "two new, distinct"),
         ("# only a comment\n", ":1:1:", "no Einsums"),
         ("A[m+2,p] = A[m,p] + B[m,p]", ":1:1:", "index+1"),
+        ("A[m,p] = B[m,p]\nC[p] = A[M,p]", ":2:8:", "is not a recurrence over m"),
+        ("R[m+1,p] = R[m,p] + B[m,p]\nC[p] = R[p,M]", ":2:8:", "is not a recurrence over m"),
     ],
 )
 def test_bad_notation_points_at_line_and_column(text, where, words):

@@ -65,3 +65,14 @@ def test_rank_must_be_iterated():
 def test_shipped_variants_are_one_pass(name):
     r = analyze_passes(builtin_cascade(name))
     assert r.passes == 1 and r.live_fibers == 0
+
+
+def test_analyze_cli(tmp_path, capsys):
+    from npu.dataflow.analyze import main
+
+    main(["attention_3pass"])
+    assert "passes over m: 3" in capsys.readouterr().out
+    bad = tmp_path / "bad.einsum"
+    bad.write_text("X[m,p] = foo(Y[m,p])\n")
+    with pytest.raises(SystemExit, match="bad.einsum:1:10: unknown function 'foo'"):
+        main([str(bad)])
