@@ -1,7 +1,9 @@
 """Analytical performance and energy model of a cascade mapped onto a spatial accelerator.
 
 Everything is numpy arithmetic on broadcastable arrays, so one call evaluates any number of
-design points (array sizes, buffer sizes, bandwidths, sequence lengths) at once.
+design points (array sizes, buffer sizes, bandwidths, sequence lengths) at once. Cascades name
+the key (sequence) index ``m`` and the query index ``p``; a split ``m -> m1, m0`` uses tiles of
+M0 = the 2D array's width; batch and heads (``B``, ``H``) multiply every Einsum.
 
 Time. Each Einsum's work is (points of its iteration space) x (cycles per point on its array)
 / (PEs of the array). A *stage* runs its 2D and 1D Einsums concurrently and lasts as long as the
