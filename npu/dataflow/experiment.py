@@ -14,6 +14,7 @@ import time
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
 from experiments.config import param
 from experiments.kinds import TrialContext
@@ -35,8 +36,8 @@ class Params:
     batch: int | None = param(None, ge=1, help="batch; default: the model's (64)")
     cascade: str | None = param(
         None,
-        help="a user's .einsum file (or shipped cascade name) run with the design's hardware; "
-        "full-rank multiply-accumulates go to the 2D array, everything else to the 1D array",
+        help="a user's .einsum file (or shipped cascade name) run on the design's hardware: Einsums over "
+        "every key go to the 2D array when its PEs support their operations, the rest to the 1D array",
     )
     rows: int | None = param(None, ge=1, help="2D array rows; default: the design's (256)")
     cols: int | None = param(None, ge=1, help="2D array columns (and M0 tile); default: the design's (256)")
@@ -183,8 +184,6 @@ def _design_space(params: Params, d: Design, ctx: TrialContext) -> dict[str, flo
     r = evaluate(d, _workload(shape, seq, d, params.kv_group), over)
     elapsed = time.perf_counter() - t0
     n = dim.size
-    import pandas as pd
-
     table = pd.DataFrame(
         {"array_dim": dim, "pes_1d": pes, "glb_mib": glb / 2**20, "dram_gib_s": bw / 2**30, "seq_len": seq}
         | {k: v for k, v in r.items()}
