@@ -228,7 +228,7 @@ if HAVE_TRITON:
 def _fused_launch_config(m: int, d: int) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages), chosen on the H100 for fp16/bf16."""
     if interpreting():
-        return 16, 16, 4, 1
+        return 32, 32, 4, 1
     if d <= 64:
         return 128, 128, 8, 3
     if d <= 128:
@@ -459,7 +459,7 @@ def unfused_attention(
     group = h // k.shape[1]
     scale = 1.0 / math.sqrt(d) if sm_scale is None else sm_scale
     small = interpreting()
-    bm, bn = (16, 16) if small else (128, 128)
+    bm, bn = (32, 32) if small else (128, 128)
     s = torch.empty((b * h, m, n), device=q.device, dtype=torch.float32)
     _scores_kernel[(triton.cdiv(m, bm), triton.cdiv(n, bn), b * h)](
         q,
@@ -489,7 +489,7 @@ def unfused_attention(
     _softmax_kernel[(b * h * m,)](s, p, n, BLOCK=64 if small else 1024, num_warps=4)
     del s
     o = _out(out, q)
-    pbm, pbn = (16, 16) if small else (128, 64)
+    pbm, pbn = (32, 32) if small else (128, 64)
     _pv_kernel[(triton.cdiv(m, pbm), b * h)](
         p,
         v,

@@ -1,0 +1,402 @@
+"""A noisy analog matmul: ``y = x @ W^T`` as a crossbar computes it, emulated in one GEMM kernel.
+
+Numerics (``x [M, K]``, ``W [N, K]`` as in ``nn.Linear``, config :class:`AnalogConfig`):
+
+1. **Programming** (once, :func:`program_weights`): the K inputs are cut into tiles of
+   ``tile_rows`` rows. Each tile column (tile ``t``, output ``n``) gets the scale
+   ``s[t, n] = max_{k in t} |W[n, k]|`` -- the same per-column scale that
+   ``simcim.crossbar.tile_scales`` maps to ``g_max`` -- and holds the unit weight
+   ``u = W / s`` (0 where ``s = 0``), stored in bf16 (the conductance resolution of this model).
+2. **DAC**: each input row is scaled by its abs-max ``r_m`` (dynamic input range; 1 for an all-zero
+   row) and rounded to ``L = 2^(dac_bits-1) - 1`` levels per sign:
+   ``c = floor(x * (L / r_m) + 1/2)`` in fp32, an integer code in ``[-L, L]``.
+3. **Analog MVM per tile**: ``z[m, t, n] = (sum_{k in t} c[m, k] u[n, k]) / L``, in fp32.
+4. **Read noise**: ``z += sqrt(read_noise^2 * sum_{k in t} (c/L)^2 + out_noise^2) * eps``, one
+   standard normal ``eps`` per output and tile. This is the exact distribution of independent
+   Gaussian read noise of std ``read_noise`` on every unit weight (a sum of Gaussians) plus
+   additive output noise ``out_noise``. The kernel draws ``eps`` with Philox (``tl.randn``) keyed by
+   ``seed + t`` and counter ``m * N + n``; the reference draws it with torch, so the two agree in
+   distribution, not sample by sample.
+5. **ADC**: ``z`` is clipped to ``[-adc_bound, adc_bound]`` and rounded to
+   ``A = 2^(adc_bits-1) - 1`` levels per sign: ``q = floor(z * A / adc_bound + 1/2) * adc_bound / A``.
+6. **Digital sum**: ``y[m, n] = r_m * sum_t s[t, n] q[m, t, n] (+ bias[n])``, output in ``x``'s dtype.
+
+Everything but step 4 is deterministic; with the noise off, kernel and reference agree up to the
+fp32 summation order inside a tile, which can move a value that lies within rounding of an ADC
+step boundary by one step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from kernels._common import HAVE_TRITON, interpreting, use_triton
+
+if HAVE_TRITON:
+    import triton
+    import triton.language as tl
+
+    from kernels._common import mma
+
+__all__ = [
+    "AnalogConfig",
+    "AnalogWeights",
+    "AnalogLinear",
+    "program_weights",
+    "dac",
+    "analog_matmul",
+    "analog_matmul_reference",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalogConfig:
+    """Crossbar periphery: tile height, converter resolutions and ranges, read noise."""
+
+    tile_rows: int = 512  # inputs per crossbar tile; each tile column has its own scale and ADC
+    dac_bits: int = 8  # signed DAC: integer codes in [-(2^(b-1) - 1), 2^(b-1) - 1]
+    adc_bits: int = 8
+    adc_bound: float = 16.0  # ADC full scale, in units of one unit-input x unit-weight product
+    read_noise: float = 0.0  # std of each unit weight's read noise, redrawn every MVM
+    out_noise: float = 0.0  # std of additive noise on each tile output, same units as adc_bound
+
+    def __post_init__(self) -> None:
+        if self.tile_rows < 16 or self.tile_rows & (self.tile_rows - 1):
+            raise ValueError(f"tile_rows must be a power of two >= 16; got {self.tile_rows}")
+        if not 2 <= self.dac_bits <= 9:
+            # codes up to 255 are exact in bf16, the tensor-core operand type
+            raise ValueError(f"dac_bits must be between 2 and 9; got {self.dac_bits}")
+        if not 2 <= self.adc_bits <= 24:
+            raise ValueError(f"adc_bits must be between 2 and 24; got {self.adc_bits}")
+        if not self.adc_bound > 0:
+            raise ValueError(f"adc_bound must be > 0; got {self.adc_bound}")
+        if not (self.read_noise >= 0 and self.out_noise >= 0):
+            raise ValueError(f"read_noise ({self.read_noise}) and out_noise ({self.out_noise}) must be >= 0")
+
+    @property
+    def dac_levels(self) -> int:
+        return (1 << (self.dac_bits - 1)) - 1
+
+    @property
+    def adc_levels(self) -> int:
+        return (1 << (self.adc_bits - 1)) - 1
+
+    @property
+    def noisy(self) -> bool:
+        return self.read_noise > 0 or self.out_noise > 0
+
+
+@dataclasses.dataclass
+class AnalogWeights:
+    """Programmed crossbar: unit weights ``unit [N, K]`` (bf16) and tile-column scales ``scales [T, N]``."""
+
+    unit: torch.Tensor
+    scales: torch.Tensor
+    config: AnalogConfig
+
+    @property
+    def n(self) -> int:
+        return self.unit.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.unit.shape[1]
+
+    @property
+    def tiles(self) -> int:
+        return self.scales.shape[0]
+
+
+def program_weights(w: torch.Tensor, config: AnalogConfig) -> AnalogWeights:
+    """Map ``w [N, K]`` onto tiles of ``config.tile_rows`` inputs with one scale per tile column."""
+    if w.dim() != 2:
+        raise ValueError(f"weight must be 2-d [N, K]; got shape {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("weight contains NaN or Inf")
+    n, k = w.shape
+    tiles = -(-k // config.tile_rows)
+    wf = torch.nn.functional.pad(w.float(), (0, tiles * config.tile_rows - k))
+    scales = wf.abs().reshape(n, tiles, config.tile_rows).amax(-1)  # [N, T]
+    safe = torch.where(scales > 0, scales, torch.ones_like(scales))
+    unit = (wf.reshape(n, tiles, config.tile_rows) / safe[..., None]).reshape(n, -1)[:, :k]
+    return AnalogWeights(unit.to(torch.bfloat16).contiguous(), scales.t().contiguous(), config)
+
+
+def _input_range(x: torch.Tensor, config: AnalogConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    r = x.detach().abs().amax(-1).float()
+    r = torch.where(r > 0, r, torch.ones_like(r))
+    return r, (config.dac_levels / r).float()
+
+
+def dac(x: torch.Tensor, config: AnalogConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference DAC: integer codes ``[M, K]`` (fp32) and the per-row input range ``r [M]``."""
+    r, inv = _input_range(x, config)
+    return torch.floor(x.float() * inv[:, None] + 0.5), r
+
+
+def analog_matmul_reference(
+    x: torch.Tensor,
+    aw: AnalogWeights,
+    bias: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Steps 2-6 of the module docstring in plain PyTorch (fp32); noise drawn from ``generator``."""
+    cfg = aw.config
+    _check_x(x, aw)
+    codes, r = dac(x, cfg)
+    m, k = codes.shape
+    tiles, rows = aw.tiles, cfg.tile_rows
+    pad = tiles * rows - k
+    c = torch.nn.functional.pad(codes, (0, pad)).reshape(m, tiles, rows)
+    u = torch.nn.functional.pad(aw.unit.float(), (0, pad)).reshape(aw.n, tiles, rows)
+    inv_l = torch.tensor(1.0 / cfg.dac_levels, dtype=torch.float32)
+    z = torch.einsum("mtk,ntk->mtn", c, u) * inv_l  # [M, T, N]
+    if cfg.noisy:
+        sq = ((c * inv_l) ** 2).sum(-1)  # [M, T]
+        std = torch.sqrt(cfg.read_noise**2 * sq + cfg.out_noise**2)[..., None]
+        eps = torch.randn(z.shape, generator=generator, dtype=torch.float32, device="cpu").to(z.device)
+        z = z + std * eps
+    a, bound = cfg.adc_levels, cfg.adc_bound
+    q = torch.floor(z.clamp(-bound, bound) * (a / bound) + 0.5) * (bound / a)
+    y = (q * aw.scales[None]).sum(1) * r[:, None]
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+def _check_x(x: torch.Tensor, aw: AnalogWeights) -> None:
+    if x.dim() != 2 or x.shape[1] != aw.k:
+        raise ValueError(f"x must be [M, {aw.k}]; got {tuple(x.shape)}")
+    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"x dtype {x.dtype} is not supported (fp16, bf16, fp32)")
+
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def _dac_kernel(
+        X,
+        INV,
+        XC,
+        SQ,
+        M,
+        K,
+        n_tiles,
+        stride_xm,
+        inv_levels,
+        TILE: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
+        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        t = tl.program_id(1)
+        r_mask = rows < M
+        inv = tl.load(INV + rows, mask=r_mask, other=0.0)
+        sq = tl.zeros([BLOCK_R, BLOCK_K], tl.float32)
+        for k0 in range(t * TILE, tl.minimum(t * TILE + TILE, K), BLOCK_K):
+            offs = k0 + tl.arange(0, BLOCK_K)
+            mask = r_mask[:, None] & (offs[None, :] < K)
+            x = tl.load(X + rows[:, None].to(tl.int64) * stride_xm + offs[None, :], mask=mask, other=0.0)
+            code = tl.math.floor(x.to(tl.float32) * inv[:, None] + 0.5)
+            tl.store(XC + rows[:, None].to(tl.int64) * K + offs[None, :], code.to(tl.bfloat16), mask=mask)
+            unit = code * inv_levels
+            sq += unit * unit
+        tl.store(SQ + rows * n_tiles + t, tl.sum(sq, 1), mask=r_mask)
+
+    @triton.jit
+    def _analog_kernel(
+        XC,
+        U,
+        S,
+        R,
+        SQ,
+        B,
+        Y,
+        M,
+        N,
+        K,
+        n_tiles,
+        seed,
+        stride_un,
+        stride_ym,
+        inv_levels,
+        adc_bound,
+        adc_levels,
+        read_var,
+        out_var,
+        TILE: tl.constexpr,
+        NOISE: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        GROUP_M: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        grid_m = tl.cdiv(M, BLOCK_M)
+        grid_n = tl.cdiv(N, BLOCK_N)
+        # grouped launch order: GROUP_M row blocks share each weight column block while it is in L2
+        per_group = GROUP_M * grid_n
+        first_m = (pid // per_group) * GROUP_M
+        rows = tl.minimum(grid_m - first_m, GROUP_M)
+        pid_m = first_m + (pid % per_group) % rows
+        pid_n = (pid % per_group) // rows
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_k = tl.arange(0, BLOCK_K)
+        m_mask = offs_m < M
+        n_mask = offs_n < N
+        x_ptrs = XC + offs_m[:, None].to(tl.int64) * K + offs_k[None, :]
+        u_ptrs = U + offs_n[:, None].to(tl.int64) * stride_un + offs_k[None, :]
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        y = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        rng_offs = offs_m[:, None] * N + offs_n[None, :]
+        for k0 in range(0, K, BLOCK_K):
+            k_mask = (k0 + offs_k) < K
+            x = tl.load(x_ptrs, mask=m_mask[:, None] & k_mask[None, :], other=0.0)
+            u = tl.load(u_ptrs, mask=n_mask[:, None] & k_mask[None, :], other=0.0)
+            acc += mma(x, tl.trans(u))
+            x_ptrs += BLOCK_K
+            u_ptrs += BLOCK_K
+            if ((k0 + BLOCK_K) % TILE == 0) | (k0 + BLOCK_K >= K):
+                t = k0 // TILE
+                z = acc * inv_levels
+                if NOISE:
+                    sq = tl.load(SQ + offs_m * n_tiles + t, mask=m_mask, other=0.0)
+                    std = tl.sqrt(read_var * sq + out_var)
+                    z += std[:, None] * tl.randn(seed + t, rng_offs)
+                z = tl.minimum(tl.maximum(z, -adc_bound), adc_bound)
+                q = tl.math.floor(z * (adc_levels / adc_bound) + 0.5) * (adc_bound / adc_levels)
+                s = tl.load(S + t * N + offs_n, mask=n_mask, other=0.0)
+                y += q * s[None, :]
+                acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        r = tl.load(R + offs_m, mask=m_mask, other=0.0)
+        y = y * r[:, None]
+        if HAS_BIAS:
+            y += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        tl.store(
+            Y + offs_m[:, None].to(tl.int64) * stride_ym + offs_n[None, :],
+            y.to(Y.dtype.element_ty),
+            mask=m_mask[:, None] & n_mask[None, :],
+        )
+
+
+def _launch_config(m: int, n: int) -> tuple[int, int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)."""
+    if interpreting():
+        return 32, 32, 32, 4, 1
+    if m <= 64:
+        return 64, 128, 64, 4, 4
+    return 128, 256, 64, 8, 3
+
+
+def analog_matmul(
+    x: torch.Tensor,
+    aw: AnalogWeights,
+    bias: torch.Tensor | None = None,
+    seed: int = 0,
+    out: torch.Tensor | None = None,
+    config: tuple[int, int, int, int, int] | None = None,
+) -> torch.Tensor:
+    """The crossbar matmul of the module docstring; noise (if any) is drawn from Philox keyed by ``seed``."""
+    _check_x(x, aw)
+    cfg = aw.config
+    m = x.shape[0]
+    if bias is not None and bias.shape != (aw.n,):
+        raise ValueError(f"bias must be [{aw.n}]; got {tuple(bias.shape)}")
+    if out is not None and (out.shape != (m, aw.n) or out.dtype != x.dtype or out.stride(1) != 1):
+        raise ValueError(f"out must be a {x.dtype} tensor of shape ({m}, {aw.n}) with unit column stride")
+    if m * aw.n >= 2**31:
+        raise ValueError(f"M * N = {m * aw.n} is too large for the 32-bit noise counter; split the batch")
+    if not use_triton("kernels.analog_matmul", x, aw.unit, aw.scales):
+        g = torch.Generator().manual_seed(seed)
+        y = analog_matmul_reference(x, aw, bias, g)
+        return y if out is None else out.copy_(y)
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    k = aw.k
+    r, inv = _input_range(x, cfg)
+    codes = torch.empty((m, k), device=x.device, dtype=torch.bfloat16)
+    sq = torch.empty((m, aw.tiles), device=x.device, dtype=torch.float32)
+    block_m, block_n, block_k, warps, stages = config or _launch_config(m, aw.n)
+    if cfg.tile_rows % block_k:
+        block_k = cfg.tile_rows
+    dac_rows, dac_k = (16, 32) if interpreting() else (4, 256)
+    dac_k = min(cfg.tile_rows, dac_k)
+    _dac_kernel[(triton.cdiv(m, dac_rows), aw.tiles)](
+        x,
+        inv,
+        codes,
+        sq,
+        m,
+        k,
+        aw.tiles,
+        x.stride(0),
+        1.0 / cfg.dac_levels,
+        TILE=cfg.tile_rows,
+        BLOCK_R=dac_rows,
+        BLOCK_K=dac_k,
+    )
+    y = torch.empty((m, aw.n), device=x.device, dtype=x.dtype) if out is None else out
+    grid = (triton.cdiv(m, block_m) * triton.cdiv(aw.n, block_n),)
+    _analog_kernel[grid](
+        codes,
+        aw.unit,
+        aw.scales,
+        r,
+        sq,
+        bias if bias is not None else r,
+        y,
+        m,
+        aw.n,
+        k,
+        aw.tiles,
+        seed,
+        aw.unit.stride(0),
+        y.stride(0),
+        1.0 / cfg.dac_levels,
+        cfg.adc_bound,
+        float(cfg.adc_levels),
+        cfg.read_noise**2,
+        cfg.out_noise**2,
+        TILE=cfg.tile_rows,
+        NOISE=cfg.noisy,
+        HAS_BIAS=bias is not None,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        GROUP_M=8,
+        num_warps=warps,
+        num_stages=stages,
+    )
+    return y
+
+
+class AnalogLinear(torch.nn.Module):
+    """``nn.Linear`` on an emulated crossbar; each forward draws fresh read noise (seeded, reproducible)."""
+
+    def __init__(self, aw: AnalogWeights, bias: torch.Tensor | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.config = aw.config
+        self.in_features, self.out_features = aw.k, aw.n
+        self.register_buffer("unit", aw.unit)
+        self.register_buffer("scales", aw.scales)
+        self.register_buffer("bias", bias)
+        self.seed = seed
+        self.calls = 0
+
+    @classmethod
+    def from_linear(cls, linear: torch.nn.Linear, config: AnalogConfig, seed: int = 0) -> AnalogLinear:
+        bias = linear.bias.detach().float() if linear.bias is not None else None
+        return cls(program_weights(linear.weight.detach(), config), bias, seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        aw = AnalogWeights(self.unit, self.scales, self.config)
+        # a new Philox key per call and tile: (seed, call) -> seed * 2^20 + call * n_tiles
+        call_seed = (self.seed * (1 << 20) + self.calls * aw.tiles) % (1 << 31)
+        self.calls += 1
+        y = analog_matmul(x.reshape(-1, self.in_features), aw, self.bias, call_seed)
+        return y.reshape(*lead, self.out_features)

@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from kernels.analog_matmul import (
+    AnalogConfig,
+    AnalogLinear,
+    analog_matmul,
+    analog_matmul_reference,
+    dac,
+    program_weights,
+)
+from kernels.testing import poisoned, randn, rel_err
+
+M, N, K = 37, 29, 100  # K spans 4 tiles of 32, the last one partial
+
+
+def test_scales_are_simcims_per_column_tile_scales(rng):
+    crossbar = pytest.importorskip("simcim.crossbar")
+    w = randn(N, K, g=rng)
+    aw = program_weights(w, AnalogConfig(tile_rows=32))
+    ref = crossbar.tile_scales(w[None], crossbar.CrossbarConfig(tile_rows=32, tile_cols=N, scaling="column"))
+    assert torch.equal(aw.scales, ref[0].t())
+
+
+def test_deterministic_parts_match_the_reference_exactly(device, rng):
+    cfg = AnalogConfig(tile_rows=32, dac_bits=8, adc_bits=8, adc_bound=8.0)
+    aw = program_weights(randn(N, K, g=rng), cfg)
+    aw.unit, aw.scales = aw.unit.to(device), aw.scales.to(device)
+    x = randn(M, K, g=rng, device=device)
+    x[3] = 0.0  # an all-zero row has no input range
+    bias = randn(N, g=rng, device=device)
+    out = poisoned((M, N), torch.float32, device)
+    y = analog_matmul(x, aw, bias, out=out)
+    ref = analog_matmul_reference(x, aw, bias)
+    # fp32 summation order may move a value at an ADC step boundary by one step, in rare cases
+    step = cfg.adc_bound / cfg.adc_levels * aw.scales.max() * x.abs().amax()
+    differ = (y - ref).abs() > 1e-4 * ref.abs().max()
+    assert differ.float().mean() < 0.01 and bool(((y - ref).abs() <= step * 1.01).all())
+    assert torch.equal(y[3], bias)
+    codes, _ = dac(x, cfg)
+    assert codes.abs().max() <= cfg.dac_levels
+
+
+def test_ideal_converters_recover_the_matmul(device, rng):
+    cfg = AnalogConfig(tile_rows=64, dac_bits=9, adc_bits=24, adc_bound=64.0)
+    w = randn(N, K, g=rng, device=device)
+    x = randn(M, K, g=rng, dtype=torch.bfloat16, device=device)
+    y = analog_matmul(x, program_weights(w, cfg))
+    assert rel_err(y, x.double() @ w.double().t()) < 1.5e-2  # 9-bit DAC, bf16 unit weights
+
+
+def test_read_noise_has_the_documented_distribution(device, rng):
+    cfg = AnalogConfig(tile_rows=32, dac_bits=8, adc_bits=20, adc_bound=64.0, read_noise=0.05, out_noise=0.1)
+    clean_cfg = AnalogConfig(tile_rows=32, dac_bits=8, adc_bits=20, adc_bound=64.0)
+    w = randn(N, K, g=rng, device=device)
+    x = randn(96, K, g=rng, device=device)
+    aw = program_weights(w, cfg)
+    clean = analog_matmul(x, program_weights(w, clean_cfg))
+    codes, r = dac(x, cfg)
+    pad = aw.tiles * 32 - K
+    sq = (torch.nn.functional.pad(codes / cfg.dac_levels, (0, pad)).reshape(96, aw.tiles, 32) ** 2).sum(-1)
+    var_t = cfg.read_noise**2 * sq + cfg.out_noise**2  # [M, T]
+    std = ((var_t[..., None] * aw.scales[None] ** 2).sum(1)).sqrt() * r[:, None]
+    seed = int(torch.randint(0, 2**20, (1,), generator=rng))
+    z = (analog_matmul(x, aw, seed=seed) - clean) / std
+    z_ref = (analog_matmul_reference(x, aw, generator=rng) - clean) / std
+    for sample in (z, z_ref):  # 2784 draws: mean and std within 4.5 standard errors
+        assert abs(float(sample.mean())) < 4.5 / 2784**0.5
+        assert abs(float(sample.std()) - 1.0) < 4.5 / (2 * 2784) ** 0.5
+    assert torch.equal(analog_matmul(x, aw, seed=seed), analog_matmul(x, aw, seed=seed))
+    assert not torch.equal(analog_matmul(x, aw, seed=seed), analog_matmul(x, aw, seed=seed + 1))
+
+
+def test_module_draws_fresh_noise_each_call(device, rng):
+    lin = torch.nn.Linear(K, N).to(device)
+    mod = AnalogLinear.from_linear(lin, AnalogConfig(tile_rows=32, read_noise=0.02), seed=5)
+    x = randn(2, 3, K, g=rng, device=device)
+    a, b = mod(x), mod(x)
+    assert a.shape == (2, 3, N) and not torch.equal(a, b)
+    assert rel_err(a, lin(x).detach()) < 0.1
+
+
+def test_bad_config_and_inputs(device):
+    with pytest.raises(ValueError, match="tile_rows"):
+        AnalogConfig(tile_rows=48)
+    with pytest.raises(ValueError, match="dac_bits"):
+        AnalogConfig(dac_bits=12)
+    with pytest.raises(ValueError, match="read_noise"):
+        AnalogConfig(read_noise=-1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        program_weights(torch.full((4, 32), float("nan")), AnalogConfig(tile_rows=32))
+    aw = program_weights(torch.randn(4, 32), AnalogConfig(tile_rows=32))
+    with pytest.raises(ValueError, match="x must be"):
+        analog_matmul(torch.randn(3, 16), aw)
