@@ -1,0 +1,186 @@
+"""CSR sparse x dense matmul (SpMM) and embedding-bag gather: the GPU side of the NPU simulator's
+sparse workloads.
+
+Both are one kernel: output row ``i`` is ``sum_{j in row i} w_j * B[col_j, :]``, with ``w_j`` the
+CSR value (SpMM), or 1 / per-sample weight (embedding bag, ``mode="sum"``), divided by the bag
+length for ``mode="mean"``. A program owns one output row and one block of columns, walks the
+row's nonzeros in chunks, gathers the matching rows of ``B`` and accumulates in fp32.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from kernels._common import HAVE_TRITON, interpreting, next_pow2, use_triton
+
+if HAVE_TRITON:
+    import triton
+    import triton.language as tl
+
+__all__ = ["spmm", "spmm_reference", "embedding_bag", "embedding_bag_reference", "random_csr"]
+
+
+def random_csr(
+    m: int,
+    k: int,
+    density: float,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """An ``[m, k]`` sparse CSR matrix with about ``density * k`` random nonzeros per row (normal values)."""
+    if not 0 < density <= 1:
+        raise ValueError(f"density must be in (0, 1]; got {density}")
+    mask = torch.rand(m, k, generator=generator) < density
+    vals = torch.randn(m, k, generator=generator) * mask
+    return vals.to(dtype).to_sparse_csr().to(device)
+
+
+def _csr_parts(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if a.layout != torch.sparse_csr:
+        raise ValueError(f"a must be a sparse CSR tensor; got layout {a.layout}")
+    return a.crow_indices(), a.col_indices(), a.values()
+
+
+def spmm_reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` in fp32 through a dense copy of ``a``."""
+    return (a.to_dense().float() @ b.float()).to(b.dtype)
+
+
+def embedding_bag_reference(
+    table: torch.Tensor,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    mode: Literal["sum", "mean"] = "sum",
+    per_sample_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per bag ``b``: sum (or mean) of ``table[indices[offsets[b]:offsets[b+1]]]``, in fp32."""
+    ends = torch.cat([offsets[1:], offsets.new_tensor([indices.numel()])])
+    out = torch.zeros(offsets.numel(), table.shape[1], dtype=torch.float32, device=table.device)
+    for i, (lo, hi) in enumerate(zip(offsets.tolist(), ends.tolist())):
+        rows = table[indices[lo:hi]].float()
+        if per_sample_weights is not None:
+            rows = rows * per_sample_weights[lo:hi, None].float()
+        if hi > lo:
+            out[i] = rows.sum(0) / (hi - lo if mode == "mean" else 1)
+    return out.to(table.dtype)
+
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def _gather_rows_kernel(
+        ROW_PTR,
+        COLS,
+        VALS,
+        B,
+        C,
+        N,
+        stride_b,
+        stride_c,
+        HAS_VALS: tl.constexpr,
+        MEAN: tl.constexpr,
+        BLOCK_NNZ: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+    ):
+        row = tl.program_id(0)
+        offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < N
+        lo = tl.load(ROW_PTR + row)
+        hi = tl.load(ROW_PTR + row + 1)
+        acc = tl.zeros([BLOCK_N], tl.float32)
+        for start in range(lo, hi, BLOCK_NNZ):
+            offs = start + tl.arange(0, BLOCK_NNZ)
+            nz_mask = offs < hi
+            cols = tl.load(COLS + offs, mask=nz_mask, other=0).to(tl.int64)
+            rows = tl.load(
+                B + cols[:, None] * stride_b + offs_n[None, :], mask=nz_mask[:, None] & n_mask[None, :], other=0.0
+            ).to(tl.float32)
+            if HAS_VALS:
+                w = tl.load(VALS + offs, mask=nz_mask, other=0.0).to(tl.float32)
+                rows = rows * w[:, None]
+            acc += tl.sum(rows, 0)
+        if MEAN:
+            acc = acc / tl.maximum(hi - lo, 1).to(tl.float32)
+        tl.store(C + row.to(tl.int64) * stride_c + offs_n, acc.to(C.dtype.element_ty), mask=n_mask)
+
+
+def _gather_rows(
+    row_ptr: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor | None, b: torch.Tensor, out: torch.Tensor, mean: bool
+) -> torch.Tensor:
+    m, n = out.shape
+    if m == 0 or n == 0:
+        return out
+    block_n = min(next_pow2(n), 64 if interpreting() else 256)
+    block_nnz = 16 if interpreting() else (32 if block_n >= 256 else 64)
+    _gather_rows_kernel[(m, triton.cdiv(n, block_n))](
+        row_ptr,
+        cols,
+        vals if vals is not None else b,
+        b,
+        out,
+        n,
+        b.stride(0),
+        out.stride(0),
+        HAS_VALS=vals is not None,
+        MEAN=mean,
+        BLOCK_NNZ=block_nnz,
+        BLOCK_N=block_n,
+        num_warps=4,
+    )
+    return out
+
+
+def _out(out: torch.Tensor | None, shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+    if out is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    if tuple(out.shape) != shape or out.dtype != like.dtype or out.stride(1) != 1:
+        raise ValueError(f"out must be a {like.dtype} tensor of shape {shape} with unit column stride")
+    return out
+
+
+def spmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b`` for a sparse CSR ``a [M, K]`` and a dense ``b [K, N]``; returns ``[M, N]`` in ``b``'s dtype."""
+    crow, col, val = _csr_parts(a)
+    if b.dim() != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"shapes do not fit: a {tuple(a.shape)} @ b {tuple(b.shape)}")
+    if b.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"b dtype {b.dtype} is not supported (fp16, bf16, fp32)")
+    c = _out(out, (a.shape[0], b.shape[1]), b)
+    if not use_triton("kernels.sparse", crow, col, val, b):
+        return c.copy_(spmm_reference(a, b))
+    if b.stride(1) != 1:
+        b = b.contiguous()
+    return _gather_rows(crow, col, val, b, c, mean=False)
+
+
+def embedding_bag(
+    table: torch.Tensor,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    mode: Literal["sum", "mean"] = "sum",
+    per_sample_weights: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``F.embedding_bag`` (sum or mean; 1-d ``indices`` with bag starts ``offsets``, as torch takes them)."""
+    if table.dim() != 2 or indices.dim() != 1 or offsets.dim() != 1:
+        raise ValueError("table must be 2-d, indices and offsets 1-d")
+    if mode not in ("sum", "mean"):
+        raise ValueError(f"mode must be 'sum' or 'mean'; got {mode!r}")
+    if per_sample_weights is not None and (mode != "sum" or per_sample_weights.shape != indices.shape):
+        raise ValueError("per_sample_weights needs mode='sum' and the shape of indices")
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= table.shape[0]):
+        raise ValueError(f"indices must lie in [0, {table.shape[0]})")
+    if offsets.numel() and (
+        int(offsets[0]) != 0 or bool((offsets.diff() < 0).any()) or int(offsets[-1]) > indices.numel()
+    ):
+        raise ValueError("offsets must start at 0, never decrease and not pass the end of indices")
+    c = _out(out, (offsets.numel(), table.shape[1]), table)
+    if not use_triton("kernels.sparse", table, indices, offsets):
+        return c.copy_(embedding_bag_reference(table, indices, offsets, mode, per_sample_weights))
+    row_ptr = torch.cat([offsets, offsets.new_tensor([indices.numel()])])
+    if table.stride(1) != 1:
+        table = table.contiguous()
+    return _gather_rows(row_ptr, indices, per_sample_weights, table, c, mean=mode == "mean")
