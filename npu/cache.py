@@ -27,12 +27,12 @@ LAT, NSETS, WAYS, OFF, POLICY = 0, 1, 2, 3, 4
 POLICIES = {"lru": 0, "srrip": 1}
 FLAG_DIRTY, FLAG_PF = 1, 2
 # stats columns (per level)
-N_STATS = 11
-D_ACC, D_HIT, D_MISS, PF_ISSUED, PF_USEFUL, PF_LATE, PF_USELESS, WB_OUT, PF_ACC, PF_MISS, PF_DROPPED = (
+N_STATS = 12
+D_ACC, D_HIT, D_MISS, PF_ISSUED, PF_USEFUL, PF_LATE, PF_USELESS, WB_OUT, PF_ACC, PF_MISS, PF_DROPPED, ST_MISS = (
     range(N_STATS))
 STAT_NAMES = ("demand_accesses", "demand_hits", "demand_misses", "prefetches_filled", "prefetches_useful",
               "prefetches_late", "prefetches_useless", "writebacks", "prefetch_lookups", "prefetch_misses",
-              "prefetches_dropped")
+              "prefetches_dropped", "store_misses")
 # misc slots
 M_CLOCK = 0
 SRRIP_MAX = 3
@@ -75,7 +75,7 @@ class HierarchyConfig:
     levels: tuple[CacheConfig, ...]
     dram: DRAMConfig = DRAMConfig()
     mshrs: int = 16           # outstanding demand misses from the NPU (level 0)
-    prefetch_queue: int = 32  # outstanding prefetches (a separate queue, so prefetches cannot starve demand)
+    prefetch_queue: int = 64  # outstanding prefetches (a separate queue, so prefetches cannot starve demand)
     line_bytes: int = 64
 
     def __post_init__(self) -> None:
@@ -114,11 +114,11 @@ def make_hierarchy(cfg: HierarchyConfig) -> tuple:
     ready = np.zeros(off, np.int64)
     flags = np.zeros(off, np.int8)
     stats = np.zeros((len(levels), N_STATS), np.int64)
-    chan_free, dcfg, dstats = make_dram(cfg.dram, cfg.line_bytes)
+    slots, dcfg, dstats = make_dram(cfg.dram, cfg.line_bytes)
     mshr = np.zeros(cfg.mshrs, np.int64)
     pfq = np.zeros(cfg.prefetch_queue, np.int64)
     misc = np.zeros(4, np.int64)
-    return (tags, meta, ready, flags, lcfg, stats, chan_free, dcfg, dstats, mshr, pfq, misc)
+    return (tags, meta, ready, flags, lcfg, stats, slots, dcfg, dstats, mshr, pfq, misc)
 
 
 @numba.njit(cache=True)
@@ -217,7 +217,7 @@ def _fill(H, lvl, line, ready_t, flag, t):
 
 
 @numba.njit(cache=True)
-def _walk_below(H, line, t, is_prefetch):
+def _walk_below(H, line, t, is_prefetch, is_write):
     """Look ``line`` up in levels 1.. from cycle ``t``; return (data ready cycle, level that had it)."""
     lcfg, stats, ready = H[4], H[5], H[2]
     nlev = lcfg.shape[0]
@@ -238,6 +238,8 @@ def _walk_below(H, line, t, is_prefetch):
             stats[lvl, PF_MISS] += 1
         else:
             stats[lvl, D_MISS] += 1
+            if is_write:
+                stats[lvl, ST_MISS] += 1
     return dram_access(H[6], H[7], H[8], line, tt, False), nlev
 
 
@@ -271,9 +273,11 @@ def demand_access(H, line, t, is_write):
         _touch(H, 0, s)
         return max(t0, r)
     stats[0, D_MISS] += 1
+    if is_write:
+        stats[0, ST_MISS] += 1
     mshr = H[9]
     m, start = _take(mshr, t0)
-    done, hit_lvl = _walk_below(H, line, start, False)
+    done, hit_lvl = _walk_below(H, line, start, False, is_write)
     mshr[m] = done
     for lvl in range(hit_lvl - 1, -1, -1):
         _fill(H, lvl, line, done, FLAG_DIRTY if (is_write and lvl == 0) else 0, start)
@@ -290,7 +294,7 @@ def prefetch_access(H, line, t):
         return ready[s]
     pfq = H[10]
     m, start = _take(pfq, t + lcfg[0, LAT])
-    done, hit_lvl = _walk_below(H, line, start, True)
+    done, hit_lvl = _walk_below(H, line, start, True, False)
     pfq[m] = done
     for lvl in range(hit_lvl - 1, 0, -1):
         _fill(H, lvl, line, done, 0, start)

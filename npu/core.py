@@ -30,6 +30,7 @@ from npu.cache import (
     PF_LATE,
     PF_USEFUL,
     PF_USELESS,
+    ST_MISS,
     WB_OUT,
     HierarchyConfig,
     demand_access,
@@ -170,14 +171,18 @@ def _metrics(H: tuple, out: np.ndarray, hierarchy: HierarchyConfig, trace: Trace
         "line_requests": int(out[C_LINES]),
     }
     names = level_names(hierarchy)
+    load_miss = stats[:, D_MISS] - stats[:, ST_MISS]
     for lvl, name in enumerate(names):
         m[f"{name}_accesses"] = int(stats[lvl, D_ACC])
-        m[f"{name}_misses"] = int(stats[lvl, D_MISS])
-        m[f"{name}_mpki"] = 1000.0 * stats[lvl, D_MISS] / insts if insts else 0.0
+        m[f"{name}_misses"] = int(load_miss[lvl])
+        m[f"{name}_store_misses"] = int(stats[lvl, ST_MISS])
+        m[f"{name}_mpki"] = 1000.0 * load_miss[lvl] / insts if insts else 0.0
         m[f"{name}_writebacks"] = int(stats[lvl, WB_OUT])
-    m["l0_misses"] = int(stats[0, D_MISS])
-    m["misses"] = int(stats[-1, D_MISS])  # demand misses that went to DRAM
-    m["mpki"] = 1000.0 * stats[-1, D_MISS] / insts if insts else 0.0
+    # misses are demand *load* misses (what prefetchers act on); write-allocate misses are counted apart
+    m["l0_misses"] = int(load_miss[0])
+    m["misses"] = int(load_miss[-1])  # load misses that went to DRAM
+    m["store_misses"] = int(stats[-1, ST_MISS])
+    m["mpki"] = 1000.0 * load_miss[-1] / insts if insts else 0.0
     line = hierarchy.line_bytes
     m["dram_reads"] = int(dstats[READS])
     m["dram_writes"] = int(dstats[WRITES])
@@ -193,7 +198,7 @@ def _metrics(H: tuple, out: np.ndarray, hierarchy: HierarchyConfig, trace: Trace
     m["pf_dropped"] = int(stats[0, PF_DROPPED])
     m["pf_accuracy"] = useful / issued if issued else 0.0
     # of the level-0 misses there would have been, the share a prefetch removed
-    m["pf_coverage"] = useful / (useful + stats[0, D_MISS]) if useful + stats[0, D_MISS] else 0.0
+    m["pf_coverage"] = useful / (useful + load_miss[0]) if useful + load_miss[0] else 0.0
     m["pf_timeliness"] = 1.0 - late / useful if useful else 0.0
     b = module.budget(cfg, width)
     m["pf_budget_entries"] = b["entries"]

@@ -1,13 +1,19 @@
-"""DRAM: fixed access latency behind per-channel FIFO queues with a finite transfer rate.
+"""DRAM: fixed access latency behind per-channel queues with a finite transfer rate.
 
-Each channel serves one line at a time for ``ceil(line_bytes / bytes_per_cycle)`` cycles
-(its service time); a request arriving at cycle ``t`` starts when the channel is free, so
-``start = max(t, channel_free)``, and its data is back ``latency`` cycles after the
-transfer ends. Lines are interleaved over channels by line address. This is the
-deterministic-service FIFO (D/D/1 per channel) queue: ``k`` requests arriving together
-finish at ``latency + k * service``, and sustained throughput is capped at
-``channels * bytes_per_cycle``, so bandwidth contention (prefetch traffic included) shows up
-as queueing delay. Banks, row buffers and refresh are not modelled.
+Each channel moves one line at a time, taking ``service = ceil(line_bytes / bytes_per_cycle)``
+cycles; time on a channel is cut into slots of ``service`` cycles and a request arriving at
+cycle ``t`` takes the first free slot starting at or after ``t``; its data is back ``latency``
+cycles after the transfer ends. Lines are interleaved over channels by line address. For
+requests that arrive in time order this is the deterministic-service FIFO (D/D/1 per channel):
+``k`` requests arriving together at a slot boundary finish at ``latency + k * service``, and
+sustained throughput is capped at ``channels * bytes_per_cycle``, so bandwidth contention
+(prefetch traffic included) shows up as queueing delay.
+
+Slots rather than a single "channel free at" time, because the simulator issues requests in
+program order, not time order: a prefetch issued for a future cycle (one waiting for its
+index data) must not delay a demand miss simulated after it but happening earlier. A slot
+ring remembers ``SLOT_WINDOW`` slots per channel. Banks, row buffers and refresh are not
+modelled; a request's start is rounded up to a slot boundary (at most ``service - 1`` cycles).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 
 # dcfg slots
 N_CHANNELS, SERVICE, LATENCY = 0, 1, 2
+SLOT_WINDOW = 1 << 15
 # dstats slots
 READS, WRITES, BUSY = 0, 1, 2
 
@@ -43,19 +50,35 @@ class DRAMConfig:
 
 
 def make_dram(cfg: DRAMConfig, line_bytes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    chan_free = np.zeros(cfg.channels, np.int64)
+    """(slot ring per channel, config, stats) for ``dram_access``."""
+    # last two columns: the latest contiguous run of taken slots [start, end), skipped in one step
+    slots = np.full((cfg.channels, SLOT_WINDOW + 2), -1, np.int64)
+    slots[:, SLOT_WINDOW:] = 0
     dcfg = np.array([cfg.channels, cfg.service_cycles(line_bytes), cfg.latency], np.int64)
     dstats = np.zeros(4, np.int64)
-    return chan_free, dcfg, dstats
+    return slots, dcfg, dstats
 
 
 @numba.njit(cache=True)
-def dram_access(chan_free, dcfg, dstats, line, t, is_write):
+def dram_access(slots, dcfg, dstats, line, t, is_write):
     """Queue one line transfer at cycle ``t``; returns the cycle its data is delivered."""
     c = line % dcfg[N_CHANNELS]
-    start = max(t, chan_free[c])
-    end = start + dcfg[SERVICE]
-    chan_free[c] = end
+    service = dcfg[SERVICE]
+    window = slots.shape[1] - 2
+    k = (t + service - 1) // service
+    run_start, run_end = slots[c, window], slots[c, window + 1]
+    if run_start <= k < run_end:
+        k = run_end
+    # a ring entry holding a slot >= k is taken (a later one beyond the window counts as taken too)
+    while slots[c, k % window] >= k:
+        k += 1
+    slots[c, k % window] = k
+    if k == run_end:
+        slots[c, window + 1] = k + 1
+    elif not run_start <= k < run_end:
+        slots[c, window] = k
+        slots[c, window + 1] = k + 1
+    end = (k + 1) * service
     dstats[BUSY] += dcfg[SERVICE]
     if is_write:
         dstats[WRITES] += 1

@@ -4,7 +4,7 @@ Baseline architecture (the defaults below; every one is a parameter): a 1 GHz NP
 in-order vector unit has 16 fp32 lanes and sends 2 cache lines per cycle to memory; no
 NPU-side cache (the paper's baseline NPU; set ``npu_cache_kib`` to add one, 4-way, 2 cycles);
 a shared 256 KiB 16-way L2 with 20-cycle latency; no LLC; 64 B lines, LRU, write-back;
-16 MSHRs for demand misses and a 32-entry prefetch queue; DRAM with 100-cycle latency and
+16 MSHRs for demand misses and a 64-entry prefetch queue; DRAM with 100-cycle latency and
 2 channels of 16 B/cycle (32 GB/s at 1 GHz). Prefetches fill the level closest to the NPU.
 
 With ``compare_baseline`` the same trace also runs without prefetching, which gives
@@ -61,7 +61,7 @@ class Params:
     dram_channels: int = param(2, ge=1)
     dram_bytes_per_cycle: float = param(16.0, gt=0, help="per channel")
     mshrs: int = param(16, ge=1, help="outstanding demand misses")
-    prefetch_queue: int = param(32, ge=1, help="outstanding prefetches")
+    prefetch_queue: int = param(64, ge=1, help="outstanding prefetches")
     ports: int = param(2, ge=1, help="lines the vector unit sends per cycle")
     compute_cycles: int = param(1, ge=0, help="cycles per vector compute instruction")
 

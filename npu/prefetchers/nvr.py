@@ -10,9 +10,10 @@ of whole rows is covered, and chains of several indirections are followed). Stag
 on index data does not stop stage A. The sub-thread uses the time the core spends stalled,
 because it only falls behind the wall clock, never the core.
 
-Throttling: every ``epoch`` prefetches, if more prefetched lines were evicted unused than
-were used, the distance halves (down to ``min_distance``); if more than a quarter of the
-useful prefetches arrived late, it doubles (up to ``max_distance``).
+Throttling: every ``epoch`` prefetches, if prefetched lines evicted unused exceed a quarter
+of those used, the distance halves (down to ``min_distance``: it is running so far ahead that
+it evicts its own prefetches); else if more than a quarter of the used ones arrived late and
+under a tenth were wasted, it doubles (up to ``max_distance``).
 
 Reads of the future instruction stream are what runahead executes; loop bounds (row
 pointers) are taken as known, so control flow is never mispredicted.
@@ -42,7 +43,7 @@ class Config:
     epoch: int = 1024
     throttle: bool = True
     ports: int = 4  # lines the sub-thread can issue per cycle
-    prefetch_queue: int = 32  # for the hardware budget: in-flight index vectors it must hold
+    prefetch_queue: int = 64  # for the hardware budget: in-flight index vectors it must hold
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_distance <= self.distance <= self.max_distance:
@@ -120,9 +121,9 @@ def operate(H, tr, st, prm, i, t, lines, hits, n):
             useful = stats[0, PF_USEFUL] - st[s + E_USEFUL, 0]
             useless = stats[0, PF_USELESS] - st[s + E_USELESS, 0]
             late = stats[0, PF_LATE] - st[s + E_LATE, 0]
-            if useless > useful:
+            if 4 * useless > useful:
                 st[s + DIST, 0] = max(prm[1], dist // 2)
-            elif 4 * late > useful:
+            elif 4 * late > useful and 10 * useless < useful:
                 st[s + DIST, 0] = min(prm[2], dist * 2)
             st[s + E_ISSUED, 0] = stats[0, PF_ISSUED]
             st[s + E_USEFUL, 0] = stats[0, PF_USEFUL]

@@ -97,10 +97,10 @@ def test_mshr_limit_serialises_misses():
 
 @pytest.mark.parametrize("channels,bpc,latency", [(1, 16.0, 50), (2, 16.0, 100), (4, 8.0, 0)])
 def test_dram_queueing_arithmetic(channels, bpc, latency):
-    chan_free, dcfg, dstats = make_dram(DRAMConfig(latency, channels, bpc), LINE)
+    slots, dcfg, dstats = make_dram(DRAMConfig(latency, channels, bpc), LINE)
     service = int(np.ceil(LINE / bpc))
     n = 64
-    done = [dram_access(chan_free, dcfg, dstats, line, 0, False) for line in range(n)]
+    done = [dram_access(slots, dcfg, dstats, line, 0, False) for line in range(n)]
     # line k is the (k // channels)-th request on its channel: it finishes after that many services
     expected = [latency + (k // channels + 1) * service for k in range(n)]
     assert done == expected
@@ -110,9 +110,9 @@ def test_dram_queueing_arithmetic(channels, bpc, latency):
 
 
 def test_dram_idle_channel_has_no_queueing():
-    chan_free, dcfg, dstats = make_dram(DRAMConfig(30, 1, 32.0), LINE)
-    assert dram_access(chan_free, dcfg, dstats, 0, 0, False) == 32
-    assert dram_access(chan_free, dcfg, dstats, 1, 1000, False) == 1032
+    slots, dcfg, dstats = make_dram(DRAMConfig(30, 1, 32.0), LINE)
+    assert dram_access(slots, dcfg, dstats, 0, 0, False) == 32
+    assert dram_access(slots, dcfg, dstats, 1, 1000, False) == 1032
 
 
 def test_bad_geometry_is_rejected():

@@ -89,8 +89,9 @@ def test_imp_prefetches_exactly_the_indirect_targets_distance_ahead():
     assert m["pf_useless"] == 0 and pf == set()  # everything prefetched was used
     assert m["pf_issued"] == len(ideal) == 208 + 13
     assert m["pf_useful"] == len(ideal)
-    # misses left: rowptr, 3 index lines, 48 gathered lines, the output line
-    assert m["l0_misses"] == 1 + 3 + 48 + 1
+    # load misses left: rowptr, 3 index lines, 48 gathered lines; the output line is a store miss
+    assert m["l0_misses"] == 1 + 3 + 48
+    assert m["store_misses"] == 1
 
 
 def test_nvr_prefetches_every_future_load_line_and_nothing_else():
@@ -103,7 +104,8 @@ def test_nvr_prefetches_every_future_load_line_and_nothing_else():
     # every load line but the row pointer's (instruction 0, before NVR starts) is prefetched
     assert m["pf_issued"] == len(load_lines) - 1
     assert m["pf_useful"] == m["pf_issued"]
-    assert m["l0_misses"] == 2  # the row pointer, and the store's line (stores are not prefetched)
+    assert m["l0_misses"] == 1  # the row pointer
+    assert m["store_misses"] == 1  # stores are not prefetched
 
 
 def test_nvr_cuts_misses_and_cycles_against_imp_on_rows_of_several_lines():
