@@ -1,0 +1,117 @@
+"""The runner: stores every trial at once, resumes after kill -9, records failures, Dask == serial."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import experiments
+from experiments.cli import main
+from experiments.config import load_config
+from experiments.runner import run_trials
+from experiments.store import stored_status
+
+SLOW = """
+[experiment]
+name = "slow"
+kind = "selftest"
+seeds = 2
+
+[params]
+sleep_s = {sleep}
+log_executions = true
+
+[sweep]
+x = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+"""
+
+
+def executions(run_dir: Path) -> list[str]:
+    log = run_dir / "executions.log"
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_serial_run_stores_and_rerun_skips(tmp_path):
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(SLOW.format(sleep=0.0))
+    trials = load_config(cfg_path).trials()
+    s1 = run_trials(trials, tmp_path / "run", progress=False)
+    assert (s1.ok, s1.skipped) == (12, 0)
+    s2 = run_trials(trials, tmp_path / "run", progress=False)
+    assert (s2.ok, s2.skipped) == (0, 12)
+    assert sorted(executions(tmp_path / "run")) == sorted(t.id for t in trials)  # each computed once
+    df = experiments.load(tmp_path / "run")
+    assert len(df) == 12 and df["trial_id"].is_unique
+    for col in ("seed", "wall_time_s", "simcim_version", "git_commit", "config_json", "x", "y"):
+        assert col in df.columns
+    assert df["y"].notna().all()
+
+
+def test_failing_trial_is_recorded_and_others_go_on(tmp_path):
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(SLOW.format(sleep=0.0).replace("log_executions = true", "fail_above = 3.5"))
+    rc = main(["sweep", str(cfg_path), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert rc == 1
+    everything = experiments.load(tmp_path / "run", include_failed=True)
+    failed = everything[everything["status"] == "failed"]
+    assert len(failed) == 4 and len(everything) == 12
+    assert failed["error"].str.contains("is above fail_above").all()
+    assert (tmp_path / "run" / "errors").is_dir()
+    assert len(experiments.load(tmp_path / "run")) == 8
+
+
+def _start_sweep(cfg: Path, out: Path, workers: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "experiments.cli", "sweep", str(cfg), "--out", str(out), "--no-progress"]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    # its own session, so that kill -9 of the group takes the Dask scheduler and workers too
+    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_killed_sweep_resumes_without_loss_or_repeat(tmp_path, workers):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SLOW.format(sleep=0.4))
+    out = tmp_path / "run"
+    expected = {t.id for t in load_config(cfg).trials()}
+    proc = _start_sweep(cfg, out, workers)
+    deadline = time.monotonic() + 120
+    while len(stored_status(out)) < 3:
+        assert proc.poll() is None, "sweep ended before it could be killed"
+        assert time.monotonic() < deadline, "no trial stored in time"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and every worker process, mid-trial
+    proc.wait()
+    time.sleep(0.5)
+    done_before = set(stored_status(out))
+    assert 3 <= len(done_before) < len(expected)
+    runs_before = len(executions(out))
+
+    rc = main(["sweep", str(cfg), "--out", str(out), "--no-progress"])
+    assert rc == 0
+    status = stored_status(out)
+    assert set(status) == expected and set(status.values()) == {"ok"}  # nothing lost
+    rerun = executions(out)[runs_before:]
+    assert not set(rerun) & done_before  # nothing stored before the kill was computed again
+    assert sorted(rerun) == sorted(expected - done_before)  # the rest computed exactly once
+    assert not list(out.glob("trials/*.tmp"))  # no half-written results are visible as results
+    df = experiments.load(out)
+    assert len(df) == len(expected) and df["trial_id"].is_unique
+
+
+def test_dask_local_cluster_matches_serial(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SLOW.format(sleep=0.0))
+    assert main(["sweep", str(cfg), "--out", str(tmp_path / "serial"), "--no-progress"]) == 0
+    assert main(["sweep", str(cfg), "--out", str(tmp_path / "dask"), "--workers", "2", "--no-progress"]) == 0
+    a = experiments.load(tmp_path / "serial").set_index("trial_id").sort_index()
+    b = experiments.load(tmp_path / "dask").set_index("trial_id").sort_index()
+    assert list(a.index) == list(b.index)
+    assert (a["y"] == b["y"]).all()
+    assert b["host"].notna().all()
