@@ -31,12 +31,17 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def _time(fn, device: torch.device, repeats: int, warm_up: bool) -> float:
-    """Median seconds of ``fn`` (CUDA events on a GPU), after one untimed call if ``warm_up``."""
+def _time(fn, device: torch.device, repeats: int, warm_up: bool, setup=None) -> float:
+    """Median seconds of ``fn`` (CUDA events on a GPU), after one untimed call if ``warm_up``;
+    ``setup`` runs untimed before every call (to restore inputs that ``fn`` overwrites)."""
     if warm_up:
+        if setup is not None:
+            setup()
         fn()
     times = []
     for _ in range(repeats):
+        if setup is not None:
+            setup()
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -52,11 +57,17 @@ def _time(fn, device: torch.device, repeats: int, warm_up: bool) -> float:
 
 
 def check_fused_matches_eager(device: torch.device, n: int = 1 << 24) -> float:
-    """Largest relative difference of per-bin mean and sigma between the fused and the torch path."""
+    """Largest relative difference of per-bin mean and sigma between the fused and the torch path.
+
+    The fused output starts as NaN, so an element the kernel failed to write fails the check.
+    """
     model = device_model("pcm", 1.0)
     g = torch.rand(n, generator=torch.Generator(device).manual_seed(0), device=device) * model.g_max
     g, _ = g.sort()
-    a = model.apply(g, torch.Generator(device).manual_seed(1), T_INFERENCE, fused=True)
+    a = torch.full_like(g, float("nan"))
+    model.apply(g, torch.Generator(device).manual_seed(1), T_INFERENCE, out=a, fused=True)
+    if not torch.isfinite(a).all():
+        raise SystemExit("fused kernel left elements unwritten or non-finite")
     b = model.apply(g, torch.Generator(device).manual_seed(2), T_INFERENCE, fused=False)
     worst = 0.0
     for da, db, dg in zip((a - g).chunk(16), (b - g).chunk(16), g.chunk(16)):
@@ -66,38 +77,71 @@ def check_fused_matches_eager(device: torch.device, n: int = 1 << 24) -> float:
     return worst
 
 
+def _variants(model, device: torch.device, chunk_elems: int, gen: torch.Generator):
+    """(name, fn(target, out)) for each way of applying the model that this device can run."""
+    apply = model.apply
+    variants = [("torch chunks, in place",
+                 lambda g, o: apply(g, gen, T_INFERENCE, out=g, chunk_elems=chunk_elems, fused=False))]
+    if device.type == "cuda":
+        from noise_models.fused import run_fused
+
+        comps = list(model.components)
+
+        def fused(block: int, rounds: int):
+            return lambda g, o: run_fused(comps, g, g, T_INFERENCE, model.g_max, gen, g, block=block,
+                                          philox_rounds=rounds)
+
+        variants = [
+            ("fused, in place (default)", lambda g, o: apply(g, gen, T_INFERENCE, out=g)),
+            ("fused, to a second tensor", lambda g, o: apply(g, gen, T_INFERENCE, out=o)),
+            ("fused, block 2048", fused(2048, 10)),
+            ("fused, Philox 7 rounds", fused(1024, 7)),
+            ("fused, 7 rounds, block 2048", fused(2048, 7)),
+        ] + variants
+    return variants
+
+
 def _bench_dtype(model, n: int, device: torch.device, dtype: torch.dtype, repeats: int,
                  chunk_elems: int, gen: torch.Generator) -> list[dict]:
-    nbytes = 2 * n * torch.empty((), dtype=dtype).element_size()
+    elem = torch.empty((), dtype=dtype).element_size()
+    nbytes = 2 * n * elem
     target = torch.empty(n, dtype=dtype, device=device)
     for piece in target.split(1 << 26):  # fill in pieces: a float32 temporary of 1e9 would double memory
         piece.copy_(torch.rand(piece.shape, generator=gen, device=device) * model.g_max)
-    variants = [("pcm torch chunks, in place", False)]
-    if device.type == "cuda":
-        variants.insert(0, ("pcm fused, in place", True))
+    # in-place variants overwrite the targets: on the GPU restore them before every timed run, so each
+    # run sees fresh conductances rather than ones drifted by earlier runs (the CPU runs once)
+    pristine = target.clone() if device.type == "cuda" else None
+    setup = (lambda: target.copy_(pristine)) if pristine is not None else None
     results = {}
-    for name, fused in variants:
+    second = None
+    for name, fn in _variants(model, device, chunk_elems, gen):
+        if "second tensor" in name:
+            second = torch.empty_like(target)
         if device.type == "cuda":
             torch.cuda.synchronize()
             base = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
         else:
             base = _rss_bytes()
-
-        def apply(fused: bool = fused) -> None:
-            model.apply(target, gen, T_INFERENCE, out=target, chunk_elems=chunk_elems, fused=fused)
-
         try:
             # on the CPU one call of 1e9 takes minutes and compiles nothing: no warm-up there
-            sec = _time(apply, device, repeats, warm_up=device.type == "cuda")
+            sec = _time(lambda fn=fn, o=second: fn(target, o), device, repeats,
+                        warm_up=device.type == "cuda", setup=setup)
         except Exception as e:  # a failing variant is reported, the others still run
             print(f"{name}: failed: {type(e).__name__}: {e}")
             continue
+        finally:
+            second = None
         if device.type == "cuda":
             extra = torch.cuda.max_memory_allocated() - base
         else:
             extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        if "second tensor" in name:
+            extra -= n * elem  # the output itself is not extra
         results[name] = (sec, max(extra, 0))
+        if not bool(torch.isfinite(target[:: max(1, n // 4096)]).all()):
+            print(f"{name}: produced non-finite conductances")
+    pristine = setup = None  # free the copy before the baseline allocates its own
     copy_dst = torch.empty_like(target)
     copy_sec = _time(lambda: copy_dst.copy_(target), device, repeats, warm_up=True)  # faults pages in
     copy_bw = nbytes / copy_sec
@@ -142,10 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = run(n, device, [getattr(torch, d) for d in args.dtype], repeats, args.chunk_elems)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
     print(f"\nPCM model (programming + drift + read noise, t = 1 day) on {n:.3g} params, {name}")
-    print(f"{'dtype':9s} {'variant':28s} {'seconds':>9s} {'GB/s':>8s} {'of copy':>8s} "
+    print(f"{'dtype':9s} {'variant':30s} {'seconds':>9s} {'GB/s':>8s} {'of copy':>8s} "
           f"{'peak extra MiB':>15s}")
     for r in rows:
-        print(f"{r['dtype']:9s} {r['variant']:28s} {r['seconds']:9.4f} {r['gbytes_per_s']:8.1f} "
+        print(f"{r['dtype']:9s} {r['variant']:30s} {r['seconds']:9.4f} {r['gbytes_per_s']:8.1f} "
               f"{r['of_copy']:8.3f} {r['peak_extra_mib']:15.1f}")
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     with args.csv.open("w", newline="") as f:
