@@ -22,6 +22,7 @@ from typing import Any
 
 KINDS: dict[str, str] = {
     "noise_injection": "simcim.noise_injection",
+    "moe_noise": "simcim.moe.experiment",
     "npu_sim": "npu.experiment",
     "fusemax": "npu.dataflow.experiment",
     "kernel_bench": "kernels.experiment",
