@@ -187,7 +187,7 @@ def _metrics(H: tuple, out: np.ndarray, hierarchy: HierarchyConfig, trace: Trace
     m["dram_reads"] = int(dstats[READS])
     m["dram_writes"] = int(dstats[WRITES])
     m["dram_bytes"] = int((dstats[READS] + dstats[WRITES]) * line)
-    m["dram_bytes_per_cycle"] = m["dram_bytes"] / cycles if cycles else 0.0
+    m["dram_traffic_per_cycle"] = m["dram_bytes"] / cycles if cycles else 0.0
     m["dram_utilization"] = dstats[BUSY] / (cycles * hierarchy.dram.channels) if cycles else 0.0
     issued, useful = int(stats[0, PF_ISSUED]), int(stats[0, PF_USEFUL])
     late, useless = int(stats[0, PF_LATE]), int(stats[0, PF_USELESS])

@@ -24,6 +24,14 @@ def test_trial_reports_speedup_and_prefetch_metrics(tmp_path):
     assert base["speedup"] == 1.0 and base["cycles"] == m["baseline_cycles"]
 
 
+def test_metric_names_do_not_collide_with_parameters(tmp_path):
+    import dataclasses
+
+    m = run_trial(Params(prefetcher="imp", npu_cache_kib=16.0, llc_kib=512.0, **SMALL), 0,
+                  TrialContext(tmp_path, "t2"))
+    assert not set(m) & {f.name for f in dataclasses.fields(Params)}
+
+
 def test_npu_cache_level_appears_in_metrics(tmp_path):
     m = run_trial(Params(prefetcher="stride", npu_cache_kib=16.0, **SMALL), 1, TrialContext(tmp_path, "t1"))
     assert m["npu_cache_accesses"] > 0 and "l2_misses" in m
