@@ -45,9 +45,7 @@ def use_triton(module: str, *tensors: torch.Tensor) -> bool:
     on_cuda = all(t.is_cuda for t in tensors)
     on_cpu = all(t.device.type == "cpu" for t in tensors)
     if not (on_cuda or on_cpu):
-        raise ValueError(
-            f"{module}: tensors are on different devices ({sorted({str(t.device) for t in tensors})})"
-        )
+        raise ValueError(f"{module}: tensors are on different devices ({sorted({str(t.device) for t in tensors})})")
     if HAVE_TRITON and (on_cuda or interpreting()):
         return True
     if module not in _warned:

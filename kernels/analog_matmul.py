@@ -206,6 +206,38 @@ if HAVE_TRITON:
         tl.store(SQ + rows * n_tiles + t, tl.sum(sq, 1), mask=r_mask)
 
     @triton.jit
+    def _tile_epilogue(
+        acc,
+        y,
+        t,
+        offs_m,
+        offs_n,
+        m_mask,
+        n_mask,
+        S,
+        SQ,
+        N,
+        n_tiles,
+        seed,
+        rng_offs,
+        inv_levels,
+        adc_bound,
+        adc_levels,
+        read_var,
+        out_var,
+        NOISE: tl.constexpr,
+    ):
+        z = acc * inv_levels
+        if NOISE:
+            sq = tl.load(SQ + offs_m * n_tiles + t, mask=m_mask, other=0.0)
+            std = tl.sqrt(read_var * sq + out_var)
+            z += std[:, None] * tl.randn(seed + t, rng_offs)
+        z = tl.minimum(tl.maximum(z, -adc_bound), adc_bound)
+        q = tl.math.floor(z * (adc_levels / adc_bound) + 0.5) * (adc_bound / adc_levels)
+        s = tl.load(S + t * N + offs_n, mask=n_mask, other=0.0)
+        return y + q * s[None, :]
+
+    @triton.jit
     def _analog_kernel(
         XC,
         U,
@@ -229,6 +261,7 @@ if HAVE_TRITON:
         TILE: tl.constexpr,
         NOISE: tl.constexpr,
         HAS_BIAS: tl.constexpr,
+        NESTED: tl.constexpr,
         BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
@@ -248,30 +281,71 @@ if HAVE_TRITON:
         offs_k = tl.arange(0, BLOCK_K)
         m_mask = offs_m < M
         n_mask = offs_n < N
-        x_ptrs = XC + offs_m[:, None].to(tl.int64) * K + offs_k[None, :]
-        u_ptrs = U + offs_n[:, None].to(tl.int64) * stride_un + offs_k[None, :]
-        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        x_base = XC + offs_m[:, None].to(tl.int64) * K + offs_k[None, :]
+        u_base = U + offs_n[:, None].to(tl.int64) * stride_un + offs_k[None, :]
         y = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         rng_offs = offs_m[:, None] * N + offs_n[None, :]
-        for k0 in range(0, K, BLOCK_K):
-            k_mask = (k0 + offs_k) < K
-            x = tl.load(x_ptrs, mask=m_mask[:, None] & k_mask[None, :], other=0.0)
-            u = tl.load(u_ptrs, mask=n_mask[:, None] & k_mask[None, :], other=0.0)
-            acc += mma(x, tl.trans(u))
-            x_ptrs += BLOCK_K
-            u_ptrs += BLOCK_K
-            if ((k0 + BLOCK_K) % TILE == 0) | (k0 + BLOCK_K >= K):
-                t = k0 // TILE
-                z = acc * inv_levels
-                if NOISE:
-                    sq = tl.load(SQ + offs_m * n_tiles + t, mask=m_mask, other=0.0)
-                    std = tl.sqrt(read_var * sq + out_var)
-                    z += std[:, None] * tl.randn(seed + t, rng_offs)
-                z = tl.minimum(tl.maximum(z, -adc_bound), adc_bound)
-                q = tl.math.floor(z * (adc_levels / adc_bound) + 0.5) * (adc_bound / adc_levels)
-                s = tl.load(S + t * N + offs_n, mask=n_mask, other=0.0)
-                y += q * s[None, :]
+        if NESTED:
+            # one pipelined K loop per tile, then that tile's noise and ADC
+            for t in range(0, n_tiles):
                 acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+                for k0 in range(t * TILE, tl.minimum(t * TILE + TILE, K), BLOCK_K):
+                    k_mask = (k0 + offs_k) < K
+                    x = tl.load(x_base + k0, mask=m_mask[:, None] & k_mask[None, :], other=0.0)
+                    u = tl.load(u_base + k0, mask=n_mask[:, None] & k_mask[None, :], other=0.0)
+                    acc += mma(x, tl.trans(u))
+                y = _tile_epilogue(
+                    acc,
+                    y,
+                    t,
+                    offs_m,
+                    offs_n,
+                    m_mask,
+                    n_mask,
+                    S,
+                    SQ,
+                    N,
+                    n_tiles,
+                    seed,
+                    rng_offs,
+                    inv_levels,
+                    adc_bound,
+                    adc_levels,
+                    read_var,
+                    out_var,
+                    NOISE,
+                )
+        else:
+            # one flat K loop; the tile epilogue runs when a chunk closes a tile
+            acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                k_mask = (k0 + offs_k) < K
+                x = tl.load(x_base + k0, mask=m_mask[:, None] & k_mask[None, :], other=0.0)
+                u = tl.load(u_base + k0, mask=n_mask[:, None] & k_mask[None, :], other=0.0)
+                acc += mma(x, tl.trans(u))
+                if ((k0 + BLOCK_K) % TILE == 0) | (k0 + BLOCK_K >= K):
+                    y = _tile_epilogue(
+                        acc,
+                        y,
+                        k0 // TILE,
+                        offs_m,
+                        offs_n,
+                        m_mask,
+                        n_mask,
+                        S,
+                        SQ,
+                        N,
+                        n_tiles,
+                        seed,
+                        rng_offs,
+                        inv_levels,
+                        adc_bound,
+                        adc_levels,
+                        read_var,
+                        out_var,
+                        NOISE,
+                    )
+                    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         r = tl.load(R + offs_m, mask=m_mask, other=0.0)
         y = y * r[:, None]
         if HAS_BIAS:
@@ -283,13 +357,13 @@ if HAVE_TRITON:
         )
 
 
-def _launch_config(m: int, n: int) -> tuple[int, int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)."""
+def _launch_config(m: int, n: int) -> tuple[int, int, int, int, int, bool]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, nested tile loop)."""
     if interpreting():
-        return 32, 32, 32, 4, 1
+        return 32, 32, 32, 4, 1, False
     if m <= 64:
-        return 64, 128, 64, 4, 4
-    return 128, 256, 64, 8, 3
+        return 64, 128, 64, 4, 4, True
+    return 128, 256, 64, 8, 3, True
 
 
 def analog_matmul(
@@ -320,7 +394,7 @@ def analog_matmul(
     r, inv = _input_range(x, cfg)
     codes = torch.empty((m, k), device=x.device, dtype=torch.bfloat16)
     sq = torch.empty((m, aw.tiles), device=x.device, dtype=torch.float32)
-    block_m, block_n, block_k, warps, stages = config or _launch_config(m, aw.n)
+    block_m, block_n, block_k, warps, stages, nested = config or _launch_config(m, aw.n)
     if cfg.tile_rows % block_k:
         block_k = cfg.tile_rows
     dac_rows, dac_k = (16, 32) if interpreting() else (4, 256)
@@ -363,6 +437,7 @@ def analog_matmul(
         cfg.out_noise**2,
         TILE=cfg.tile_rows,
         NOISE=cfg.noisy,
+        NESTED=nested,
         HAS_BIAS=bias is not None,
         BLOCK_M=block_m,
         BLOCK_N=block_n,

@@ -38,9 +38,7 @@ _LOG2E = 1.4426950408889634
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> None:
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise ValueError(
-            f"q, k, v must be 4-d [B, H, L, D]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
+        raise ValueError(f"q, k, v must be 4-d [B, H, L, D]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     b, h, m, d = q.shape
     if k.shape != v.shape or k.shape[0] != b or k.shape[3] != d:
         raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} do not fit q {tuple(q.shape)}")
@@ -69,9 +67,7 @@ def attention_reference(
     vf = v.float().repeat_interleave(rep, dim=1)
     s = torch.matmul(q.float(), kf.transpose(-1, -2)) * scale
     if causal:
-        allowed = torch.arange(n, device=q.device)[None, :] <= torch.arange(m, device=q.device)[:, None] + (
-            n - m
-        )
+        allowed = torch.arange(n, device=q.device)[None, :] <= torch.arange(m, device=q.device)[:, None] + (n - m)
         s = s.masked_fill(~allowed, float("-inf"))
     return torch.matmul(torch.softmax(s, dim=-1), vf).to(q.dtype)
 
@@ -162,9 +158,7 @@ if HAVE_TRITON:
         q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
         k_base = K + b.to(tl.int64) * stride_kb + hkv.to(tl.int64) * stride_kh
         v_base = V + b.to(tl.int64) * stride_vb + hkv.to(tl.int64) * stride_vh
-        q = tl.load(
-            q_base + offs_m[:, None] * stride_qm + offs_d[None, :], mask=offs_m[:, None] < M_CTX, other=0.0
-        )
+        q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :], mask=offs_m[:, None] < M_CTX, other=0.0)
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -333,11 +327,7 @@ if HAVE_TRITON:
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, HEAD_DIM)
         q = tl.load(
-            Q
-            + b.to(tl.int64) * stride_qb
-            + h.to(tl.int64) * stride_qh
-            + offs_m[:, None] * stride_qm
-            + offs_d[None, :],
+            Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
             mask=offs_m[:, None] < M_CTX,
             other=0.0,
         )
@@ -372,14 +362,10 @@ if HAVE_TRITON:
             m_new = tl.maximum(m_i, s)
             # lanes that have seen only -inf keep l = 0 (avoid exp(-inf - -inf))
             alpha = tl.where(m_new == float("-inf"), 0.0, tl.math.exp2((m_i - m_new) * 1.4426950408889634))
-            l_i = l_i * alpha + tl.where(
-                m_new == float("-inf"), 0.0, tl.math.exp2((s - m_new) * 1.4426950408889634)
-            )
+            l_i = l_i * alpha + tl.where(m_new == float("-inf"), 0.0, tl.math.exp2((s - m_new) * 1.4426950408889634))
             m_i = m_new
         m_row = tl.max(m_i, 0)
-        l_row = tl.sum(
-            tl.where(m_i == float("-inf"), 0.0, l_i * tl.math.exp2((m_i - m_row) * 1.4426950408889634)), 0
-        )
+        l_row = tl.sum(tl.where(m_i == float("-inf"), 0.0, l_i * tl.math.exp2((m_i - m_row) * 1.4426950408889634)), 0)
         inv = 1.0 / l_row
         for start in range(0, N_CTX, BLOCK):
             offs = start + tl.arange(0, BLOCK)

@@ -22,9 +22,7 @@ if HAVE_TRITON:
 __all__ = ["fwht", "fwht_reference", "hadamard_matrix"]
 
 
-def hadamard_matrix(
-    d: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
-) -> torch.Tensor:
+def hadamard_matrix(d: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
     if d < 1 or d & (d - 1):
         raise ValueError(f"Hadamard size must be a power of two; got {d}")
     h = torch.ones(1, 1, dtype=dtype, device=device)
@@ -42,26 +40,25 @@ def fwht_reference(x: torch.Tensor) -> torch.Tensor:
 if HAVE_TRITON:
 
     @triton.jit
+    def _butterfly(x, BLOCK_R: tl.constexpr, D: tl.constexpr, H: tl.constexpr):
+        # pair i with i + H in each block of 2H: [R, D/2H, 2, H], butterflies on the "2" axis
+        x4 = tl.permute(tl.reshape(x, [BLOCK_R, D // (2 * H), 2, H]), [0, 1, 3, 2])
+        a, b = tl.split(x4)
+        return tl.reshape(tl.permute(tl.join(a + b, a - b), [0, 1, 3, 2]), [BLOCK_R, D])
+
+    @triton.jit
     def _fwht_kernel(
         X, Y, ROWS, stride_x, stride_y, scale, D: tl.constexpr, LOG_D: tl.constexpr, BLOCK_R: tl.constexpr
     ):
         rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
         cols = tl.arange(0, D)
         mask = rows[:, None] < ROWS
-        x = tl.load(X + rows[:, None].to(tl.int64) * stride_x + cols[None, :], mask=mask, other=0.0).to(
-            tl.float32
-        )
+        x = tl.load(X + rows[:, None].to(tl.int64) * stride_x + cols[None, :], mask=mask, other=0.0)
+        x = x.to(tl.float32)
         for s in tl.static_range(LOG_D):
-            h: tl.constexpr = 1 << s
-            # pair i with i + h in each block of 2h: [R, D/2h, 2, h], butterflies on the "2" axis
-            x4 = tl.permute(tl.reshape(x, [BLOCK_R, D // (2 * h), 2, h]), [0, 1, 3, 2])
-            a, b = tl.split(x4)
-            x = tl.reshape(tl.permute(tl.join(a + b, a - b), [0, 1, 3, 2]), [BLOCK_R, D])
-        tl.store(
-            Y + rows[:, None].to(tl.int64) * stride_y + cols[None, :],
-            (x * scale).to(Y.dtype.element_ty),
-            mask=mask,
-        )
+            x = _butterfly(x, BLOCK_R, D, 1 << s)
+        y = (x * scale).to(Y.dtype.element_ty)
+        tl.store(Y + rows[:, None].to(tl.int64) * stride_y + cols[None, :], y, mask=mask)
 
 
 def fwht(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -145,9 +145,7 @@ def _quantize_tokens(k: torch.Tensor, v: torch.Tensor, bits: int, k_group: int, 
     }
 
 
-def detect_sink_tokens(
-    q_probe: torch.Tensor, k: torch.Tensor, count: int, exclude_first: int = 0
-) -> list[int]:
+def detect_sink_tokens(q_probe: torch.Tensor, k: torch.Tensor, count: int, exclude_first: int = 0) -> list[int]:
     """Positions of the ``count`` tokens that draw the most attention from the probe queries.
 
     ``q_probe [B, H, P, D]`` (e.g. the last prefill queries), ``k [B, HKV, T, D]``. Attention is
@@ -189,9 +187,7 @@ def quantize_kv(
     if k_group < 16 or k_group & (k_group - 1):
         raise ValueError(f"k_group must be a power of two >= 16; got {k_group}")
     if v_group < per_word or v_group & (v_group - 1) or v_group > d:
-        raise ValueError(
-            f"v_group must be a power of two between {per_word} and the head dim {d}; got {v_group}"
-        )
+        raise ValueError(f"v_group must be a power of two between {per_word} and the head dim {d}; got {v_group}")
     if n_sink < 0:
         raise ValueError(f"n_sink must be >= 0; got {n_sink}")
     sinks = sorted(set(range(min(n_sink, t))) | set(sink_tokens or ()))
@@ -233,9 +229,7 @@ def dequantize_kv(cache: QuantizedKVCache) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _check_q(q: torch.Tensor, cache: QuantizedKVCache) -> None:
     if q.dim() != 3 or q.shape[0] != cache.fp_k.shape[0] or q.shape[2] != cache.head_dim:
-        raise ValueError(
-            f"q must be [B, H, D] = [{cache.fp_k.shape[0]}, H, {cache.head_dim}]; got {tuple(q.shape)}"
-        )
+        raise ValueError(f"q must be [B, H, D] = [{cache.fp_k.shape[0]}, H, {cache.head_dim}]; got {tuple(q.shape)}")
     if q.shape[1] % cache.kv_heads:
         raise ValueError(f"query heads ({q.shape[1]}) must be a multiple of kv heads ({cache.kv_heads})")
     if cache.n_tokens == 0:
@@ -248,9 +242,7 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_scale: float) 
     return (torch.softmax(s, -1) @ v.float().repeat_interleave(rep, 1))[:, :, 0]
 
 
-def kv_decode_reference(
-    q: torch.Tensor, cache: QuantizedKVCache, sm_scale: float | None = None
-) -> torch.Tensor:
+def kv_decode_reference(q: torch.Tensor, cache: QuantizedKVCache, sm_scale: float | None = None) -> torch.Tensor:
     """One decode step ``q [B, H, D]`` against the dequantized cache, in fp32."""
     _check_q(q, cache)
     scale = 1.0 / math.sqrt(cache.head_dim) if sm_scale is None else sm_scale
@@ -357,12 +349,8 @@ if HAVE_TRITON:
             for start in range(0, T_F, KG):
                 tok = start + offs_n
                 t_mask = tok < T_F
-                k = tl.load(
-                    FK + bh64 * s_f + tok[:, None] * D + offs_d[None, :], mask=t_mask[:, None], other=0.0
-                )
-                v = tl.load(
-                    FV + bh64 * s_f + tok[:, None] * D + offs_d[None, :], mask=t_mask[:, None], other=0.0
-                )
+                k = tl.load(FK + bh64 * s_f + tok[:, None] * D + offs_d[None, :], mask=t_mask[:, None], other=0.0)
+                v = tl.load(FV + bh64 * s_f + tok[:, None] * D + offs_d[None, :], mask=t_mask[:, None], other=0.0)
                 qk = mma(q, tl.trans(k.to(tl.float32)))
                 qk = tl.where(t_mask[None, :], qk, float("-inf"))
                 m_new = tl.maximum(m_i, tl.max(qk, 1))
@@ -467,7 +455,5 @@ def kv_decode(
         num_warps=4,
         num_stages=1 if interpreting() else 3,
     )
-    _kv_combine_kernel[(b * h,)](
-        po, pm, pl, y, parts, GROUP=group, GP=gp, SP=next_pow2(parts), D=d, num_warps=4
-    )
+    _kv_combine_kernel[(b * h,)](po, pm, pl, y, parts, GROUP=group, GP=gp, SP=next_pow2(parts), D=d, num_warps=4)
     return y

@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 
-from kernels._common import HAVE_TRITON, interpreting, use_triton
+from kernels._common import HAVE_TRITON, interpreting, next_pow2, use_triton
 
 if HAVE_TRITON:
     import triton
@@ -56,9 +56,7 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
         raise ValueError(f"bits must be 1, 2, 4 or 8; got {bits}")
     per_word = 32 // bits
     if codes.shape[-1] % per_word:
-        raise ValueError(
-            f"last dim {codes.shape[-1]} must be a multiple of {per_word} for {bits}-bit packing"
-        )
+        raise ValueError(f"last dim {codes.shape[-1]} must be a multiple of {per_word} for {bits}-bit packing")
     c = codes.to(torch.int64)
     if c.numel() and (int(c.min()) < 0 or int(c.max()) >= (1 << bits)):
         raise ValueError(f"codes must lie in [0, {1 << bits}) for {bits}-bit packing")
@@ -170,19 +168,13 @@ def quantize_ternary(
 
 def dequantize(qw: QuantizedWeight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The ``[N, K]`` weight that ``qw`` stands for."""
-    codes = (
-        unpack_codes(qw.packed, qw.bits)
-        .float()
-        .reshape(qw.planes, qw.n, qw.k // qw.group_size, qw.group_size)
-    )
+    codes = unpack_codes(qw.packed, qw.bits).float().reshape(qw.planes, qw.n, qw.k // qw.group_size, qw.group_size)
     zero = qw.zeros.float()[..., None] if qw.zeros is not None else 1.0
     w = ((codes - zero) * qw.scales.float()[..., None]).sum(0)
     return w.reshape(qw.n, qw.k).to(dtype)
 
 
-def quant_matmul_reference(
-    x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | None = None
-) -> torch.Tensor:
+def quant_matmul_reference(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
     y = x.float() @ dequantize(qw, torch.float32).t()
     if bias is not None:
         y = y + bias.float()
@@ -190,6 +182,78 @@ def quant_matmul_reference(
 
 
 if HAVE_TRITON:
+
+    @triton.jit
+    def _qgemv_kernel(
+        X,
+        WP,
+        S,
+        Z,
+        B,
+        Y,
+        M,
+        N,
+        K,
+        stride_xm,
+        stride_wp,
+        stride_wn,
+        stride_sp,
+        stride_sn,
+        stride_ym,
+        BITS: tl.constexpr,
+        PLANES: tl.constexpr,
+        HAS_ZERO: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
+        GROUP: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        WORDS: tl.constexpr,
+    ):
+        # Decode path (M <= 8): code i of word j multiplies x[(j * PER_WORD) + i], so each code position is
+        # a strided slice of x and no register reshapes are needed; the codes of a word are unpacked once
+        # and reused for all BLOCK_M rows. Scale and zero apply once per word: sum_i (q_i - z) s x_i.
+        PER_WORD: tl.constexpr = 32 // BITS
+        MASK: tl.constexpr = (1 << BITS) - 1
+        WPG: tl.constexpr = GROUP // PER_WORD
+        offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_m = tl.arange(0, BLOCK_M)
+        offs_j = tl.arange(0, WORDS)
+        n_mask = offs_n < N
+        m_mask = offs_m < M
+        words_total = K // PER_WORD
+        acc = tl.zeros([BLOCK_M, BLOCK_N, WORDS], tl.float32)
+        for j0 in range(0, words_total, WORDS):
+            wj = j0 + offs_j
+            j_mask = wj < words_total
+            x_ptrs = X + offs_m[:, None] * stride_xm + wj[None, :] * PER_WORD
+            x_mask = m_mask[:, None] & j_mask[None, :]
+            w_mask = n_mask[:, None] & j_mask[None, :]
+            grp = wj // WPG
+            x_sum = tl.zeros([BLOCK_M, WORDS], tl.float32)
+            for p in tl.static_range(PLANES):
+                w = tl.load(WP + p * stride_wp + offs_n[:, None] * stride_wn + wj[None, :], mask=w_mask, other=0)
+                t = tl.zeros([BLOCK_M, BLOCK_N, WORDS], tl.float32)
+                for i in tl.static_range(PER_WORD):
+                    x_i = tl.load(x_ptrs + i, mask=x_mask, other=0.0).to(tl.float32)
+                    if p == 0:
+                        x_sum += x_i
+                    c = ((w >> (i * BITS)) & MASK).to(tl.float32)
+                    t += c[None, :, :] * x_i[:, None, :]
+                sz_ptrs = p * stride_sp + offs_n[:, None] * stride_sn + grp[None, :]
+                sc = tl.load(S + sz_ptrs, mask=w_mask, other=0.0).to(tl.float32)
+                if HAS_ZERO:
+                    z = tl.load(Z + sz_ptrs, mask=w_mask, other=0.0).to(tl.float32)
+                else:
+                    z = tl.full([BLOCK_N, WORDS], 1.0, tl.float32)
+                acc += sc[None, :, :] * (t - z[None, :, :] * x_sum[:, None, :])
+        y = tl.sum(acc, 2)
+        if HAS_BIAS:
+            y += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        tl.store(
+            Y + offs_m[:, None] * stride_ym + offs_n[None, :],
+            y.to(Y.dtype.element_ty),
+            mask=m_mask[:, None] & n_mask[None, :],
+        )
 
     @triton.jit
     def _qmm_kernel(
@@ -217,6 +281,7 @@ if HAVE_TRITON:
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
     ):
+        # Batched path (M > 8): dequantize a weight tile to the activation dtype, then tensor cores.
         PER_WORD: tl.constexpr = 32 // BITS
         WORDS: tl.constexpr = BLOCK_K // PER_WORD
         NG: tl.constexpr = BLOCK_K // GROUP
@@ -228,72 +293,55 @@ if HAVE_TRITON:
         shifts = tl.arange(0, PER_WORD) * BITS
         words_total = K // PER_WORD
         groups_total = K // GROUP
-        if BLOCK_M == 1:
-            acc = tl.zeros([BLOCK_N], tl.float32)
-        else:
-            acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         for k0 in range(0, K, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             offs_w = k0 // PER_WORD + tl.arange(0, WORDS)
             offs_g = k0 // GROUP + tl.arange(0, NG)
             w_mask = n_mask[:, None] & (offs_w[None, :] < words_total)
             g_mask = n_mask[:, None] & (offs_g[None, :] < groups_total)
-            if BLOCK_M == 1:
-                x = tl.load(X + pid_m * stride_xm + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
-                x_sum = tl.sum(tl.reshape(x, [NG, GROUP]), 1)
-            else:
-                x = tl.load(
-                    X + offs_m[:, None] * stride_xm + offs_k[None, :],
-                    mask=(offs_m[:, None] < M) & (offs_k[None, :] < K),
-                    other=0.0,
-                )
+            x = tl.load(
+                X + offs_m[:, None] * stride_xm + offs_k[None, :],
+                mask=(offs_m[:, None] < M) & (offs_k[None, :] < K),
+                other=0.0,
+            )
             for p in tl.static_range(PLANES):
                 words = tl.load(
                     WP + p * stride_wp + offs_n[:, None] * stride_wn + offs_w[None, :], mask=w_mask, other=0
                 )
                 codes = ((words[:, :, None] >> shifts[None, None, :]) & ((1 << BITS) - 1)).to(tl.float32)
                 codes = tl.reshape(codes, [BLOCK_N, NG, GROUP])
-                s = tl.load(
-                    S + p * stride_sp + offs_n[:, None] * stride_sn + offs_g[None, :], mask=g_mask, other=0.0
-                ).to(tl.float32)
+                sz_ptrs = p * stride_sp + offs_n[:, None] * stride_sn + offs_g[None, :]
+                sc = tl.load(S + sz_ptrs, mask=g_mask, other=0.0).to(tl.float32)
                 if HAS_ZERO:
-                    z = tl.load(
-                        Z + p * stride_sp + offs_n[:, None] * stride_sn + offs_g[None, :],
-                        mask=g_mask,
-                        other=0.0,
-                    ).to(tl.float32)
+                    z = tl.load(Z + sz_ptrs, mask=g_mask, other=0.0).to(tl.float32)
                 else:
                     z = tl.full([BLOCK_N, NG], 1.0, tl.float32)
-                if BLOCK_M == 1:
-                    qx = tl.sum(codes * tl.reshape(x, [1, NG, GROUP]), 2)
-                    acc += tl.sum(s * (qx - z * x_sum[None, :]), 1)
-                else:
-                    w = tl.reshape((codes - z[:, :, None]) * s[:, :, None], [BLOCK_N, BLOCK_K])
-                    acc += mma(x, tl.trans(w.to(x.dtype)))
+                w = tl.reshape((codes - z[:, :, None]) * sc[:, :, None], [BLOCK_N, BLOCK_K])
+                acc += mma(x, tl.trans(w.to(x.dtype)))
         if HAS_BIAS:
-            bias = tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
-            if BLOCK_M == 1:
-                acc += bias
-            else:
-                acc += bias[None, :]
-        if BLOCK_M == 1:
-            tl.store(Y + pid_m * stride_ym + offs_n, acc.to(Y.dtype.element_ty), mask=n_mask)
-        else:
-            tl.store(
-                Y + offs_m[:, None] * stride_ym + offs_n[None, :],
-                acc.to(Y.dtype.element_ty),
-                mask=(offs_m[:, None] < M) & (offs_n[None, :] < N),
-            )
+            acc += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        tl.store(
+            Y + offs_m[:, None] * stride_ym + offs_n[None, :],
+            acc.to(Y.dtype.element_ty),
+            mask=(offs_m[:, None] < M) & (offs_n[None, :] < N),
+        )
+
+
+GEMV_MAX_M = 8
 
 
 def _launch_config(m: int, qw: QuantizedWeight) -> tuple[int, int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)."""
+    """(BLOCK_M, BLOCK_N, WORDS or BLOCK_K, num_warps, num_stages): WORDS for M <= 8, BLOCK_K above."""
     g = qw.group_size
+    per_word = 32 // qw.bits
+    if m <= GEMV_MAX_M:
+        block_m = next_pow2(m)
+        if interpreting():
+            return block_m, 16, 8, 4, 1
+        return block_m, 16 if m <= 2 else 8, max(64, g // per_word), 4, 3
     if interpreting():
-        return (1 if m == 1 else 16), 16, max(g, 32), 4, 1
-    if m == 1:
-        block_k = max(g, 512 if qw.bits == 2 else 256)
-        return 1, 16, block_k, 4, 3
+        return 16, 16, max(g, 32), 4, 1
     return 16, 64, max(g, 128), 4, 3
 
 
@@ -304,7 +352,11 @@ def quant_matmul(
     config: tuple[int, int, int, int, int] | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``x [M, K] @ W^T`` with ``W`` the low-bit weight ``qw``; returns ``[M, N]`` in ``x``'s dtype."""
+    """``x [M, K] @ W^T`` with ``W`` the low-bit weight ``qw``; returns ``[M, N]`` in ``x``'s dtype.
+
+    ``config`` overrides the launch: (BLOCK_M, BLOCK_N, WORDS per step, num_warps, num_stages) for
+    M <= 8, (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) above.
+    """
     if x.dim() != 2 or x.shape[1] != qw.k:
         raise ValueError(f"x must be [M, {qw.k}]; got {tuple(x.shape)}")
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
@@ -323,8 +375,7 @@ def quant_matmul(
     block_m, block_n, block_k, warps, stages = config or _launch_config(m, qw)
     y = torch.empty((m, qw.n), device=x.device, dtype=x.dtype) if out is None else out
     z = qw.zeros if qw.zeros is not None else qw.scales
-    grid = (triton.cdiv(qw.n, block_n), triton.cdiv(m, block_m))
-    _qmm_kernel[grid](
+    args = (
         x,
         qw.packed,
         qw.scales,
@@ -340,6 +391,8 @@ def quant_matmul(
         qw.scales.stride(0),
         qw.scales.stride(1),
         y.stride(0),
+    )
+    meta = dict(
         BITS=qw.bits,
         PLANES=qw.planes,
         HAS_ZERO=qw.zeros is not None,
@@ -347,10 +400,15 @@ def quant_matmul(
         GROUP=qw.group_size,
         BLOCK_M=block_m,
         BLOCK_N=block_n,
-        BLOCK_K=block_k,
         num_warps=warps,
         num_stages=stages,
     )
+    if m <= GEMV_MAX_M:
+        if block_m < m:
+            raise ValueError(f"config {config}: BLOCK_M={block_m} is smaller than M={m}")
+        _qgemv_kernel[(triton.cdiv(qw.n, block_n),)](*args, WORDS=block_k, **meta)
+    else:
+        _qmm_kernel[(triton.cdiv(qw.n, block_n), triton.cdiv(m, block_m))](*args, BLOCK_K=block_k, **meta)
     return y
 
 
@@ -425,11 +483,7 @@ def replace_linear(
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
-            if (
-                type(child) is torch.nn.Linear
-                and not full.endswith(skip)
-                and child.in_features % group_size == 0
-            ):
+            if type(child) is torch.nn.Linear and not full.endswith(skip) and child.in_features % group_size == 0:
                 setattr(module, child_name, QuantizedLinear.from_linear(child, scheme, group_size, planes))
                 swapped += 1
     return swapped

@@ -107,14 +107,26 @@ if HAVE_TRITON:
         tl.store(C + row.to(tl.int64) * stride_c + offs_n, acc.to(C.dtype.element_ty), mask=n_mask)
 
 
+Config = tuple[int, int, int, int]  # (BLOCK_NNZ, BLOCK_N, num_warps, num_stages)
+
+
 def _gather_rows(
-    row_ptr: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor | None, b: torch.Tensor, out: torch.Tensor, mean: bool
+    row_ptr: torch.Tensor,
+    cols: torch.Tensor,
+    vals: torch.Tensor | None,
+    b: torch.Tensor,
+    out: torch.Tensor,
+    mean: bool,
+    config: Config | None = None,
 ) -> torch.Tensor:
     m, n = out.shape
     if m == 0 or n == 0:
         return out
-    block_n = min(next_pow2(n), 64 if interpreting() else 256)
-    block_nnz = 16 if interpreting() else (32 if block_n >= 256 else 64)
+    if config is not None:
+        block_nnz, block_n, warps, stages = config
+    else:
+        block_n = min(next_pow2(n), 64 if interpreting() else 128)
+        block_nnz, warps, stages = (16, 4, 1) if interpreting() else (16, 4, 3)
     _gather_rows_kernel[(m, triton.cdiv(n, block_n))](
         row_ptr,
         cols,
@@ -128,7 +140,8 @@ def _gather_rows(
         MEAN=mean,
         BLOCK_NNZ=block_nnz,
         BLOCK_N=block_n,
-        num_warps=4,
+        num_warps=warps,
+        num_stages=stages,
     )
     return out
 
@@ -141,7 +154,9 @@ def _out(out: torch.Tensor | None, shape: tuple[int, int], like: torch.Tensor) -
     return out
 
 
-def spmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def spmm(
+    a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None, config: Config | None = None
+) -> torch.Tensor:
     """``a @ b`` for a sparse CSR ``a [M, K]`` and a dense ``b [K, N]``; returns ``[M, N]`` in ``b``'s dtype."""
     crow, col, val = _csr_parts(a)
     if b.dim() != 2 or a.shape[1] != b.shape[0]:
@@ -153,7 +168,7 @@ def spmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> t
         return c.copy_(spmm_reference(a, b))
     if b.stride(1) != 1:
         b = b.contiguous()
-    return _gather_rows(crow, col, val, b, c, mean=False)
+    return _gather_rows(crow, col, val, b, c, mean=False, config=config)
 
 
 def embedding_bag(
@@ -163,6 +178,7 @@ def embedding_bag(
     mode: Literal["sum", "mean"] = "sum",
     per_sample_weights: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
+    config: Config | None = None,
 ) -> torch.Tensor:
     """``F.embedding_bag`` (sum or mean; 1-d ``indices`` with bag starts ``offsets``, as torch takes them)."""
     if table.dim() != 2 or indices.dim() != 1 or offsets.dim() != 1:
@@ -183,4 +199,4 @@ def embedding_bag(
     row_ptr = torch.cat([offsets, offsets.new_tensor([indices.numel()])])
     if table.stride(1) != 1:
         table = table.contiguous()
-    return _gather_rows(row_ptr, indices, per_sample_weights, table, c, mean=mode == "mean")
+    return _gather_rows(row_ptr, indices, per_sample_weights, table, c, mean=mode == "mean", config=config)

@@ -17,9 +17,7 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).norm() / ref.norm().clamp(min=1e-30))
 
 
-def poisoned(
-    shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, device: torch.device | str
-) -> torch.Tensor:
+def poisoned(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     """A buffer filled with NaN, so that any element a kernel fails to write shows up."""
     return torch.full(tuple(shape), float("nan"), dtype=dtype, device=device)
 

@@ -27,8 +27,9 @@ def test_pack_roundtrip(bits, rng):
     assert torch.equal(unpack_codes(pack_codes(codes, bits), bits), codes)
 
 
-@pytest.mark.parametrize("scheme", ["int4", "int2", "ternary"])
-@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize(
+    "scheme,m", [("int4", 1), ("int4", 3), ("int4", 17), ("int2", 1), ("int2", 5), ("ternary", 1), ("ternary", 3)]
+)
 def test_quant_matmul_matches_dequantized_product(scheme, m, device, rng):
     n, k, group = 37, 96, 32
     qw = _quantize(randn(n, k, g=rng), scheme, group).to(device)
