@@ -89,9 +89,37 @@ def _per_weight(s: torch.Tensor, in_dim: int, cfg: CrossbarConfig) -> torch.Tens
     return s.repeat_interleave(cfg.tile_rows, dim=-1)[..., :in_dim]
 
 
+def _block_sums(a: torch.Tensor, cfg: CrossbarConfig, granularity: str) -> torch.Tensor:
+    """Sum of ``a`` ``[n, out, in]`` per tile column ``[n, out, blocks]`` or per whole tile (broadcast)."""
+    n, out_dim, in_dim = a.shape
+    blocks = -(-in_dim // cfg.tile_rows)
+    pad = blocks * cfg.tile_rows - in_dim
+    if pad:
+        a = torch.nn.functional.pad(a, (0, pad))
+    r = a.reshape(n, out_dim, blocks, cfg.tile_rows).sum(dim=-1)
+    if granularity == "tile":
+        cblocks = -(-out_dim // cfg.tile_cols)
+        cpad = cblocks * cfg.tile_cols - out_dim
+        rp = torch.nn.functional.pad(r, (0, 0, 0, cpad)) if cpad else r
+        rt = rp.view(n, cblocks, cfg.tile_cols, blocks).sum(dim=2, keepdim=True)
+        r = rt.expand(n, cblocks, cfg.tile_cols, blocks).reshape(n, cblocks * cfg.tile_cols, blocks)[:, :out_dim]
+    return r
+
+
 def program_matrices(mats: torch.Tensor, device: DeviceModel, cfg: CrossbarConfig,
-                     generator: torch.Generator, t_inference: float = 0.0) -> torch.Tensor:
-    """Weights ``[n, out, in]`` as read from crossbars programmed with them (a new tensor)."""
+                     generator: torch.Generator, t_inference: float = 0.0,
+                     drift_compensation: Literal["none", "column", "tile"] = "none") -> torch.Tensor:
+    """Weights ``[n, out, in]`` as read from crossbars programmed with them (a new tensor).
+
+    The devices are programmed once; the read at ``t_inference`` sees each device's own drift
+    exponent. With ``drift_compensation`` the periphery also read the array right after
+    programming (t = 0) with a known input (every row driven once, i.e. the sum of |w| down each
+    column) and, at inference, rescales each tile column (``"column"``) or each tile (``"tile"``)
+    by the ratio of that reference readout to the current one: the global drift compensation of
+    aihwkit (one scalar per tile, or per column), which undoes the mean decay but not its spread.
+    """
+    if drift_compensation not in ("none", "column", "tile"):
+        raise ValueError(f"unknown drift_compensation {drift_compensation!r} (known: none, column, tile)")
     if not torch.isfinite(mats).all():
         raise ValueError("weights contain NaN or Inf; cannot map them to conductances")
     if device.is_identity:
@@ -104,18 +132,39 @@ def program_matrices(mats: torch.Tensor, device: DeviceModel, cfg: CrossbarConfi
     if cfg.mapping == "differential":
         g_pos = unit.clamp(min=0).mul_(g_max)
         g_neg = unit.neg_().clamp_(min=0).mul_(g_max)
-        err = device.apply(g_pos, generator, t_inference).sub_(g_pos)
-        err.sub_(device.apply(g_neg, generator, t_inference).sub_(g_neg))
-        delta = err.mul_(safe / g_max)
+        devices = [(g_pos, 1.0), (g_neg, -1.0)]
+        factor = safe / g_max
     else:
-        g = unit.add_(1.0).mul_(0.5 * g_max)
-        delta = device.apply(g, generator, t_inference).sub_(g).mul_(2.0 * safe / g_max)
-    return delta.add_(w).to(mats.dtype)
+        devices = [(unit.add_(1.0).mul_(0.5 * g_max), 1.0)]
+        factor = 2.0 * safe / g_max
+    programmed = [device.program(g, generator) for g, _ in devices]
+    reads = any(c.stage == "read" and not c.is_identity for c in device.components)
+    # each device's own randomness (its drift exponent) is fixed at programming, shared by every read
+    device_seeds = [int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+                    for _ in devices]
+
+    def read_weights(t: float) -> torch.Tensor:
+        delta = torch.zeros_like(w)
+        for (g, sign), g_prog, dseed in zip(devices, programmed, device_seeds):
+            if reads:
+                dgen = torch.Generator(device=g.device).manual_seed(dseed)
+                g_prog = device.read(g_prog, g, t, generator, device_generator=dgen)
+            delta.add_(g_prog - g, alpha=sign)
+        return delta.mul_(factor).add_(w)
+
+    w_t = read_weights(t_inference)
+    if drift_compensation != "none" and reads:
+        reference = _block_sums(read_weights(0.0).abs_(), cfg, drift_compensation)
+        current = _block_sums(w_t.abs(), cfg, drift_compensation)
+        alpha = torch.where(current > 0, reference / current, torch.ones_like(current))
+        w_t.mul_(_per_weight(alpha, w.shape[-1], cfg))
+    return w_t.to(mats.dtype)
 
 
 @torch.no_grad()
 def program_targets_(targets: Iterable[WeightTarget], device: DeviceModel, cfg: CrossbarConfig, seed: int,
-                     t_inference: float = 0.0, chunk_elements: int = 1 << 24) -> None:
+                     t_inference: float = 0.0, chunk_elements: int = 1 << 24,
+                     drift_compensation: Literal["none", "column", "tile"] = "none") -> None:
     """Replace each target's weights, in place, by what its crossbar tiles read back.
 
     Work is done one matrix slice group at a time (at most ``chunk_elements`` weights), so
@@ -129,5 +178,5 @@ def program_targets_(targets: Iterable[WeightTarget], device: DeviceModel, cfg: 
         step = max(1, chunk_elements // max(per, 1))
         out = torch.empty_like(mats)
         for i in range(0, mats.shape[0], step):
-            out[i:i + step] = program_matrices(mats[i:i + step], device, cfg, gen, t_inference)
+            out[i:i + step] = program_matrices(mats[i:i + step], device, cfg, gen, t_inference, drift_compensation)
         t.param.data.copy_(t.from_matrices(out))

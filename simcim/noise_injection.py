@@ -39,6 +39,8 @@ class Params:
     noise: str = param("gaussian", help="device model preset (see `simcim info`)")
     level: float = param(0.0, ge=0, help="noise level; its meaning is the preset's (gaussian: weight sigma / max|w|)")
     t_inference: float = param(0.0, ge=0, help="seconds between programming and inference")
+    drift_compensation: Literal["none", "column", "tile"] = param(
+        "none", help="rescale each tile column or tile by a readout taken right after programming")
     roles: list[str] = param(default_factory=lambda: list(DEFAULT_ROLES), help=f"roles to put on crossbars: {ROLES}")
     include: list[str] = param(default_factory=list, help="extra parameter-name globs to put on crossbars")
     exclude: list[str] = param(default_factory=list, help="parameter-name globs to keep digital")
@@ -123,7 +125,8 @@ def run_trial(p: Params, seed: int, ctx: TrialContext | None = None) -> dict[str
         t0 = time.perf_counter()
         clean_norm2 = sum(float(t.param.data.float().pow(2).sum()) for t in targets)
         originals = [t.param.data.clone() for t in targets]
-        program_targets_(targets, dev_model, p.crossbar, seed, p.t_inference)
+        program_targets_(targets, dev_model, p.crossbar, seed, p.t_inference,
+                         drift_compensation=p.drift_compensation)
         err2 = sum(float((t.param.data.float() - o.float()).pow(2).sum()) for t, o in zip(targets, originals))
         del originals
         t_program = time.perf_counter() - t0

@@ -196,3 +196,49 @@ def test_params_are_a_frozen_dataclass():
     p = Params()
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.level = 1.0  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------ time after programming
+
+def test_drift_compensation_restores_the_mean_decay():
+    torch.manual_seed(1)
+    w = torch.randn(2, 64, 256)
+    from noise_models import device_model
+
+    drift_only = device_model("pcm", 0.0)  # level 0: programming and read noise off, drift at full strength
+    year = 365 * 86400.0
+    plain = program_matrices(w, drift_only, CrossbarConfig(128, 32), gen(7), year)
+    comp = program_matrices(w, drift_only, CrossbarConfig(128, 32), gen(7), year, drift_compensation="tile")
+    gain = lambda out: float((out * w).sum() / (w * w).sum())
+    assert gain(plain) < 0.75  # G(t) = G0 (t/t0)^-nu with nu ~ 0.05-0.1 over a year: ~40% lower
+    assert abs(gain(comp) - 1) < 0.02
+    assert float((comp - w).norm() / w.norm()) < float((plain - w).norm() / w.norm()) / 3
+    # at t = 0 there is nothing to compensate
+    assert torch.equal(program_matrices(w, drift_only, CrossbarConfig(128, 32), gen(7), 0.0),
+                       program_matrices(w, drift_only, CrossbarConfig(128, 32), gen(7), 0.0, "column"))
+
+
+def test_compensation_without_read_effects_changes_nothing():
+    w = torch.randn(1, 8, 40)
+    a = program_matrices(w, gaussian(0.05), CrossbarConfig(16, 4), gen(3), 3600.0)
+    b = program_matrices(w, gaussian(0.05), CrossbarConfig(16, 4), gen(3), 3600.0, drift_compensation="tile")
+    assert torch.equal(a, b)
+
+
+def test_same_chip_read_at_two_times_shares_its_programming(tiny_models):
+    p0 = Params(model=str(tiny_models["olmoe"]), noise="pcm", level=1.0, t_inference=1.0, **FAST)
+    p1 = dataclasses.replace(p0, t_inference=86400.0)
+    model = load_model(p0.model, "cpu")
+    chosen = selected_targets(p0, model)
+    clean = torch.cat([t.param.detach().flatten() for t in chosen])
+
+    def error(p, seed):
+        with restored(chosen):
+            program_targets_(chosen, p.device_model(), p.crossbar, seed=seed, t_inference=p.t_inference)
+            return torch.cat([t.param.detach().flatten() for t in chosen]) - clean
+
+    e_second, e_day, e_day_other_chip = error(p0, 2), error(p1, 2), error(p1, 3)
+    corr = lambda a, b: float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+    # a day later the same chip still carries its programming error; another chip does not
+    assert corr(e_second, e_day) > corr(e_second, e_day_other_chip) + 0.1
+    assert (clean + e_day).norm() < (clean + e_second).norm()  # and it has drifted toward zero
