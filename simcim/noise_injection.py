@@ -25,7 +25,7 @@ from noise_models import PRESETS, DeviceModel, device_model
 from noise_models.presets import gaussian
 from simcim.crossbar import CrossbarConfig, program_targets_
 from simcim.evaluate import eval_token_ids, perplexity
-from simcim.models import load_model, resolve_model_path
+from simcim.models import load_model, resolve_device, resolve_model_path
 from simcim.targets import ROLES, WeightTarget, find_targets, select_targets
 
 DEFAULT_ROLES = ["attention", "experts", "router", "shared_expert", "mlp"]
@@ -59,6 +59,8 @@ class Params:
             raise ValueError(f"noise {self.noise!r} is not a known device model (known: {', '.join(sorted(PRESETS))})")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device {self.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.device.startswith("cuda"):
+            resolve_device(self.device)  # no GPU here: say so now, not once per trial
         bad = [r for r in self.roles if r not in ROLES]
         if bad:
             raise ValueError(f"roles: unknown role {bad[0]!r} (known: {', '.join(ROLES)})")

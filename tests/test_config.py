@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from experiments.cli import main
 from experiments.config import ConfigError, load_config
@@ -61,6 +62,7 @@ MALFORMED = {
     "unknown noise model": (NOISE.format(params='noise = "plasma"'), "noise 'plasma' is not a known device model"),
     "unknown role": (NOISE.format(params='roles = ["experts", "heads"]'), "unknown role 'heads'"),
     "list of wrong element type": (NOISE.format(params="roles = [1]"), "params.roles[0]: expected a string"),
+    "cuda without a GPU": (NOISE.format(params='device = "cuda"'), "no CUDA GPU is available here"),
     "model path that does not exist": (NOISE.format(params='model = "/no/such/checkpoint"'),
                                        "model /no/such/checkpoint: no such directory"),
 }
@@ -69,6 +71,8 @@ MALFORMED = {
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_config_is_one_line_exit_2(case, tmp_path, capsys):
     text, expected = MALFORMED[case]
+    if case == "cuda without a GPU" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     cfg = write(tmp_path, text)
     rc = main(["sweep", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err

@@ -115,3 +115,14 @@ def test_dask_local_cluster_matches_serial(tmp_path):
     assert list(a.index) == list(b.index)
     assert (a["y"] == b["y"]).all()
     assert b["host"].notna().all()
+
+
+def test_existing_scheduler(tmp_path):
+    from dask.distributed import LocalCluster
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SLOW.format(sleep=0.0))
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+        rc = main(["sweep", str(cfg), "--out", str(tmp_path / "remote"), "--scheduler", cluster.scheduler_address,
+                   "--no-progress"])
+    assert rc == 0 and len(experiments.load(tmp_path / "remote")) == 12
