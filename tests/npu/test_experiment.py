@@ -51,3 +51,30 @@ def test_bundled_configs_validate(path):
     cfg = load_config(path)
     assert cfg.kind == "npu_sim"
     assert len(cfg.trials()) >= 2
+
+
+def test_reproduce_tables_compute_the_claims():
+    import pandas as pd
+
+    from npu.reproduce import claim1, claim2, claim3
+
+    c1 = claim1(pd.DataFrame({
+        "workload": ["a"] * 4 + ["b"] * 4,
+        "prefetcher": ["none", "stride", "imp", "nvr"] * 2,
+        "misses": [100, 50, 20, 2, 10, 8, 9, 4],
+    }))
+    assert c1.loc["a", "best_other"] == "imp" and c1.loc["a", "reduction_vs_best"] == pytest.approx(0.9)
+    assert c1.loc["b", "best_other"] == "stride" and c1.loc["b", "reduction_vs_best"] == pytest.approx(0.5)
+    assert c1.loc["a", "reduction_vs_best_general"] == pytest.approx(1 - 2 / 50)
+    c2 = claim2(pd.DataFrame({"workload": ["a", "a"], "npu_cache_kib": [0.0, 16.0], "speedup": [2.0, 5.0]}))
+    assert c2.loc["a", 16.0] == 5.0
+    c3 = claim3(pd.DataFrame({
+        "workload": ["a"] * 5,
+        "npu_cache_kib": [0.0, 16.0, 0.0, 32.0, 16.0],
+        "l2_kib": [256.0, 256.0, 272.0, 256.0, 272.0],
+        "cycles": [1000, 500, 900, 400, 480],
+    }))
+    assert c3.loc["a", "add_npu_cache"] == pytest.approx(1.0)
+    assert c3.loc["a", "add_l2"] == pytest.approx(1000 / 900 - 1)
+    assert c3.loc["a", "expand_npu_cache"] == pytest.approx(0.25)
+    assert c3.loc["a", "expand_l2"] == pytest.approx(500 / 480 - 1)
