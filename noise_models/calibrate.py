@@ -24,10 +24,14 @@ The quality report maps each device's Mahalanobis distance under the fitted cova
 with as many degrees of freedom as reads, if the model is right) to a z-score: a correct model gives
 ``chi2_per_dof`` near 1, z-scores with mean 0 and standard deviation 1, and a small
 Kolmogorov-Smirnov statistic.
+
+From the shell: ``python -m noise_models.calibrate MEASUREMENTS.csv [--g-max 25] [--out chip.json]``;
+the saved file is then usable as a noise model name (``noise = "chip.json"``).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -294,3 +298,24 @@ def _fit_measurements(df: pd.DataFrame, g_max: float, t0: float, degree: int) ->
                "z_mean": float(z.mean()), "z_std": float(z.std()),
                "ks_statistic": float(stats.kstest(z, "norm").statistic), "converged": float(res.success)}
     return CalibrationResult("measurements", g_max, t0, params, quality, len(df), len(d.m))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Fit a device model to a measurement table or a sigma curve.")
+    ap.add_argument("csv", type=Path)
+    ap.add_argument("--g-max", type=float, default=None, help="uS; default: the largest target")
+    ap.add_argument("--t0", type=float, default=20.0, help="seconds from programming to the first read")
+    ap.add_argument("--degree", type=int, default=2, help="programming-noise polynomial degree")
+    ap.add_argument("--out", type=Path, default=None, help="write the fit as JSON (a loadable noise model)")
+    args = ap.parse_args(argv)
+    try:
+        result = calibrate(args.csv, g_max=args.g_max, t0=args.t0, degree=args.degree)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(result.report())
+    if args.out is not None:
+        print(f"wrote {result.save(args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from noise_models.base import DeviceModel
 from noise_models.drift import PowerLawDrift
-from noise_models.gaussian import AdditiveGaussianNoise
+from noise_models.faults import StuckAtFaults
+from noise_models.gaussian import AdditiveGaussianNoise, MultiplicativeGaussianNoise
 from noise_models.programming import ProgrammingNoise
 from noise_models.read import ReadNoise
 from noise_models.relaxation import ConductanceRelaxation
+from noise_models.variation import DeviceVariation
 
 # ---- IBM PCM statistical model -------------------------------------------------------------------
 # Nandakumar et al., "Phase-change memory models for deep learning training and inference",
@@ -125,6 +127,29 @@ def rram_wan2022(level: float = 1.0) -> DeviceModel:
         description=f"RRAM, NeuRRAM chip (Wan 2022): write-verify spread and relaxation x{level:g}")
 
 
+def multiplicative(level: float) -> DeviceModel:
+    """Gaussian noise proportional to each conductance: sigma = ``level`` x |G| per device."""
+    return DeviceModel(name="multiplicative", g_max=PCM_G_MAX_US,
+                       components=(MultiplicativeGaussianNoise(level),),
+                       description=f"multiplicative Gaussian, sigma {level:g} x |G| per device")
+
+
+def lognormal(level: float) -> DeviceModel:
+    """Device-to-device variation: G x exp(``level`` x N(0, 1)), i.e. ``level`` is the sigma of ln G."""
+    return DeviceModel(name="lognormal", g_max=PCM_G_MAX_US, components=(DeviceVariation(level),),
+                       description=f"lognormal device-to-device variation, sigma(ln G) = {level:g}")
+
+
+def stuck_at(level: float) -> DeviceModel:
+    """Stuck-at faults: a fraction ``level`` of devices ignores programming, half stuck ON (at g_max),
+    half stuck OFF (at 0 uS); the rest are ideal. For other splits compose ``StuckAtFaults`` directly."""
+    if level > 1:
+        raise ValueError(f"stuck_at: level is a fraction of devices and must be <= 1, got {level}")
+    return DeviceModel(name="stuck_at", g_max=PCM_G_MAX_US,
+                       components=(StuckAtFaults(p_on=level / 2, p_off=level / 2),),
+                       description=f"stuck-at faults, {level:g} of devices (half ON, half OFF)")
+
+
 # name -> factory taking the experiment's noise level
 PRESETS: dict[str, Callable[[float], DeviceModel]] = {
     "ideal": lambda level: ideal(),
@@ -132,6 +157,9 @@ PRESETS: dict[str, Callable[[float], DeviceModel]] = {
     "pcm_programming": pcm_programming,
     "pcm": pcm,
     "rram_wan2022": rram_wan2022,
+    "multiplicative": multiplicative,
+    "lognormal": lognormal,
+    "stuck_at": stuck_at,
 }
 
 

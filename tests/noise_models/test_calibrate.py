@@ -129,3 +129,15 @@ def test_missing_file_and_bad_arguments(tmp_path: Path) -> None:
         calibrate(DATA / "pcm_prog_sigma_nandakumar2019.csv", g_max=-1.0)
     with pytest.raises(ValueError, match="calibrated model file not found"):
         device_model(str(tmp_path / "missing.json"), 1.0)
+
+
+def test_command_line_fits_and_saves(tmp_path: Path, capsys) -> None:
+    from noise_models.calibrate import main
+
+    out = tmp_path / "fit.json"
+    main([str(DATA / "pcm_prog_sigma_nandakumar2019.csv"), "--g-max", "25", "--out", str(out)])
+    assert "calibration (sigma_curve)" in capsys.readouterr().out
+    assert device_model(str(out), 1.0).name == "calibrated"
+    with pytest.raises(SystemExit, match="missing column"):
+        bad = _write(tmp_path, "g_target,g_measured\n1,1\n")
+        main([str(bad)])
