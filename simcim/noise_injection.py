@@ -36,7 +36,7 @@ class Params:
     model: str = param("bundled", help="'bundled' or a local Hugging Face checkpoint directory")
     device: str = param("auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = param("auto", help="weights dtype")
-    noise: str = param("gaussian", help="device model preset (see `simcim info`)")
+    noise: str = param("gaussian", help="device model preset (see `simcim info`) or a calibrated model's .json file")
     level: float = param(0.0, ge=0, help="noise level; its meaning is the preset's (gaussian: weight sigma / max|w|)")
     t_inference: float = param(0.0, ge=0, help="seconds between programming and inference")
     drift_compensation: Literal["none", "column", "tile"] = param(
@@ -55,8 +55,12 @@ class Params:
     eval_text: Path | None = param(None, must_exist=True, help="text file to evaluate on (default: bundled held-out)")
 
     def __post_init__(self) -> None:
-        if self.noise not in PRESETS:
-            raise ValueError(f"noise {self.noise!r} is not a known device model (known: {', '.join(sorted(PRESETS))})")
+        if self.noise.endswith(".json"):
+            if not Path(self.noise).is_file():
+                raise ValueError(f"noise {self.noise!r}: calibrated device-model file not found")
+        elif self.noise not in PRESETS:
+            raise ValueError(f"noise {self.noise!r} is not a known device model (known: {', '.join(sorted(PRESETS))}, "
+                             "or a calibrated model's .json file)")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device {self.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
         if self.device.startswith("cuda"):

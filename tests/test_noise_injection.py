@@ -242,3 +242,19 @@ def test_same_chip_read_at_two_times_shares_its_programming(tiny_models):
     # a day later the same chip still carries its programming error; another chip does not
     assert corr(e_second, e_day) > corr(e_second, e_day_other_chip) + 0.1
     assert (clean + e_day).norm() < (clean + e_second).norm()  # and it has drifted toward zero
+
+
+def test_calibrated_model_file_as_noise(tiny_models, tmp_path):
+    from pathlib import Path
+
+    from noise_models.calibrate import calibrate
+
+    curve = Path(__file__).parent / "data" / "pcm_prog_sigma_nandakumar2019.csv"
+    path = calibrate(curve).save(tmp_path / "chip.json")
+    base = dict(model=str(tiny_models["olmoe"]), noise=str(path), **FAST)
+    noisy = run_trial(Params(level=1.0, **base), seed=0)
+    assert noisy["weight_rel_error"] > 0 and "calibrated" in noisy["device_model"]
+    clean = run_trial(Params(level=0.0, **base), seed=0)
+    assert clean["perplexity"] == clean["clean_perplexity"]
+    with pytest.raises(ValueError, match="calibrated device-model file not found"):
+        Params(noise=str(tmp_path / "absent.json"))
