@@ -87,16 +87,17 @@ def _variants(model, device: torch.device, chunk_elems: int, gen: torch.Generato
 
         comps = list(model.components)
 
-        def fused(block: int, rounds: int):
+        def fused(block: int, rounds: int, packed: bool = True):
             return lambda g, o: run_fused(comps, g, g, T_INFERENCE, model.g_max, gen, g, block=block,
-                                          philox_rounds=rounds)
+                                          philox_rounds=rounds, packed=packed)
 
         variants = [
             ("fused, in place (default)", lambda g, o: apply(g, gen, T_INFERENCE, out=g)),
             ("fused, to a second tensor", lambda g, o: apply(g, gen, T_INFERENCE, out=o)),
             ("fused, block 2048", fused(2048, 10)),
-            ("fused, Philox 7 rounds", fused(1024, 7)),
+            ("fused, block 4096", fused(4096, 10)),
             ("fused, 7 rounds, block 2048", fused(2048, 7)),
+            ("fused, 1 Philox call/element", fused(1024, 10, packed=False)),
         ] + variants
     return variants
 

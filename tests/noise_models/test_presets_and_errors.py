@@ -143,10 +143,11 @@ def test_fused_kernel_matches_torch_path_in_interpreter() -> None:
         worst = 0.0
         for g_t in (2.0, 12.5, 25.0):
             target = torch.full((n,), g_t)
-            for t, dev in ((0.0, None), (86400.0, None), (3.15e7, torch.Generator().manual_seed(9))):
+            for t, dev, packed in ((0.0, None, True), (86400.0, None, False),
+                                   (3.15e7, torch.Generator().manual_seed(9), True)):
                 # one block per launch: the interpreter runs a block as vectorized numpy
                 a = run_fused(comps, target, target, t, 25.0, torch.Generator().manual_seed(1),
-                              torch.empty_like(target), device_generator=dev, block=n)
+                              torch.empty_like(target), device_generator=dev, block=n, packed=packed)
                 b = model.apply(target, torch.Generator().manual_seed(2), t)
                 sd = float(b.std())
                 # means within 5 standard errors, sigmas within 5 standard errors (of a sigma)
