@@ -60,50 +60,40 @@ def target_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def tile_scales(mats: torch.Tensor, cfg: CrossbarConfig) -> torch.Tensor:
-    """Per-(matrix, output, input-block) scale s = max |w| of that tile column (or of the tile).
+def tile_reduce(a: torch.Tensor, cfg: CrossbarConfig, granularity: Literal["column", "tile"],
+                op: Literal["amax", "sum"]) -> torch.Tensor:
+    """Reduce ``a`` ``[n, out, in]`` over each tile column, or over each whole tile: ``[n, out, blocks]``.
 
-    ``mats`` is ``[n, out, in]``; the result is ``[n, out, in]``-broadcastable as
-    ``[n, out, blocks, 1]`` after the input axis is split into blocks of ``tile_rows``.
+    The input axis is split into blocks of ``tile_rows``; with ``"tile"`` the outputs are also
+    grouped by ``tile_cols`` and every column of a tile gets the tile's value.
     """
-    n, out_dim, in_dim = mats.shape
-    blocks = -(-in_dim // cfg.tile_rows)
-    pad = blocks * cfg.tile_rows - in_dim
-    a = mats.abs()
-    if pad:
-        a = torch.nn.functional.pad(a, (0, pad))
-    s = a.view(n, out_dim, blocks, cfg.tile_rows).amax(dim=-1)  # [n, out, blocks]
-    if cfg.scaling == "tile":
-        cblocks = -(-out_dim // cfg.tile_cols)
-        cpad = cblocks * cfg.tile_cols - out_dim
-        sp = torch.nn.functional.pad(s, (0, 0, 0, cpad)) if cpad else s
-        st = sp.view(n, cblocks, cfg.tile_cols, blocks).amax(dim=2, keepdim=True)
-        s = st.expand(n, cblocks, cfg.tile_cols, blocks).reshape(n, cblocks * cfg.tile_cols, blocks)[:, :out_dim]
-    return s
-
-
-def _per_weight(s: torch.Tensor, in_dim: int, cfg: CrossbarConfig) -> torch.Tensor:
-    """Broadcast ``[n, out, blocks]`` scales to ``[n, out, in]`` (a view when one block covers all inputs)."""
-    if s.shape[-1] == 1:
-        return s
-    return s.repeat_interleave(cfg.tile_rows, dim=-1)[..., :in_dim]
-
-
-def _block_sums(a: torch.Tensor, cfg: CrossbarConfig, granularity: str) -> torch.Tensor:
-    """Sum of ``a`` ``[n, out, in]`` per tile column ``[n, out, blocks]`` or per whole tile (broadcast)."""
     n, out_dim, in_dim = a.shape
     blocks = -(-in_dim // cfg.tile_rows)
     pad = blocks * cfg.tile_rows - in_dim
     if pad:
         a = torch.nn.functional.pad(a, (0, pad))
-    r = a.reshape(n, out_dim, blocks, cfg.tile_rows).sum(dim=-1)
+    reduce = (lambda x, dim: x.amax(dim=dim, keepdim=True)) if op == "amax" else (
+        lambda x, dim: x.sum(dim=dim, keepdim=True))
+    r = reduce(a.reshape(n, out_dim, blocks, cfg.tile_rows), -1).squeeze(-1)  # [n, out, blocks]
     if granularity == "tile":
         cblocks = -(-out_dim // cfg.tile_cols)
         cpad = cblocks * cfg.tile_cols - out_dim
         rp = torch.nn.functional.pad(r, (0, 0, 0, cpad)) if cpad else r
-        rt = rp.view(n, cblocks, cfg.tile_cols, blocks).sum(dim=2, keepdim=True)
+        rt = reduce(rp.reshape(n, cblocks, cfg.tile_cols, blocks), 2)
         r = rt.expand(n, cblocks, cfg.tile_cols, blocks).reshape(n, cblocks * cfg.tile_cols, blocks)[:, :out_dim]
     return r
+
+
+def tile_scales(mats: torch.Tensor, cfg: CrossbarConfig) -> torch.Tensor:
+    """Scale s = max |w| per tile column (or per tile, with ``scaling="tile"``): ``[n, out, blocks]``."""
+    return tile_reduce(mats.abs(), cfg, cfg.scaling, "amax")
+
+
+def _per_weight(s: torch.Tensor, in_dim: int, cfg: CrossbarConfig) -> torch.Tensor:
+    """Broadcast ``[n, out, blocks]`` values to ``[n, out, in]`` (a view when one block covers all inputs)."""
+    if s.shape[-1] == 1:
+        return s
+    return s.repeat_interleave(cfg.tile_rows, dim=-1)[..., :in_dim]
 
 
 def program_matrices(mats: torch.Tensor, device: DeviceModel, cfg: CrossbarConfig,
@@ -154,8 +144,8 @@ def program_matrices(mats: torch.Tensor, device: DeviceModel, cfg: CrossbarConfi
 
     w_t = read_weights(t_inference)
     if drift_compensation != "none" and reads:
-        reference = _block_sums(read_weights(0.0).abs_(), cfg, drift_compensation)
-        current = _block_sums(w_t.abs(), cfg, drift_compensation)
+        reference = tile_reduce(read_weights(0.0).abs_(), cfg, drift_compensation, "sum")
+        current = tile_reduce(w_t.abs(), cfg, drift_compensation, "sum")
         alpha = torch.where(current > 0, reference / current, torch.ones_like(current))
         w_t.mul_(_per_weight(alpha, w.shape[-1], cfg))
     return w_t.to(mats.dtype)
