@@ -244,13 +244,31 @@ def _walk_below(H, line, t, is_prefetch, is_write):
 
 
 @numba.njit(cache=True)
-def _take(queue, t):
-    """Earliest free entry of an MSHR-like queue: (entry, cycle it can start)."""
-    m = 0
-    for k in range(1, len(queue)):
-        if queue[k] < queue[m]:
-            m = k
-    return m, max(t, queue[m])
+def _take(heap, t):
+    """Cycle a request arriving at ``t`` gets an entry of an MSHR-like queue.
+
+    ``heap`` is a binary min-heap of the cycles at which the entries free up; the request
+    takes the earliest-free entry (the root), and ``_put`` then records when it frees.
+    """
+    return max(t, heap[0])
+
+
+@numba.njit(cache=True)
+def _put(heap, done):
+    """Replace the root (the entry just taken) with its new free cycle and restore the heap."""
+    n = len(heap)
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and heap[c + 1] < heap[c]:
+            c += 1
+        if heap[c] >= done:
+            break
+        heap[i] = heap[c]
+        i = c
+    heap[i] = done
 
 
 @numba.njit(cache=True)
@@ -276,9 +294,9 @@ def demand_access(H, line, t, is_write):
     if is_write:
         stats[0, ST_MISS] += 1
     mshr = H[9]
-    m, start = _take(mshr, t0)
+    start = _take(mshr, t0)
     done, hit_lvl = _walk_below(H, line, start, False, is_write)
-    mshr[m] = done
+    _put(mshr, done)
     for lvl in range(hit_lvl - 1, -1, -1):
         _fill(H, lvl, line, done, FLAG_DIRTY if (is_write and lvl == 0) else 0, start)
     return done
@@ -286,16 +304,22 @@ def demand_access(H, line, t, is_write):
 
 @numba.njit(cache=True)
 def prefetch_access(H, line, t):
-    """Prefetch ``line`` into level 0 from cycle ``t``; returns its ready cycle (no-op if present)."""
+    """Prefetch ``line`` into level 0 from cycle ``t``; returns its ready cycle.
+
+    A line already present is not requested again; it only moves up the replacement order.
+    """
     ready, lcfg, stats = H[2], H[4], H[5]
     s = lookup(H, 0, line)
     if s >= 0:
+        # already there (or in flight): no request, but the line is about to be used, so it is
+        # refreshed in the replacement order like an access would
         stats[0, PF_DROPPED] += 1
+        _touch(H, 0, s)
         return ready[s]
     pfq = H[10]
-    m, start = _take(pfq, t + lcfg[0, LAT])
+    start = _take(pfq, t + lcfg[0, LAT])
     done, hit_lvl = _walk_below(H, line, start, True, False)
-    pfq[m] = done
+    _put(pfq, done)
     for lvl in range(hit_lvl - 1, 0, -1):
         _fill(H, lvl, line, done, 0, start)
     _fill(H, 0, line, done, FLAG_PF, start)

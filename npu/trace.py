@@ -290,9 +290,12 @@ def read_matrix_market(path: str | Path) -> sp.csr_matrix:
         raise ValueError(f"matrix_market file not found: {path}")
     import scipy.io
 
-    m = scipy.io.mmread(str(path))
-    if not sp.issparse(m):
-        m = sp.csr_matrix(m)
+    try:
+        m = scipy.io.mmread(str(path))
+    except (ValueError, OSError, IndexError) as e:
+        raise ValueError(f"matrix_market file {path}: not a readable Matrix Market file ({e})") from None
+    if m.ndim != 2 or 0 in m.shape:
+        raise ValueError(f"matrix_market file {path}: expected a non-empty 2-D matrix, got shape {m.shape}")
     return sp.csr_matrix(m)
 
 

@@ -127,3 +127,71 @@ def test_nvr_cuts_misses_and_cycles_against_imp_on_rows_of_several_lines():
 def test_pf_issued_stat_matches_metric(loads_then_compute):
     m, _, H = run(loads_then_compute([0, 10, 20]), "next_line")
     assert H[5][0, PF_ISSUED] == m["pf_issued"]
+
+
+def chain_trace(iters=24, width=4):
+    """A[B[C[i]]]: C streams, B and A are gathered; every touched element is on its own line."""
+    from npu.trace import COMPUTE, LOAD
+
+    from .conftest import make_trace
+
+    rng = np.random.default_rng(2)
+    insts, producers, values = [], {}, {}
+    lane = 0
+    b_idx = rng.permutation(10_000)[: iters * width]
+    a_idx = rng.permutation(10_000)[: iters * width]
+    for it in range(iters):
+        c0 = lane
+        insts.append((LOAD, 1, [(1 << 32) + 64 * (it * width + k) for k in range(width)], -1))
+        for k in range(width):
+            values[c0 + k] = int(b_idx[it * width + k])
+        lane += width
+        b0 = lane
+        insts.append((LOAD, 2, [(2 << 32) + 64 * int(b_idx[it * width + k]) for k in range(width)],
+                      len(insts) - 1))
+        for k in range(width):
+            producers[b0 + k] = c0 + k
+            values[b0 + k] = int(a_idx[it * width + k])
+        lane += width
+        insts.append((LOAD, 3, [(3 << 32) + 64 * int(a_idx[it * width + k]) for k in range(width)],
+                      len(insts) - 1))
+        for k in range(width):
+            producers[lane + k] = b0 + k
+        lane += width
+        insts.append((COMPUTE, 4, [], -1))
+    return make_trace(insts, producers, values)
+
+
+def test_nvr_follows_a_two_level_index_chain():
+    from npu.cache import lookup
+
+    tr = chain_trace()
+    hier = big_cache()
+    m, pf, H = run(tr, "nvr", prefetchers.nvr.Config(distance=1024, max_distance=1024, throttle=False), hier)
+    loads = np.repeat(tr.inst_kind == 0, np.diff(tr.inst_start))
+    lines = set((tr.addr[loads] >> LINE_BITS).tolist())
+    first = set((tr.addr[: tr.inst_start[1]] >> LINE_BITS).tolist())
+    assert pf == set()
+    assert m["pf_issued"] == len(lines - first) and m["l0_misses"] == len(first)
+    # each A line cannot arrive before the B line whose value addresses it, plus a DRAM trip
+    dram_trip = 50 + 4
+    for i in range(2, tr.n_instructions, 4):
+        for a in range(tr.inst_start[i], tr.inst_start[i + 1]):
+            b = tr.producer[a]
+            ready_a = H[2][lookup(H, 0, tr.addr[a] >> LINE_BITS)]
+            ready_b = H[2][lookup(H, 0, tr.addr[b] >> LINE_BITS)]
+            assert ready_a >= ready_b + dram_trip
+
+
+def test_nvr_throttle_backs_off_when_prefetches_are_evicted_unused():
+    m = sp.random(128, 65536, density=0.004, format="csr", random_state=np.random.default_rng(3))
+    tr = gather_reduce_trace(m, feat=1, width=16, weighted=False)
+    tiny = HierarchyConfig(levels=(CacheConfig("c", 4, 4, 1), CacheConfig("l2", 1024, 16, 10)),
+                           dram=DRAMConfig(50, 2, 16.0))
+    cfg_fixed = prefetchers.nvr.Config(distance=512, max_distance=512, throttle=False)
+    cfg_thr = prefetchers.nvr.Config(distance=512, min_distance=4, max_distance=512, throttle=True, epoch=64)
+    fixed, _, _ = run(tr, "nvr", cfg_fixed, tiny)
+    thr, _, _ = run(tr, "nvr", cfg_thr, tiny)
+    assert fixed["pf_useless"] > fixed["pf_useful"]
+    assert thr["pf_useless"] < 0.5 * fixed["pf_useless"]
+    assert thr["pf_useful"] > fixed["pf_useful"]

@@ -91,6 +91,9 @@ def test_matrix_market_and_pruned_weights(tmp_path):
     assert kept.nnz == 48 * 32 // 4
     assert np.min(np.abs(kept.data)) >= np.max(np.abs(w[kept.toarray() == 0]))
     assert tr.n_accesses > 0
+    (tmp_path / "bad.mtx").write_text("%%MatrixMarket matrix coordinate real general\n3 3 2\n1 1\n")
+    with pytest.raises(ValueError, match="not a readable Matrix Market file"):
+        build_trace(WorkloadSpec(workload="spmv", matrix_market=str(tmp_path / "bad.mtx")), 0)
     with pytest.raises(ValueError, match="weights file not found"):
         build_trace(WorkloadSpec(workload="pruned_matmul", weights=str(tmp_path / "none.safetensors")), 0)
 
