@@ -124,3 +124,15 @@ def test_bad_geometry_is_rejected():
         HierarchyConfig(levels=(CacheConfig("l2", 0, 4, 10),))
     with pytest.raises(ValueError, match="bytes_per_cycle"):
         DRAMConfig(10, 1, float("nan"))
+
+
+def test_dram_request_for_a_future_cycle_does_not_delay_an_earlier_one():
+    slots, dcfg, dstats = make_dram(DRAMConfig(10, 1, 16.0), LINE)  # 4-cycle transfers
+    # a prefetch simulated first but issued for cycle 1000 (waiting for its index data)
+    assert dram_access(slots, dcfg, dstats, 0, 1000, False) == 1014
+    # a demand simulated after it but happening at cycle 0 uses the idle channel at once
+    assert dram_access(slots, dcfg, dstats, 1, 0, False) == 14
+    # a request at 1000 queues behind the one that took that slot
+    assert dram_access(slots, dcfg, dstats, 2, 1000, False) == 1018
+    # requests off a slot boundary start at the next one
+    assert dram_access(slots, dcfg, dstats, 3, 5, False) == 8 + 4 + 10
