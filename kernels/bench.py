@@ -280,38 +280,42 @@ def bench_quant_gemv(env: Env) -> list[Row]:
                 copies = copies_for(qw.nbytes(), env)
                 qws = [qw] + [make(torch.randn_like(w) * 0.02) for _ in range(copies - 1)]
                 ref = x.float() @ dequantize(qw).t()
-                if m == 1:  # (BLOCK_M, BLOCK_N, WORDS per step, warps, stages)
+                if m == 1:  # ((BLOCK_M, BLOCK_N, WORDS per step, warps, stages), kernel)
                     candidates = [
-                        (1, 16, 64, 4, 3),
-                        (1, 32, 32, 4, 3),
-                        (1, 8, 128, 4, 3),
-                        (1, 16, 32, 4, 4),
-                        (1, 32, 64, 8, 3),
-                        (1, 64, 32, 8, 3),
-                        (1, 16, 128, 8, 2),
-                        (1, 64, 16, 4, 4),
+                        ((1, 16, 64, 4, 3), "slices"),
+                        ((1, 8, 128, 4, 3), "slices"),
+                        ((1, 32, 32, 4, 3), "slices"),
+                        ((1, 8, 64, 4, 4), "slices"),
+                        ((1, 8, 0, 4, 3), "group"),
+                        ((1, 16, 0, 4, 3), "group"),
+                        ((1, 32, 0, 8, 3), "group"),
+                        ((1, 4, 0, 4, 4), "group"),
+                        ((1, 16, 0, 8, 4), "group"),
                     ]
                 else:
                     candidates = [
-                        (8, 8, 64, 4, 3),
-                        (8, 16, 32, 4, 3),
-                        (8, 16, 64, 8, 3),
-                        (8, 32, 32, 8, 3),
-                        (8, 8, 32, 4, 4),
+                        ((8, 8, 64, 4, 3), "slices"),
+                        ((8, 16, 32, 4, 3), "slices"),
+                        ((8, 32, 32, 8, 3), "slices"),
+                        ((8, 8, 32, 4, 4), "slices"),
                     ]
                 best: tuple[float, tuple | None] = (float("inf"), None)
-                for cfg in candidates if env.cuda else [None]:
+                for cand in candidates if env.cuda else [(None, "slices")]:
                     try:
                         t = (
-                            bench(lambda cfg=cfg: [quant_matmul(x, q, config=cfg) for q in qws], env, graph=env.cuda)
+                            bench(
+                                lambda c=cand: [quant_matmul(x, q, config=c[0], gemv=c[1]) for q in qws],
+                                env,
+                                graph=env.cuda,
+                            )
                             / copies
                         )
                     except Exception as e:
-                        print(f"  gemv config {cfg} failed: {type(e).__name__}: {e}", file=sys.stderr)
+                        print(f"  gemv config {cand} failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
                         continue
-                    best = min(best, (t, cfg))
+                    best = min(best, (t, cand))
                 ms, cfg = best
-                err = rel_err(quant_matmul(x, qw, config=cfg), ref)
+                err = rel_err(quant_matmul(x, qw, config=cfg[0], gemv=cfg[1]), ref)
                 nbytes = qw.nbytes() + x.numel() * 2 + m * n * 2
                 gbps = nbytes / ms / 1e6
                 rows.append(
@@ -392,12 +396,15 @@ def bench_kv_decode(env: Env) -> list[Row]:
                 rotate=rotate,
             )
             ref = kv_decode_reference(q, cache)
-            best: tuple[float, int | None] = (float("inf"), None)
-            for splits in (16, 32, 64) if env.cuda else (None,):
-                ms = bench(lambda s=splits: kv_decode(q, cache, num_splits=s), env, graph=env.cuda)
-                best = min(best, (ms, splits))
-            ms, splits = best
-            err = rel_err(kv_decode(q, cache, num_splits=splits), ref)
+            configs = [(s_, r_, w_) for s_ in (16, 32, 64) for r_ in (True, False) for w_ in (4, 8)]
+            ms, cfg = _best(
+                lambda c: kv_decode(q, cache, num_splits=c[0], repeat_unpack=c[1], num_warps=c[2]),
+                env,
+                configs if env.cuda else [(None, True, 4)],
+                graph=env.cuda,
+            )
+            splits = cfg
+            err = rel_err(kv_decode(q, cache, num_splits=cfg[0], repeat_unpack=cfg[1], num_warps=cfg[2]), ref)
             nbytes = cache.nbytes()
             rows.append(
                 Row(
@@ -408,7 +415,7 @@ def bench_kv_decode(env: Env) -> list[Row]:
                     gbps=nbytes / ms / 1e6,
                     roofline_frac=_mem_frac(nbytes / ms / 1e6, env),
                     rel_err=err,
-                    note=f"cache {nbytes / 2**20:.0f} MiB ({dense_bytes / nbytes:.2f}x smaller); splits={splits}",
+                    note=f"cache {nbytes / 2**20:.0f} MiB ({dense_bytes / nbytes:.2f}x smaller); config={splits}",
                 )
             )
     _finish(rows, "bf16 sdpa (auto backend)", case)
@@ -529,7 +536,7 @@ def bench_analog(env: Env) -> list[Row]:
                         )
                     )
                 except Exception as e:
-                    why = f"aihwkit-lightning forward failed: {type(e).__name__}: {str(e)[:200]}"
+                    why = f"aihwkit-lightning forward failed: {type(e).__name__}: {' '.join(str(e).split())[-700:]}"
                     mod = None
             if mod is None:
                 print(f"  {why}", file=sys.stderr)

@@ -39,7 +39,7 @@ if HAVE_TRITON:
     import triton
     import triton.language as tl
 
-    from kernels._common import mma
+    from kernels._common import codes_to_float, mma
 
 __all__ = [
     "QuantizedKVCache",
@@ -294,6 +294,7 @@ if HAVE_TRITON:
         KG: tl.constexpr,
         VG: tl.constexpr,
         D: tl.constexpr,
+        REPEAT: tl.constexpr,
     ):
         PER_WORD: tl.constexpr = 32 // BITS
         WORDS: tl.constexpr = D // PER_WORD
@@ -330,20 +331,31 @@ if HAVE_TRITON:
                 q_step = q * ks[None, :]
                 q_lo = tl.sum(q * kl[None, :], 1)
                 tok = (start + offs_n).to(tl.int64)
-                kw = tl.load(KW + bh64 * s_kw + tok[:, None] * WORDS + offs_w[None, :])
-                kcodes = tl.reshape((kw[:, :, None] >> shifts[None, None, :]) & MASK, [KG, D]).to(tl.float32)
+                if REPEAT:
+                    # each channel loads its own word (lanes of one word hit the same L1 line): no reshapes
+                    kw = tl.load(KW + bh64 * s_kw + tok[:, None] * WORDS + (offs_d // PER_WORD)[None, :])
+                    kcodes = codes_to_float((kw >> ((offs_d % PER_WORD) * BITS)[None, :]) & MASK)
+                else:
+                    kw = tl.load(KW + bh64 * s_kw + tok[:, None] * WORDS + offs_w[None, :])
+                    kcodes = codes_to_float(tl.reshape((kw[:, :, None] >> shifts[None, None, :]) & MASK, [KG, D]))
                 qk = mma(q_step, tl.trans(kcodes)) + q_lo[:, None]
                 m_new = tl.maximum(m_i, tl.max(qk, 1))
                 p = tl.math.exp2(qk - m_new[:, None])
                 alpha = tl.math.exp2(m_i - m_new)
                 l_i = l_i * alpha + tl.sum(p, 1)
                 m_i = m_new
-                vw = tl.load(VW + bh64 * s_vw + tok[:, None] * WORDS + offs_w[None, :])
-                vcodes = tl.reshape((vw[:, :, None] >> shifts[None, None, :]) & MASK, [KG, D // VG, VG])
-                offs_vg = tl.arange(0, D // VG)
-                vs = tl.load(VS + bh64 * s_vs + tok[:, None] * (D // VG) + offs_vg[None, :]).to(tl.float32)
-                vl = tl.load(VL + bh64 * s_vs + tok[:, None] * (D // VG) + offs_vg[None, :]).to(tl.float32)
-                v = tl.reshape(vcodes.to(tl.float32) * vs[:, :, None] + vl[:, :, None], [KG, D])
+                if REPEAT:
+                    vw = tl.load(VW + bh64 * s_vw + tok[:, None] * WORDS + (offs_d // PER_WORD)[None, :])
+                    vcodes = codes_to_float((vw >> ((offs_d % PER_WORD) * BITS)[None, :]) & MASK)
+                    vsz = bh64 * s_vs + tok[:, None] * (D // VG) + (offs_d // VG)[None, :]
+                    v = vcodes * tl.load(VS + vsz).to(tl.float32) + tl.load(VL + vsz).to(tl.float32)
+                else:
+                    vw = tl.load(VW + bh64 * s_vw + tok[:, None] * WORDS + offs_w[None, :])
+                    vcodes = tl.reshape((vw[:, :, None] >> shifts[None, None, :]) & MASK, [KG, D // VG, VG])
+                    offs_vg = tl.arange(0, D // VG)
+                    vs = tl.load(VS + bh64 * s_vs + tok[:, None] * (D // VG) + offs_vg[None, :]).to(tl.float32)
+                    vl = tl.load(VL + bh64 * s_vs + tok[:, None] * (D // VG) + offs_vg[None, :]).to(tl.float32)
+                    v = tl.reshape(codes_to_float(vcodes) * vs[:, :, None] + vl[:, :, None], [KG, D])
                 acc = acc * alpha[:, None] + mma(p.to(FV.dtype.element_ty), v.to(FV.dtype.element_ty))
         else:
             for start in range(0, T_F, KG):
@@ -390,8 +402,14 @@ def kv_decode(
     sm_scale: float | None = None,
     num_splits: int | None = None,
     out: torch.Tensor | None = None,
+    repeat_unpack: bool = True,
+    num_warps: int = 4,
 ) -> torch.Tensor:
-    """One decode step: ``q [B, H, D]`` (unrotated) against the quantized cache; returns ``[B, H, D]``."""
+    """One decode step: ``q [B, H, D]`` (unrotated) against the quantized cache; returns ``[B, H, D]``.
+
+    ``repeat_unpack`` picks how codes are unpacked: every channel loads its own packed word and
+    shifts it (True), or words are loaded once and split by a register reshape (False).
+    """
     _check_q(q, cache)
     if q.dtype != cache.fp_k.dtype:
         raise ValueError(f"q dtype {q.dtype} differs from the cache dtype {cache.fp_k.dtype}")
@@ -424,8 +442,8 @@ def kv_decode(
     quant = (cache.k_words, cache.k_step, cache.k_lo, cache.v_words, cache.v_step, cache.v_lo)
     fp = (cache.fp_k, cache.fp_v)
     # an empty tensor may have no storage; hand the kernel a real (never read) pointer instead
-    quant = tuple(t if t.numel() else qr for t in quant)
-    fp = tuple(t if t.numel() else qr for t in fp)
+    quant = tuple(t if t.numel() else torch.zeros(1, dtype=t.dtype, device=t.device) for t in quant)
+    fp = tuple(t if t.numel() else torch.zeros(1, dtype=t.dtype, device=t.device) for t in fp)
     _kv_split_kernel[(parts, b * hkv)](
         qr,
         *quant,
@@ -452,7 +470,8 @@ def kv_decode(
         KG=cache.k_group,
         VG=cache.v_group,
         D=d,
-        num_warps=4,
+        REPEAT=repeat_unpack,
+        num_warps=num_warps,
         num_stages=1 if interpreting() else 3,
     )
     _kv_combine_kernel[(b * h,)](po, pm, pl, y, parts, GROUP=group, GP=gp, SP=next_pow2(parts), D=d, num_warps=4)

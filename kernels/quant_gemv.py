@@ -32,7 +32,7 @@ if HAVE_TRITON:
     import triton
     import triton.language as tl
 
-    from kernels._common import mma
+    from kernels._common import codes_to_float, mma
 
 __all__ = [
     "QuantizedWeight",
@@ -237,7 +237,7 @@ if HAVE_TRITON:
                     x_i = tl.load(x_ptrs + i, mask=x_mask, other=0.0).to(tl.float32)
                     if p == 0:
                         x_sum += x_i
-                    c = ((w >> (i * BITS)) & MASK).to(tl.float32)
+                    c = codes_to_float((w >> (i * BITS)) & MASK)
                     t += c[None, :, :] * x_i[:, None, :]
                 sz_ptrs = p * stride_sp + offs_n[:, None] * stride_sn + grp[None, :]
                 sc = tl.load(S + sz_ptrs, mask=w_mask, other=0.0).to(tl.float32)
@@ -254,6 +254,63 @@ if HAVE_TRITON:
             y.to(Y.dtype.element_ty),
             mask=m_mask[:, None] & n_mask[None, :],
         )
+
+    @triton.jit
+    def _qgemv_group_kernel(
+        X,
+        WP,
+        S,
+        Z,
+        B,
+        Y,
+        M,
+        N,
+        K,
+        stride_xm,
+        stride_wp,
+        stride_wn,
+        stride_sp,
+        stride_sn,
+        stride_ym,
+        BITS: tl.constexpr,
+        PLANES: tl.constexpr,
+        HAS_ZERO: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
+        GROUP: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+    ):
+        # M = 1, one quantization group per step: every code loads its own packed word (the lanes that
+        # share a word hit one L1 line) and shifts it, so the tile stays [BLOCK_N, GROUP] throughout;
+        # scale and zero are per-row scalars of the group: y += s (sum_k q_k x_k - z sum_k x_k).
+        PER_WORD: tl.constexpr = 32 // BITS
+        MASK: tl.constexpr = (1 << BITS) - 1
+        offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_k = tl.arange(0, GROUP)
+        n_mask = offs_n < N
+        shift = (offs_k % PER_WORD) * BITS
+        acc = tl.zeros([BLOCK_N], tl.float32)
+        for k0 in range(0, K, GROUP):
+            x = tl.load(X + k0 + offs_k).to(tl.float32)
+            x_sum = tl.sum(x, 0)
+            g = k0 // GROUP
+            for p in tl.static_range(PLANES):
+                w = tl.load(
+                    WP + p * stride_wp + offs_n[:, None] * stride_wn + ((k0 + offs_k) // PER_WORD)[None, :],
+                    mask=n_mask[:, None],
+                    other=0,
+                )
+                c = codes_to_float((w >> shift[None, :]) & MASK)
+                t = tl.sum(c * x[None, :], 1)
+                sc = tl.load(S + p * stride_sp + offs_n * stride_sn + g, mask=n_mask, other=0.0).to(tl.float32)
+                if HAS_ZERO:
+                    z = tl.load(Z + p * stride_sp + offs_n * stride_sn + g, mask=n_mask, other=0.0).to(tl.float32)
+                else:
+                    z = 1.0
+                acc += sc * (t - z * x_sum)
+        if HAS_BIAS:
+            acc += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+        tl.store(Y + offs_n, acc.to(Y.dtype.element_ty), mask=n_mask)
 
     @triton.jit
     def _qmm_kernel(
@@ -309,7 +366,7 @@ if HAVE_TRITON:
                 words = tl.load(
                     WP + p * stride_wp + offs_n[:, None] * stride_wn + offs_w[None, :], mask=w_mask, other=0
                 )
-                codes = ((words[:, :, None] >> shifts[None, None, :]) & ((1 << BITS) - 1)).to(tl.float32)
+                codes = codes_to_float((words[:, :, None] >> shifts[None, None, :]) & ((1 << BITS) - 1))
                 codes = tl.reshape(codes, [BLOCK_N, NG, GROUP])
                 sz_ptrs = p * stride_sp + offs_n[:, None] * stride_sn + offs_g[None, :]
                 sc = tl.load(S + sz_ptrs, mask=g_mask, other=0.0).to(tl.float32)
@@ -351,11 +408,13 @@ def quant_matmul(
     bias: torch.Tensor | None = None,
     config: tuple[int, int, int, int, int] | None = None,
     out: torch.Tensor | None = None,
+    gemv: Literal["slices", "group"] = "slices",
 ) -> torch.Tensor:
     """``x [M, K] @ W^T`` with ``W`` the low-bit weight ``qw``; returns ``[M, N]`` in ``x``'s dtype.
 
     ``config`` overrides the launch: (BLOCK_M, BLOCK_N, WORDS per step, num_warps, num_stages) for
-    M <= 8, (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) above.
+    M <= 8, (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) above. ``gemv="group"`` picks, for
+    M = 1, the kernel that steps one quantization group at a time (its step is the group size).
     """
     if x.dim() != 2 or x.shape[1] != qw.k:
         raise ValueError(f"x must be [M, {qw.k}]; got {tuple(x.shape)}")
@@ -403,7 +462,11 @@ def quant_matmul(
         num_warps=warps,
         num_stages=stages,
     )
-    if m <= GEMV_MAX_M:
+    if gemv not in ("slices", "group"):
+        raise ValueError(f"gemv must be 'slices' or 'group'; got {gemv!r}")
+    if m == 1 and gemv == "group":
+        _qgemv_group_kernel[(triton.cdiv(qw.n, block_n),)](*args, **meta)
+    elif m <= GEMV_MAX_M:
         if block_m < m:
             raise ValueError(f"config {config}: BLOCK_M={block_m} is smaller than M={m}")
         _qgemv_kernel[(triton.cdiv(qw.n, block_n),)](*args, WORDS=block_k, **meta)

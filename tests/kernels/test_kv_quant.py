@@ -27,7 +27,10 @@ def test_decode_matches_dequantized_reference(bits, b, h, hkv, t, d, n_sink, rot
     assert cache.n_tokens == t
     out = poisoned(q.shape, q.dtype, device)
     y = kv_decode(q, cache, num_splits=3, out=out)
-    assert rel_err(y, kv_decode_reference(q, cache)) < 2e-2
+    ref = kv_decode_reference(q, cache)
+    assert rel_err(y, ref) < 2e-2
+    if t == 90:  # the reshape unpacking computes the same attention
+        assert rel_err(kv_decode(q, cache, num_splits=2, repeat_unpack=False), ref) < 2e-2
 
 
 def test_full_precision_tokens_are_exact_and_quantization_error_shrinks_with_bits(device, rng):
