@@ -54,16 +54,54 @@ def fusable(components: Sequence[NoiseComponent]) -> bool:
 try:  # the kernel is defined only where Triton is installed; fusable() says False elsewhere
     import triton
     import triton.language as tl
+    from triton.language.extra.cuda import libdevice
 except ImportError:  # pragma: no cover - Triton is a declared optional dependency
     triton = None
 
 if triton is not None:
+
+    # Transcendentals: libdevice's accurate logf/sinf/cosf cost tens of instructions each (range
+    # reduction, slow-path branches) and made the kernel issue-bound; the fast_* versions are single
+    # MUFU instructions (relative error ~1e-6 over the ranges used here, far below the noise being
+    # simulated). Triton's CPU interpreter has no libdevice, so FAST=False selects tl.log etc. there.
+    @triton.jit
+    def _log(x, FAST: tl.constexpr):
+        if FAST:
+            return libdevice.fast_logf(x)
+        else:
+            return tl.log(x)
+
+    @triton.jit
+    def _exp(x, FAST: tl.constexpr):
+        if FAST:
+            return libdevice.fast_expf(x)
+        else:
+            return tl.exp(x)
+
+    @triton.jit
+    def _normals4(seed, ctr, ROUNDS: tl.constexpr, FAST: tl.constexpr):
+        """Four standard normals per counter: Philox4x32, then Box-Muller on two uniform pairs."""
+        i0, i1, i2, i3 = tl.randint4x(seed, ctr, ROUNDS)
+        u0 = tl.maximum(tl.random.uint_to_uniform_float(i0), 1.0e-7)
+        u1 = tl.random.uint_to_uniform_float(i1)
+        u2 = tl.maximum(tl.random.uint_to_uniform_float(i2), 1.0e-7)
+        u3 = tl.random.uint_to_uniform_float(i3)
+        r0 = tl.sqrt(-2.0 * _log(u0, FAST))
+        r2 = tl.sqrt(-2.0 * _log(u2, FAST))
+        # angles centred on 0, where the fast sine and cosine are most accurate
+        th1 = 6.283185307179586 * u1 - 3.141592653589793
+        th3 = 6.283185307179586 * u3 - 3.141592653589793
+        if FAST:
+            return (r0 * libdevice.fast_cosf(th1), r0 * libdevice.fast_sinf(th1),
+                    r2 * libdevice.fast_cosf(th3), r2 * libdevice.fast_sinf(th3))
+        else:
+            return r0 * tl.cos(th1), r0 * tl.sin(th1), r2 * tl.cos(th3), r2 * tl.sin(th3)
     @triton.jit
     def _chain(g_in_ptr, g_target_ptr, out_ptr, flag_ptr, offs, n, z_prog, z_nu, z_read, inv_g_max,
               c0, c1, c2, c3, c4, mu_slope, mu_offset, mu_min, mu_max, sg_slope, sg_offset, sg_min, sg_max,
               x_floor, neg_log_ratio, q_coeff, neg_q_exp, inv_q_floor, q_max, read_sigma_factor,
               SAME_INPUT: tl.constexpr, HAS_PROG: tl.constexpr, HAS_DRIFT: tl.constexpr,
-              HAS_READ: tl.constexpr):
+              HAS_READ: tl.constexpr, FAST: tl.constexpr):
         mask = offs < n
         gt = tl.load(g_target_ptr + offs, mask=mask, other=1.0).to(tl.float32)
         if SAME_INPUT:
@@ -79,15 +117,15 @@ if triton is not None:
             sig = sig * x + c1
             sig = sig * x + c0
             g = tl.maximum(g + tl.maximum(sig, 0.0) * z_prog, 0.0)
-        lx = tl.log(tl.maximum(x, x_floor))  # shared by drift and read noise
+        lx = _log(tl.maximum(x, x_floor), FAST)  # shared by drift and read noise
         if HAS_DRIFT:
             mu = tl.minimum(tl.maximum(mu_slope * lx + mu_offset, mu_min), mu_max)
             sg = tl.minimum(tl.maximum(sg_slope * lx + sg_offset, sg_min), sg_max)
             nu = tl.abs(mu + sg * z_nu)
-            g = g * tl.exp(nu * neg_log_ratio)
+            g = g * _exp(nu * neg_log_ratio, FAST)
         if HAS_READ:
             # min(q_coeff / max(x^q_exp, q_floor), q_max) without a division
-            q = tl.minimum(q_coeff * tl.minimum(tl.exp(neg_q_exp * lx), inv_q_floor), q_max)
+            q = tl.minimum(q_coeff * tl.minimum(_exp(neg_q_exp * lx, FAST), inv_q_floor), q_max)
             g = tl.maximum(g + tl.abs(g) * (q * read_sigma_factor) * z_read, 0.0)
         tl.store(out_ptr + offs, g.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -98,7 +136,8 @@ if triton is not None:
                          x_floor, neg_log_ratio, q_coeff, neg_q_exp, inv_q_floor, q_max, read_sigma_factor,
                          SAME_INPUT: tl.constexpr, HAS_PROG: tl.constexpr, HAS_DRIFT: tl.constexpr,
                          HAS_READ: tl.constexpr, DEVICE_SEED: tl.constexpr, PACKED: tl.constexpr,
-                         ROUNDS: tl.constexpr, BLOCK: tl.constexpr, QUARTER: tl.constexpr):
+                         ROUNDS: tl.constexpr, BLOCK: tl.constexpr, QUARTER: tl.constexpr,
+                         FAST: tl.constexpr):
         pid = tl.program_id(0)
         if PACKED:
             # each Philox call gives 4 normals; the chain needs 3 per element, so a block is cut into
@@ -107,42 +146,42 @@ if triton is not None:
             base = pid * BLOCK + lane
             if DEVICE_SEED:
                 ctr = pid * (2 * QUARTER) + lane
-                a0, a1, a2, a3 = tl.randn4x(seed, ctr, ROUNDS)
-                b0, b1, b2, b3 = tl.randn4x(seed, ctr + QUARTER, ROUNDS)
-                v0, v1, v2, v3 = tl.randn4x(seed_dev, pid * QUARTER + lane, ROUNDS)
+                a0, a1, a2, a3 = _normals4(seed, ctr, ROUNDS, FAST)
+                b0, b1, b2, b3 = _normals4(seed, ctr + QUARTER, ROUNDS, FAST)
+                v0, v1, v2, v3 = _normals4(seed_dev, pid * QUARTER + lane, ROUNDS, FAST)
             else:
                 ctr = pid * (3 * QUARTER) + lane
-                a0, a1, a2, a3 = tl.randn4x(seed, ctr, ROUNDS)
-                b0, b1, b2, b3 = tl.randn4x(seed, ctr + QUARTER, ROUNDS)
-                v0, v1, v2, v3 = tl.randn4x(seed, ctr + 2 * QUARTER, ROUNDS)
+                a0, a1, a2, a3 = _normals4(seed, ctr, ROUNDS, FAST)
+                b0, b1, b2, b3 = _normals4(seed, ctr + QUARTER, ROUNDS, FAST)
+                v0, v1, v2, v3 = _normals4(seed, ctr + 2 * QUARTER, ROUNDS, FAST)
             _chain(g_in_ptr, g_target_ptr, out_ptr, flag_ptr, base, n, a0, v0, b0,
                   inv_g_max, c0, c1, c2, c3, c4, mu_slope, mu_offset, mu_min, mu_max,
                   sg_slope, sg_offset, sg_min, sg_max, x_floor, neg_log_ratio, q_coeff, neg_q_exp, inv_q_floor,
-                  q_max, read_sigma_factor, SAME_INPUT, HAS_PROG, HAS_DRIFT, HAS_READ)
+                  q_max, read_sigma_factor, SAME_INPUT, HAS_PROG, HAS_DRIFT, HAS_READ, FAST)
             _chain(g_in_ptr, g_target_ptr, out_ptr, flag_ptr, base + QUARTER, n, a1, v1, b1,
                   inv_g_max, c0, c1, c2, c3, c4, mu_slope, mu_offset, mu_min, mu_max,
                   sg_slope, sg_offset, sg_min, sg_max, x_floor, neg_log_ratio, q_coeff, neg_q_exp, inv_q_floor,
-                  q_max, read_sigma_factor, SAME_INPUT, HAS_PROG, HAS_DRIFT, HAS_READ)
+                  q_max, read_sigma_factor, SAME_INPUT, HAS_PROG, HAS_DRIFT, HAS_READ, FAST)
             _chain(g_in_ptr, g_target_ptr, out_ptr, flag_ptr, base + 2 * QUARTER, n, a2, v2, b2,
                   inv_g_max, c0, c1, c2, c3, c4, mu_slope, mu_offset, mu_min, mu_max,
                   sg_slope, sg_offset, sg_min, sg_max, x_floor, neg_log_ratio, q_coeff, neg_q_exp, inv_q_floor,
-                  q_max, read_sigma_factor, SAME_INPUT, HAS_PROG, HAS_DRIFT, HAS_READ)
+                  q_max, read_sigma_factor, SAME_INPUT, HAS_PROG, HAS_DRIFT, HAS_READ, FAST)
             _chain(g_in_ptr, g_target_ptr, out_ptr, flag_ptr, base + 3 * QUARTER, n, a3, v3, b3,
                   inv_g_max, c0, c1, c2, c3, c4, mu_slope, mu_offset, mu_min, mu_max,
                   sg_slope, sg_offset, sg_min, sg_max, x_floor, neg_log_ratio, q_coeff, neg_q_exp, inv_q_floor,
-                  q_max, read_sigma_factor, SAME_INPUT, HAS_PROG, HAS_DRIFT, HAS_READ)
+                  q_max, read_sigma_factor, SAME_INPUT, HAS_PROG, HAS_DRIFT, HAS_READ, FAST)
         else:
             offs = pid * BLOCK + tl.arange(0, BLOCK)
-            r0, r1, r2, r3 = tl.randn4x(seed, offs, ROUNDS)
+            r0, r1, r2, r3 = _normals4(seed, offs, ROUNDS, FAST)
             if DEVICE_SEED:
-                d0, d1, d2, d3 = tl.randn4x(seed_dev, offs, ROUNDS)
+                d0, d1, d2, d3 = _normals4(seed_dev, offs, ROUNDS, FAST)
                 z_nu = d0
             else:
                 z_nu = r1
             _chain(g_in_ptr, g_target_ptr, out_ptr, flag_ptr, offs, n, r0, z_nu, r2,
                   inv_g_max, c0, c1, c2, c3, c4, mu_slope, mu_offset, mu_min, mu_max,
                   sg_slope, sg_offset, sg_min, sg_max, x_floor, neg_log_ratio, q_coeff, neg_q_exp, inv_q_floor,
-                  q_max, read_sigma_factor, SAME_INPUT, HAS_PROG, HAS_DRIFT, HAS_READ)
+                  q_max, read_sigma_factor, SAME_INPUT, HAS_PROG, HAS_DRIFT, HAS_READ, FAST)
 
 
 def _seed(generator: torch.Generator) -> int:
@@ -152,11 +191,14 @@ def _seed(generator: torch.Generator) -> int:
 def run_fused(components: Sequence[NoiseComponent], g_in: torch.Tensor, g_target: torch.Tensor,
               t_inference: float, g_max: float, generator: torch.Generator, out: torch.Tensor,
               device_generator: torch.Generator | None = None, block: int = 1024,
-              philox_rounds: int = PHILOX_ROUNDS, packed: bool = True) -> torch.Tensor:
+              philox_rounds: int = PHILOX_ROUNDS, packed: bool = True,
+              fast_math: bool | None = None) -> torch.Tensor:
     """Apply the fusable ``components`` to ``g_in`` (targets ``g_target``) into ``out`` in one pass.
 
     ``block`` (elements per program), ``philox_rounds`` and ``packed`` (3 Philox calls per 4 elements
-    instead of one per element) are tuning knobs for the benchmark.
+    instead of one per element) are tuning knobs for the benchmark. ``fast_math`` (default: on for a
+    GPU tensor) uses single-instruction approximate transcendentals; it must be off in Triton's CPU
+    interpreter, which has no libdevice.
     """
     if block < 64 or block & (block - 1):
         raise ValueError(f"block must be a power of two >= 64, got {block}")
@@ -192,6 +234,7 @@ def run_fused(components: Sequence[NoiseComponent], g_in: torch.Tensor, g_target
     if not tgt.is_contiguous() or not src.is_contiguous():
         raise ValueError("the fused path needs contiguous conductance tensors")
     same = src.data_ptr() == tgt.data_ptr()
+    fast = out.is_cuda if fast_math is None else fast_math
     flag = torch.zeros(1, dtype=torch.int32, device=out.device)
     seed = _seed(generator)
     seed_dev = _seed(device_generator) if device_generator is not None else 0
@@ -204,7 +247,8 @@ def run_fused(components: Sequence[NoiseComponent], g_in: torch.Tensor, g_target
                       neg_log_ratio, *read_args,
                       SAME_INPUT=same, HAS_PROG=prog is not None, HAS_DRIFT=drift is not None,
                       HAS_READ=read is not None, DEVICE_SEED=device_generator is not None,
-                      PACKED=packed, ROUNDS=philox_rounds, BLOCK=block, QUARTER=block // 4)
+                      PACKED=packed, ROUNDS=philox_rounds, BLOCK=block, QUARTER=block // 4,
+                      FAST=fast)
     if int(flag.item()):
         bad = ~(tgt >= 0)
         i = int(bad.nonzero()[0, 0])
