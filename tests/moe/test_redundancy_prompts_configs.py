@@ -1,0 +1,85 @@
+"""Module redundancy, prompt strategies, the moe_noise Params checks and the bundled moe_* configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments.config import ConfigError, load_config
+from noise_models.presets import gaussian
+from simcim.crossbar import CrossbarConfig, program_targets_
+from simcim.evaluate import perplexity
+from simcim.models import load_model
+from simcim.moe.experiment import Params
+from simcim.moe.prompts import prefixed_perplexity, prompt_text
+from simcim.moe.redundancy import add_redundant_copies_, redundant_layers
+from simcim.moe.romer import Programming
+from simcim.targets import WeightTarget
+
+CONFIGS = sorted(Path(__file__).resolve().parents[2].joinpath("experiments", "configs").glob("moe_*.toml"))
+
+
+def test_redundant_layers_shallow_and_deep():
+    assert redundant_layers(16, 3, "shallow") == [0, 1, 2]
+    assert redundant_layers(16, 3, "deep") == [13, 14, 15]
+    with pytest.raises(ValueError, match="redundancy_depth"):
+        redundant_layers(4, 5, "shallow")
+
+
+@pytest.mark.parametrize("copies", [1, 4])
+def test_averaged_copies_divide_the_noise_variance_by_k(copies):
+    torch.manual_seed(0)
+    layer0 = WeightTarget("layers.0.w", "mlp", torch.nn.Parameter(torch.randn(64, 2048)), 0, -1)
+    layer1 = WeightTarget("layers.1.w", "mlp", torch.nn.Parameter(torch.randn(64, 2048)), 1, -1)
+    clean = {t.name: t.param.data.clone() for t in (layer0, layer1)}
+    level, cfg = 0.05, CrossbarConfig(tile_rows=2048)
+    program_targets_([layer0, layer1], gaussian(level), cfg, seed=0)
+    extra = add_redundant_copies_([layer0, layer1], [0], copies, clean,
+                                  Programming(gaussian(level), cfg, seed=0, t_inference=0.0))
+    assert extra == (copies - 1) * layer0.param.numel()
+    for t, k in ((layer0, copies), (layer1, 1)):
+        rel = ((t.param.data - clean[t.name]).std(-1) / clean[t.name].abs().amax(-1)).mean()
+        assert float(rel) == pytest.approx(level / k ** 0.5, rel=0.05)
+
+
+def test_zero_noise_copies_are_exact():
+    t = WeightTarget("layers.0.w", "mlp", torch.nn.Parameter(torch.randn(8, 16)), 0, -1)
+    clean = {t.name: t.param.data.clone()}
+    add_redundant_copies_([t], [0], 3, clean, Programming(gaussian(0.0), CrossbarConfig(), 0, 0.0))
+    torch.testing.assert_close(t.param.data, clean[t.name], rtol=1e-6, atol=1e-7)
+
+
+def test_prompt_prefix_is_conditioning_only(tiny_models):
+    model = load_model(str(tiny_models["olmoe"]), "cpu", "float32")
+    ids = torch.randint(2, 2048, (300,), generator=torch.Generator().manual_seed(0))
+    plain = perplexity(model, ids, 64, 4)
+    assert prefixed_perplexity(model, ids, 64, 4, torch.zeros(0, dtype=torch.long)) == plain
+    prefixed = prefixed_perplexity(model, ids, 64, 4, torch.tensor([5, 6, 7]))
+    assert prefixed != plain and prefixed < 10 * plain
+    assert prompt_text("few_shot", 3).count("Example:\n") == 3
+    assert prompt_text("reasoning").startswith("Read the following text")
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        prefixed_perplexity(model, ids, 250, 4, torch.arange(10))
+
+
+def test_params_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="digital_router"):
+        Params(repair="digital_router", roles=["experts"])
+    with pytest.raises(ValueError, match="prompt_template"):
+        Params(prompt="template")
+    with pytest.raises(ValueError, match="replace_threshold"):
+        Params(repair="romer", replace_threshold=2.0)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[experiment]\nkind = "moe_noise"\n[params]\nrepair = "magic"\n')
+    with pytest.raises(ConfigError, match="params.repair"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_bundled_moe_configs_validate(path):
+    cfg = load_config(path)
+    trials = cfg.trials()
+    assert cfg.kind == "moe_noise" and len(cfg.seeds) >= 5 and trials
+    assert {t.params.model for t in trials} == {"bundled"}
