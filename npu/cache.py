@@ -122,7 +122,7 @@ def make_hierarchy(cfg: HierarchyConfig) -> tuple:
 
 
 @numba.njit(cache=True)
-def lookup(H, lvl, line):
+def lookup(H: tuple, lvl: int, line: int) -> int:
     """Slot holding ``line`` at level ``lvl``, or -1."""
     tags = H[0]
     lcfg = H[4]
@@ -272,7 +272,7 @@ def _put(heap, done):
 
 
 @numba.njit(cache=True)
-def demand_access(H, line, t, is_write):
+def demand_access(H: tuple, line: int, t: int, is_write: bool) -> int:
     """A demand access to ``line`` at cycle ``t``; returns the cycle its data is available."""
     ready, flags, lcfg, stats = H[2], H[3], H[4], H[5]
     t0 = t + lcfg[0, LAT]
@@ -303,7 +303,7 @@ def demand_access(H, line, t, is_write):
 
 
 @numba.njit(cache=True)
-def prefetch_access(H, line, t):
+def prefetch_access(H: tuple, line: int, t: int) -> int:
     """Prefetch ``line`` into level 0 from cycle ``t``; returns its ready cycle.
 
     A line already present is not requested again; it only moves up the replacement order.
@@ -328,7 +328,7 @@ def prefetch_access(H, line, t):
 
 
 @numba.njit(cache=True)
-def line_ready(H, line):
+def line_ready(H: tuple, line: int) -> int:
     """Cycle at which ``line`` is (or will be) in level 0, or -1 if it is not there."""
     s = lookup(H, 0, line)
     return H[2][s] if s >= 0 else -1

@@ -74,7 +74,8 @@ def _prefetch(pf_id, H, tr, st, prm, i, t, lines, hits, n):
 
 
 @numba.njit(cache=True)
-def run_core(H, tr, pf_id, st, prm, line_bits, ports, compute_cycles, out):
+def run_core(H: tuple, tr: tuple, pf_id: int, st: np.ndarray, prm: np.ndarray, line_bits: int, ports: int,
+             compute_cycles: int, out: np.ndarray) -> None:
     kind, start, dep, addr = tr[0], tr[2], tr[3], tr[4]
     n_inst = len(kind)
     done = np.zeros(n_inst, np.int64)
@@ -150,15 +151,15 @@ def simulate(trace: Trace, hierarchy: HierarchyConfig, core: CoreConfig = CoreCo
     H = make_hierarchy(hierarchy)
     st, prm = module.make_state(cfg, tr, width, hierarchy.line_bits)
     out = np.zeros(4, np.int64)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     run_core(H, tr, prefetchers.ID[prefetcher], st, prm, hierarchy.line_bits, core.ports,
              core.compute_cycles, out)
-    wall = time.perf_counter() - t0
-    return _metrics(H, out, hierarchy, trace, module, cfg, width, wall)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return _metrics(H, out, hierarchy, trace, module, cfg, width, wall, cpu)
 
 
 def _metrics(H: tuple, out: np.ndarray, hierarchy: HierarchyConfig, trace: Trace, module: object,
-             cfg: object, width: int, wall: float) -> dict[str, float | int]:
+             cfg: object, width: int, wall: float, cpu: float) -> dict[str, float | int]:
     stats, dstats = H[5], H[8]
     cycles = int(out[C_CYCLES])
     insts = int(out[C_INSTS])
@@ -206,5 +207,7 @@ def _metrics(H: tuple, out: np.ndarray, hierarchy: HierarchyConfig, trace: Trace
     sram = sum(lv.size_kib * 1024 for lv in hierarchy.present)
     m["pf_budget_fraction_of_sram"] = b["bytes"] / sram
     m["sim_seconds"] = wall
+    m["sim_cpu_seconds"] = cpu
     m["sim_accesses_per_second"] = trace.n_accesses / wall if wall > 0 else 0.0
+    m["sim_accesses_per_cpu_second"] = trace.n_accesses / cpu if cpu > 0 else 0.0
     return m

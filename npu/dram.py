@@ -60,7 +60,8 @@ def make_dram(cfg: DRAMConfig, line_bytes: int) -> tuple[np.ndarray, np.ndarray,
 
 
 @numba.njit(cache=True)
-def dram_access(slots, dcfg, dstats, line, t, is_write):
+def dram_access(slots: np.ndarray, dcfg: np.ndarray, dstats: np.ndarray, line: int, t: int,
+                is_write: bool) -> int:
     """Queue one line transfer at cycle ``t``; returns the cycle its data is delivered."""
     c = line % dcfg[N_CHANNELS]
     service = dcfg[SERVICE]

@@ -81,7 +81,8 @@ def _train(tr, st, prm, i):
 
 
 @numba.njit(cache=True)
-def operate(H, tr, st, prm, i, t, lines, hits, n):
+def operate(H: tuple, tr: tuple, st: np.ndarray, prm: np.ndarray, i: int, t: int, lines: np.ndarray,
+            hits: np.ndarray, n: int) -> None:
     kind, pcs, start, dep, addr = tr[0], tr[1], tr[2], tr[3], tr[4]
     img_addr, img_val = tr[7], tr[8]
     if kind[i] != 0:

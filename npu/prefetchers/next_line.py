@@ -30,7 +30,8 @@ def budget(cfg: Config, width: int) -> dict[str, int]:
 
 
 @numba.njit(cache=True)
-def operate(H, tr, st, prm, i, t, lines, hits, n):
+def operate(H: tuple, tr: tuple, st: np.ndarray, prm: np.ndarray, i: int, t: int, lines: np.ndarray,
+            hits: np.ndarray, n: int) -> None:
     for q in range(n):
         if hits[q] == 0:
             for k in range(1, prm[0] + 1):

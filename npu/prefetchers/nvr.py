@@ -75,7 +75,8 @@ def budget(cfg: Config, width: int) -> dict[str, int]:
 
 
 @numba.njit(cache=True)
-def operate(H, tr, st, prm, i, t, lines, hits, n):
+def operate(H: tuple, tr: tuple, st: np.ndarray, prm: np.ndarray, i: int, t: int, lines: np.ndarray,
+            hits: np.ndarray, n: int) -> None:
     kind, start, dep, addr = tr[0], tr[2], tr[3], tr[4]
     n_inst = prm[7]
     s = n_inst

@@ -40,7 +40,8 @@ def budget(cfg: Config, width: int) -> dict[str, int]:
 
 
 @numba.njit(cache=True)
-def operate(H, tr, st, prm, i, t, lines, hits, n):
+def operate(H: tuple, tr: tuple, st: np.ndarray, prm: np.ndarray, i: int, t: int, lines: np.ndarray,
+            hits: np.ndarray, n: int) -> None:
     if tr[0][i] != 0:  # loads only
         return
     pc = tr[1][i]
