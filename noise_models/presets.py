@@ -117,8 +117,11 @@ def rram_wan2022(level: float = 1.0) -> DeviceModel:
     - 2 days: 0.782 + 20.274 x - 43.507 x^2 + 37.062 x^3 - 11.934 x^4
 
     Relaxation adds the growth of the spread beyond 1 s, interpolated in ln t and held after 2 days
-    (``ConductanceRelaxation``). RRAM shows no power-law drift, so drift compensation has nothing
-    systematic to correct. ``level`` multiplies both spreads (1.0 is the chip).
+    (``ConductanceRelaxation``). The 1 s data are the paper's Extended Data Fig. 3 (as Sandia's
+    CrossSim identifies them; its own cubic fit to that figure, 1.053 + 0.2374 G - 1.167e-2 G^2 +
+    1.536e-4 G^3 uS, gives 2.36 uS at G = 20 uS where these coefficients give 2.02: the two
+    digitizations differ by up to ~20%, and by more near G = 0). RRAM shows no power-law drift, so
+    drift compensation has nothing systematic to correct. ``level`` multiplies both spreads (1.0 is the chip).
     """
     return DeviceModel(
         name="rram_wan2022", g_max=RRAM_G_MAX_US,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 import torch
 
@@ -53,6 +54,30 @@ def programming_table(n: int, seed: int) -> list[str]:
         ours = float((g - g_t).std())
         pub = published_prog_sigma(g_t / PCM_G_MAX_US)
         rows.append(f"| {g_t:g} | {g_t / PCM_G_MAX_US:.2f} | {pub:.4f} | {ours:.4f} | {ours / pub:.4f} |")
+    return rows
+
+
+JOSHI_CURVE = Path(__file__).resolve().parent.parent / "tests" / "data" / "pcm_prog_sigma_joshi2020_fig3b.csv"
+
+
+def digitization_table(curve: Path, n: int, seed: int) -> list[str]:
+    """The preset's programming noise beside an independent digitization of Joshi 2020 Fig. 3(b)."""
+    from noise_models.calibrate import calibrate
+
+    fit = calibrate(curve, g_max=PCM_G_MAX_US).model(1.0).components[0]
+    model = pcm(1.0)
+    rows = ["| G_T (uS) | Nandakumar 2019 / aihwkit sigma_P | Joshi 2020 Fig. 3(b) points (CrossSim fit) "
+            "| our calibration from those points | ours sampled from the preset |",
+            "|---:|---:|---:|---:|---:|"]
+    import pandas as pd
+
+    points = pd.read_csv(curve, comment="#")
+    for i, (g_t, sigma) in enumerate(zip(points["g_target"], points["sigma"])):
+        target = torch.full((n,), float(g_t), dtype=torch.float64)
+        sampled = float((model.program(target, torch.Generator().manual_seed(seed + 7 * i)) - g_t).std())
+        calibrated = float(fit.sigma(torch.tensor([float(g_t)]), PCM_G_MAX_US)[0])
+        rows.append(f"| {g_t:g} | {published_prog_sigma(g_t / PCM_G_MAX_US):.4f} | {sigma:.3g} "
+                    f"| {calibrated:.4f} | {sampled:.4f} |")
     return rows
 
 
@@ -112,11 +137,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--devices", type=int, default=200_000, help="devices sampled per table row")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--curve", type=Path, default=JOSHI_CURVE,
+                    help="a digitized sigma-vs-conductance curve (CSV: g_target, sigma) to compare with")
     args = ap.parse_args(argv)
     if args.devices < 100:
         raise SystemExit(f"--devices must be >= 100, got {args.devices}")
     print(f"Programming noise ({args.devices} devices per row)\n")
     print("\n".join(programming_table(args.devices, args.seed)))
+    if args.curve.is_file():
+        print(f"\nProgramming noise, second digitization ({args.curve.name})\n")
+        print("\n".join(digitization_table(args.curve, args.devices, args.seed)))
     print(f"\nDrift (log-log fit over reads at 1 min, 1 h, 1 day, 30 days, 1 year; {args.devices} devices)\n")
     print("\n".join(drift_table(args.devices, args.seed)))
     print(f"\nRead (1/f) noise ({args.devices} devices per row)\n")

@@ -182,9 +182,9 @@ def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
         bench.main(["--params", "0", "--csv", str(out)])
 
 
-def test_reproduce_prints_all_three_tables(capsys) -> None:
+def test_reproduce_prints_all_four_tables(capsys) -> None:
     from noise_models import reproduce
 
     reproduce.main(["--devices", "200"])
     text = capsys.readouterr().out
-    assert text.count("\n|---:|") == 3 and "Programming noise" in text and "Read (1/f) noise" in text
+    assert text.count("\n|---:|") == 4 and "second digitization" in text and "Programming noise" in text and "Read (1/f) noise" in text
