@@ -1,0 +1,71 @@
+"""Run one kernel at its benchmark size a few times, for a profiler to look at.
+
+``ncu --kernel-name regex:NAME --launch-skip 5 --launch-count 1 python -m kernels.profile CASE`` profiles
+one warm launch; ``python -m kernels.profile CASE`` alone prints the compiler's register and spill
+counts of the kernel it launched. Cases: gemv_slices, gemv_group, kv_decode, analog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+
+def _report(handle: object) -> None:
+    regs = getattr(handle, "n_regs", "?")
+    spills = getattr(handle, "n_spills", "?")
+    shared = getattr(getattr(handle, "metadata", None), "shared", "?")
+    name = getattr(getattr(handle, "metadata", None), "name", type(handle).__name__)
+    print(f"{name}: registers/thread={regs} spills={spills} shared bytes={shared}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kernels.profile")
+    parser.add_argument("case", choices=("gemv_slices", "gemv_group", "kv_decode", "analog"))
+    parser.add_argument("--config", default="", help="comma-separated launch config for the gemv cases")
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("error: kernels.profile needs a CUDA GPU", file=sys.stderr)
+        return 2
+    dev = "cuda"
+    if args.case.startswith("gemv"):
+        from kernels import quant_gemv as qg
+
+        qw = qg.quantize_groupwise(torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16) * 0.02, 4, 128)
+        x = torch.randn(1, 8192, device=dev, dtype=torch.bfloat16)
+        cfg = tuple(int(v) for v in args.config.split(",")) if args.config else None
+        style = "group" if args.case == "gemv_group" else "slices"
+        for _ in range(args.repeats):
+            qg.quant_matmul(x, qw, config=cfg, gemv=style)
+        kernel = qg._qgemv_group_kernel if style == "group" else qg._qgemv_kernel
+    elif args.case == "kv_decode":
+        from kernels import kv_quant as kq
+
+        k = torch.randn(8, 8, 32768, 128, device=dev, dtype=torch.bfloat16)
+        cache = kq.quantize_kv(k, torch.randn_like(k), 2, 64, 64, n_sink=4)
+        q = torch.randn(8, 32, 128, device=dev, dtype=torch.bfloat16)
+        for _ in range(args.repeats):
+            kq.kv_decode(q, cache, num_splits=16)
+        kernel = kq._kv_split_kernel
+    else:
+        from kernels import analog_matmul as am
+
+        cfg_a = am.AnalogConfig(read_noise=0.02, out_noise=0.01)
+        aw = am.program_weights(torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16), cfg_a)
+        x = torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16)
+        for _ in range(args.repeats):
+            am.analog_matmul(x, aw, seed=1)
+        kernel = am._analog_kernel
+    torch.cuda.synchronize()
+    for entry in getattr(kernel, "device_caches", {}).values():
+        caches = [part for part in entry if isinstance(part, dict)] if isinstance(entry, tuple) else []
+        for handle in caches[0].values() if caches else []:
+            _report(handle)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
