@@ -83,3 +83,21 @@ def test_bundled_moe_configs_validate(path):
     trials = cfg.trials()
     assert cfg.kind == "moe_noise" and len(cfg.seeds) >= 5 and trials
     assert {t.params.model for t in trials} == {"bundled"}
+
+
+def test_random_checkpoint_has_the_real_olmoe_shape(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from simcim.moe.random_checkpoint import build_config, write_random_checkpoint
+
+    cfg = build_config("olmoe-1b-7b")
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_experts, cfg.num_experts_per_tok,
+            cfg.intermediate_size, cfg.vocab_size, cfg.num_attention_heads) == (2048, 16, 64, 8, 1024, 50304, 16)
+    with torch.device("meta"):
+        n = sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())
+    assert 6.8e9 < n < 7.0e9  # OLMoE-1B-7B: 6.9B parameters in total
+    write_random_checkpoint("olmoe-small", tmp_path / "small")
+    model = load_model(str(tmp_path / "small"), "cpu", "auto")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="arch"):
+        build_config("gpt-5")

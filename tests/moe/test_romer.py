@@ -21,8 +21,8 @@ from simcim.moe.romer import (
 )
 
 ARCHS = ["olmoe", "qwen2_moe", "mixtral", "deepseek_v3"]
-FAST = dict(device="cpu", dtype="float32", eval_tokens=320, seq_len=64, batch_size=4, calib_tokens=256,
-            diag_tokens=256)
+FAST = dict(device="cpu", dtype="float32", eval_tokens=200, seq_len=64, batch_size=4, calib_tokens=128,
+            diag_tokens=128)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
