@@ -70,6 +70,8 @@ class Params:
                                                      "elements, stream: lines); default per prefetcher")
     pf_degree: int | None = param(None, ge=1, help="lines per trigger for next_line/stride/stream")
     nvr_throttle: bool = param(True, help="adapt NVR's distance to accuracy and lateness")
+    nvr_known_loop_bounds: bool = param(True, help="NVR knows loop bounds; false: it waits for each "
+                                                   "row's row-pointer data before running into the row")
     compare_baseline: bool = param(True, help="also run without prefetching for speedup / miss reduction")
     save_trace: bool = param(False, help="write the trace (.npz) to the trial's artifact folder")
 
@@ -102,7 +104,8 @@ class Params:
         mod = prefetchers.get(self.prefetcher)
         kw: dict[str, object] = {}
         if self.prefetcher == "nvr":
-            kw = {"throttle": self.nvr_throttle, "prefetch_queue": self.prefetch_queue}
+            kw = {"throttle": self.nvr_throttle, "prefetch_queue": self.prefetch_queue,
+                  "known_loop_bounds": self.nvr_known_loop_bounds}
             if self.pf_distance is not None:
                 d = self.pf_distance
                 kw.update(distance=d, min_distance=min(16, d), max_distance=max(1024, d))

@@ -6,6 +6,8 @@ instruction has a kind (load, store, compute), a static program counter, and a s
 loaded; a lane whose address was computed from an index records which earlier lane produced
 it (``producer``, a global lane number). ``inst_dep`` is the same dependence at instruction
 level: the instruction whose data this one needs before it can compute its addresses.
+``inst_ctrl`` is the control dependence: the load whose data (a loop bound) decides that the
+instruction runs at all.
 
 Every workload is lowered through one kernel shape, the CSR gather-reduce that SpMV, SpMM,
 pruned-weight matmul, embedding bags and GNN aggregation all share::
@@ -51,10 +53,16 @@ class Trace:
     producer: np.ndarray    # int64 [n_lanes]: lane whose loaded value this address came from, -1 if none
     value: np.ndarray       # int64 [n_lanes]: value loaded by index lanes (0 elsewhere)
     name: str = ""
+    # int64 [n_inst]: the load whose data decides whether this instruction runs (its row's row
+    # pointers: the loop bound), -1 if none; None means no control dependence is recorded
+    inst_ctrl: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.inst_kind)
-        if len(self.inst_pc) != n or len(self.inst_dep) != n or len(self.inst_start) != n + 1:
+        if self.inst_ctrl is None:
+            self.inst_ctrl = np.full(n, -1, np.int64)
+        if (len(self.inst_pc) != n or len(self.inst_dep) != n or len(self.inst_start) != n + 1
+                or len(self.inst_ctrl) != n):
             raise ValueError(f"trace {self.name!r}: instruction arrays disagree in length")
         m = int(self.inst_start[-1]) if n else 0
         if len(self.addr) != m or len(self.producer) != m or len(self.value) != m:
@@ -84,16 +92,18 @@ class Trace:
         return img_addr.astype(np.int64), self.value[lanes][first].astype(np.int64)
 
     def arrays(self) -> tuple:
-        """The tuple the JIT-compiled simulator takes (trace arrays, then the memory image)."""
+        """The tuple the JIT-compiled simulator takes (trace arrays, the memory image, inst_ctrl)."""
         img_addr, img_val = self.memory_image()
         return (self.inst_kind.astype(np.int8), self.inst_pc.astype(np.int64),
                 self.inst_start.astype(np.int64), self.inst_dep.astype(np.int64), self.addr.astype(np.int64),
-                self.producer.astype(np.int64), self.value.astype(np.int64), img_addr, img_val)
+                self.producer.astype(np.int64), self.value.astype(np.int64), img_addr, img_val,
+                self.inst_ctrl.astype(np.int64))
 
     def save(self, path: str | Path) -> Path:
         """Write the trace as one compressed ``.npz`` (no pickles)."""
         path = Path(path)
-        np.savez_compressed(path, name=np.array(self.name), **{f: getattr(self, f) for f in _TRACE_FIELDS})
+        np.savez_compressed(path, name=np.array(self.name), inst_ctrl=self.inst_ctrl,
+                            **{f: getattr(self, f) for f in _TRACE_FIELDS})
         return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
     @classmethod
@@ -105,7 +115,8 @@ class Trace:
             missing = [f for f in _TRACE_FIELDS if f not in z.files]
             if missing:
                 raise ValueError(f"trace file {path}: missing arrays {missing}")
-            return cls(**{f: z[f] for f in _TRACE_FIELDS}, name=str(z["name"]) if "name" in z.files else "")
+            return cls(**{f: z[f] for f in _TRACE_FIELDS}, name=str(z["name"]) if "name" in z.files else "",
+                       inst_ctrl=z["inst_ctrl"] if "inst_ctrl" in z.files else None)
 
 
 # ----------------------------------------------------------------------------- lowering
@@ -134,15 +145,17 @@ def _count(indptr, feat, width, weighted):
 
 
 @numba.njit(cache=True)
-def _lower(indptr, indices, feat, width, weighted, kind, pc, start, dep, addr, producer, value):
+def _lower(indptr, indices, feat, width, weighted, kind, pc, start, dep, addr, producer, value, ctrl):
     i = 0
     a = 0
     row_bytes = feat * ELEM_BYTES
     for r in range(len(indptr) - 1):
+        rowptr_inst = i
         kind[i] = LOAD
         pc[i] = PC_ROWPTR
         start[i] = a
         dep[i] = -1
+        ctrl[i] = -1
         for q in range(2):
             addr[a] = BASE_ROWPTR + (r + q) * ELEM_BYTES
             producer[a] = -1
@@ -158,6 +171,7 @@ def _lower(indptr, indices, feat, width, weighted, kind, pc, start, dep, addr, p
             pc[i] = PC_INDEX
             start[i] = a
             dep[i] = -1
+            ctrl[i] = rowptr_inst
             for q in range(w):
                 addr[a] = BASE_INDEX + (j + q) * ELEM_BYTES
                 producer[a] = -1
@@ -169,6 +183,7 @@ def _lower(indptr, indices, feat, width, weighted, kind, pc, start, dep, addr, p
                 pc[i] = PC_VALUE
                 start[i] = a
                 dep[i] = -1
+                ctrl[i] = rowptr_inst
                 for q in range(w):
                     addr[a] = BASE_VALUE + (j + q) * ELEM_BYTES
                     producer[a] = -1
@@ -184,6 +199,7 @@ def _lower(indptr, indices, feat, width, weighted, kind, pc, start, dep, addr, p
                 pc[i] = PC_GATHER
                 start[i] = a
                 dep[i] = idx_inst
+                ctrl[i] = rowptr_inst
                 for q in range(n):
                     k = (e + q) // feat
                     c = (e + q) % feat
@@ -196,6 +212,7 @@ def _lower(indptr, indices, feat, width, weighted, kind, pc, start, dep, addr, p
                 pc[i] = PC_FMA
                 start[i] = a
                 dep[i] = -1
+                ctrl[i] = rowptr_inst
                 i += 1
                 e += n
             j += w
@@ -206,6 +223,7 @@ def _lower(indptr, indices, feat, width, weighted, kind, pc, start, dep, addr, p
             pc[i] = PC_STORE
             start[i] = a
             dep[i] = -1
+            ctrl[i] = rowptr_inst
             for q in range(n):
                 addr[a] = BASE_OUT + r * row_bytes + (c + q) * ELEM_BYTES
                 producer[a] = -1
@@ -235,8 +253,9 @@ def gather_reduce_trace(matrix: sp.csr_matrix | sp.csr_array, feat: int, width: 
     addr = np.empty(n_lane, np.int64)
     producer = np.empty(n_lane, np.int64)
     value = np.empty(n_lane, np.int64)
-    _lower(indptr, indices, feat, width, weighted, kind, pc, start, dep, addr, producer, value)
-    return Trace(kind, pc, start, dep, addr, producer, value, name=name)
+    ctrl = np.empty(n_inst, np.int64)
+    _lower(indptr, indices, feat, width, weighted, kind, pc, start, dep, addr, producer, value, ctrl)
+    return Trace(kind, pc, start, dep, addr, producer, value, name=name, inst_ctrl=ctrl)
 
 
 # ----------------------------------------------------------------------------- sparse structures

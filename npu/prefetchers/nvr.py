@@ -15,8 +15,11 @@ of those used, the distance halves (down to ``min_distance``: it is running so f
 it evicts its own prefetches); else if more than a quarter of the used ones arrived late and
 under a tenth were wasted, it doubles (up to ``max_distance``).
 
-Reads of the future instruction stream are what runahead executes; loop bounds (row
-pointers) are taken as known, so control flow is never mispredicted.
+Reads of the future instruction stream are what runahead executes. With
+``known_loop_bounds`` (the default) control flow is taken as known, so the sub-thread never
+mispredicts; without it, stage A may not enter an instruction before the data of the load
+that controls it (the trace's ``inst_ctrl``: its row's row pointers, the loop bound) has
+arrived, as a non-speculative sub-thread would have to.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Config:
     throttle: bool = True
     ports: int = 4  # lines the sub-thread can issue per cycle
     prefetch_queue: int = 64  # for the hardware budget: in-flight index vectors it must hold
+    known_loop_bounds: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_distance <= self.distance <= self.max_distance:
@@ -60,7 +64,7 @@ def make_state(cfg: Config, trace_arrays: tuple, width: int, line_bits: int) -> 
     st[s:, 0] = 0
     st[s + DIST, 0] = cfg.distance
     prm = np.array([cfg.distance, cfg.min_distance, cfg.max_distance, cfg.epoch, int(cfg.throttle),
-                    line_bits, cfg.ports, n_inst], np.int64)
+                    line_bits, cfg.ports, n_inst, int(cfg.known_loop_bounds)], np.int64)
     return st, prm
 
 
@@ -77,8 +81,9 @@ def budget(cfg: Config, width: int) -> dict[str, int]:
 @numba.njit(cache=True)
 def operate(H: tuple, tr: tuple, st: np.ndarray, prm: np.ndarray, i: int, t: int, lines: np.ndarray,
             hits: np.ndarray, n: int) -> None:
-    kind, start, dep, addr = tr[0], tr[2], tr[3], tr[4]
+    kind, start, dep, addr, ctrl = tr[0], tr[2], tr[3], tr[4], tr[9]
     n_inst = prm[7]
+    known_bounds = prm[8] != 0
     s = n_inst
     bits = prm[5]
     ports = prm[6]
@@ -89,6 +94,9 @@ def operate(H: tuple, tr: tuple, st: np.ndarray, prm: np.ndarray, i: int, t: int
     tb = st[s + TB, 0]
     dist = st[s + DIST, 0]
     while f < n_inst and f <= i + dist and ta <= t:
+        c = ctrl[f]
+        if not known_bounds and c >= 0:
+            ta = max(ta, st[c, 0] if st[c, 0] >= 0 else t)
         if kind[f] == 0:
             d = dep[f]
             if d >= 0:

@@ -195,3 +195,19 @@ def test_nvr_throttle_backs_off_when_prefetches_are_evicted_unused():
     assert fixed["pf_useless"] > fixed["pf_useful"]
     assert thr["pf_useless"] < 0.5 * fixed["pf_useless"]
     assert thr["pf_useful"] > fixed["pf_useful"]
+
+
+def test_nvr_waiting_for_loop_bounds_prefetches_the_same_lines_later():
+    rng = np.random.default_rng(4)
+    m = sp.random(256, 65536, density=0.002, format="csr", random_state=rng)
+    tr = gather_reduce_trace(m, feat=1, width=16, weighted=True)
+    rowptr = tr.inst_pc == 0
+    assert np.all(tr.inst_ctrl[rowptr] == -1)
+    assert np.all(tr.inst_pc[tr.inst_ctrl[~rowptr]] == 0)  # every other instruction hangs off a row pointer
+    hier = HierarchyConfig(levels=(CacheConfig("npu", 16, 4, 2), CacheConfig("l2", 256, 16, 20)),
+                           dram=DRAMConfig(100, 2, 16.0))
+    known = simulate(tr, hier, CoreConfig(), "nvr", prefetchers.nvr.Config())
+    waits = simulate(tr, hier, CoreConfig(), "nvr", prefetchers.nvr.Config(known_loop_bounds=False))
+    base = simulate(tr, hier, CoreConfig(), "none")
+    assert waits["pf_issued"] > 0.9 * known["pf_issued"]
+    assert known["cycles"] < waits["cycles"] < base["cycles"]
