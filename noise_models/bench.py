@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--repeats", type=int, default=None, help="timed runs (default 5 on GPU, 1 on CPU)")
     ap.add_argument("--chunk-elems", type=int, default=1 << 22)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's choice); on a shared, oversubscribed machine "
+                         "1 thread avoids waiting at intra-op barriers for a descheduled sibling")
     ap.add_argument("--csv", type=Path, default=Path("results/noise_bench.csv"))
     ap.add_argument("--sass", action="store_true",
                     help="compile the fused kernel for sm_90 here (no GPU needed) and print its instruction "
@@ -233,6 +236,10 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA GPU is available here")
     repeats = args.repeats or (5 if device.type == "cuda" else 1)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     if device.type == "cuda":
         worst = check_fused_matches_eager(device)
         # 16 bins of 2^20 draws: sampling alone gives differences of a few 1e-3
