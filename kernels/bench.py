@@ -282,15 +282,15 @@ def bench_quant_gemv(env: Env) -> list[Row]:
                 ref = x.float() @ dequantize(qw).t()
                 if m == 1:  # ((BLOCK_M, BLOCK_N, WORDS per step, warps, stages), kernel)
                     candidates = [
-                        ((1, 16, 64, 4, 3), "slices"),
                         ((1, 8, 128, 4, 3), "slices"),
-                        ((1, 32, 32, 4, 3), "slices"),
-                        ((1, 8, 64, 4, 4), "slices"),
-                        ((1, 8, 0, 4, 3), "group"),
-                        ((1, 16, 0, 4, 3), "group"),
-                        ((1, 32, 0, 8, 3), "group"),
-                        ((1, 4, 0, 4, 4), "group"),
-                        ((1, 16, 0, 8, 4), "group"),
+                        ((1, 16, 64, 4, 3), "m1"),
+                        ((1, 8, 128, 4, 3), "m1"),
+                        ((1, 32, 32, 4, 3), "m1"),
+                        ((1, 16, 128, 8, 3), "m1"),
+                        ((1, 32, 64, 8, 3), "m1"),
+                        ((1, 64, 32, 8, 3), "m1"),
+                        ((1, 8, 64, 2, 4), "m1"),
+                        ((1, 16, 32, 2, 4), "m1"),
                     ]
                 else:
                     candidates = [
@@ -300,7 +300,7 @@ def bench_quant_gemv(env: Env) -> list[Row]:
                         ((8, 8, 32, 4, 4), "slices"),
                     ]
                 best: tuple[float, tuple | None] = (float("inf"), None)
-                for cand in candidates if env.cuda else [(None, "slices")]:
+                for cand in candidates if env.cuda else [(None, "m1")]:
                     try:
                         t = (
                             bench(
@@ -396,15 +396,17 @@ def bench_kv_decode(env: Env) -> list[Row]:
                 rotate=rotate,
             )
             ref = kv_decode_reference(q, cache)
-            configs = [(s_, r_, w_) for s_ in (16, 32, 64) for r_ in (True, False) for w_ in (4, 8)]
+            configs = [(s_, r_, w_, st) for s_ in (16, 32) for r_ in (True, False) for w_ in (4, 8) for st in (1, 2)]
             ms, cfg = _best(
-                lambda c: kv_decode(q, cache, num_splits=c[0], repeat_unpack=c[1], num_warps=c[2]),
+                lambda c: kv_decode(q, cache, num_splits=c[0], repeat_unpack=c[1], num_warps=c[2], num_stages=c[3]),
                 env,
-                configs if env.cuda else [(None, True, 4)],
+                configs if env.cuda else [(None, True, 4, 1)],
                 graph=env.cuda,
             )
             splits = cfg
-            err = rel_err(kv_decode(q, cache, num_splits=cfg[0], repeat_unpack=cfg[1], num_warps=cfg[2]), ref)
+            err = rel_err(
+                kv_decode(q, cache, num_splits=cfg[0], repeat_unpack=cfg[1], num_warps=cfg[2], num_stages=cfg[3]), ref
+            )
             nbytes = cache.nbytes()
             rows.append(
                 Row(

@@ -404,6 +404,7 @@ def kv_decode(
     out: torch.Tensor | None = None,
     repeat_unpack: bool = True,
     num_warps: int = 4,
+    num_stages: int = 1,
 ) -> torch.Tensor:
     """One decode step: ``q [B, H, D]`` (unrotated) against the quantized cache; returns ``[B, H, D]``.
 
@@ -472,7 +473,7 @@ def kv_decode(
         D=d,
         REPEAT=repeat_unpack,
         num_warps=num_warps,
-        num_stages=1 if interpreting() else 3,
+        num_stages=1 if interpreting() else num_stages,
     )
     _kv_combine_kernel[(b * h,)](po, pm, pl, y, parts, GROUP=group, GP=gp, SP=next_pow2(parts), D=d, num_warps=4)
     return y

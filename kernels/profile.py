@@ -2,7 +2,7 @@
 
 ``ncu --kernel-name regex:NAME --launch-skip 5 --launch-count 1 python -m kernels.profile CASE`` profiles
 one warm launch; ``python -m kernels.profile CASE`` alone prints the compiler's register and spill
-counts of the kernel it launched. Cases: gemv_slices, gemv_group, kv_decode, analog.
+counts of the kernel it launched. Cases: gemv_m1, gemv_slices, kv_decode, analog.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _report(handle: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kernels.profile")
-    parser.add_argument("case", choices=("gemv_slices", "gemv_group", "kv_decode", "analog"))
+    parser.add_argument("case", choices=("gemv_m1", "gemv_slices", "kv_decode", "analog"))
     parser.add_argument("--config", default="", help="comma-separated launch config for the gemv cases")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         qw = qg.quantize_groupwise(torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16) * 0.02, 4, 128)
         x = torch.randn(1, 8192, device=dev, dtype=torch.bfloat16)
         cfg = tuple(int(v) for v in args.config.split(",")) if args.config else None
-        style = "group" if args.case == "gemv_group" else "slices"
+        style = "m1" if args.case == "gemv_m1" else "slices"
         for _ in range(args.repeats):
             qg.quant_matmul(x, qw, config=cfg, gemv=style)
-        kernel = qg._qgemv_group_kernel if style == "group" else qg._qgemv_kernel
+        kernel = qg._qgemv1_kernel if style == "m1" else qg._qgemv_kernel
     elif args.case == "kv_decode":
         from kernels import kv_quant as kq
 

@@ -256,7 +256,7 @@ if HAVE_TRITON:
         )
 
     @triton.jit
-    def _qgemv_group_kernel(
+    def _qgemv1_kernel(
         X,
         WP,
         S,
@@ -279,38 +279,42 @@ if HAVE_TRITON:
         GROUP: tl.constexpr,
         BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
+        WORDS: tl.constexpr,
     ):
-        # M = 1, one quantization group per step: every code loads its own packed word (the lanes that
-        # share a word hit one L1 line) and shifts it, so the tile stays [BLOCK_N, GROUP] throughout;
-        # scale and zero are per-row scalars of the group: y += s (sum_k q_k x_k - z sum_k x_k).
+        # M = 1: the same strided-slice scheme as _qgemv_kernel, but every tensor is the 2-d weight tile
+        # [BLOCK_N, WORDS] or a slice of its layout, so no value crosses threads until the final sum.
         PER_WORD: tl.constexpr = 32 // BITS
         MASK: tl.constexpr = (1 << BITS) - 1
+        WPG: tl.constexpr = GROUP // PER_WORD
         offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        offs_k = tl.arange(0, GROUP)
+        offs_j = tl.arange(0, WORDS)
         n_mask = offs_n < N
-        shift = (offs_k % PER_WORD) * BITS
-        acc = tl.zeros([BLOCK_N], tl.float32)
-        for k0 in range(0, K, GROUP):
-            x = tl.load(X + k0 + offs_k).to(tl.float32)
-            x_sum = tl.sum(x, 0)
-            g = k0 // GROUP
+        words_total = K // PER_WORD
+        acc = tl.zeros([BLOCK_N, WORDS], tl.float32)
+        for j0 in range(0, words_total, WORDS):
+            wj = j0 + offs_j
+            j_mask = wj < words_total
+            w_mask = n_mask[:, None] & j_mask[None, :]
+            sz_off = offs_n[:, None] * stride_sn + (wj // WPG)[None, :]
+            x_sum = tl.zeros([WORDS], tl.float32)
             for p in tl.static_range(PLANES):
-                w = tl.load(
-                    WP + p * stride_wp + offs_n[:, None] * stride_wn + ((k0 + offs_k) // PER_WORD)[None, :],
-                    mask=n_mask[:, None],
-                    other=0,
-                )
-                c = codes_to_float((w >> shift[None, :]) & MASK)
-                t = tl.sum(c * x[None, :], 1)
-                sc = tl.load(S + p * stride_sp + offs_n * stride_sn + g, mask=n_mask, other=0.0).to(tl.float32)
+                w = tl.load(WP + p * stride_wp + offs_n[:, None] * stride_wn + wj[None, :], mask=w_mask, other=0)
+                t = tl.zeros([BLOCK_N, WORDS], tl.float32)
+                for i in tl.static_range(PER_WORD):
+                    x_i = tl.load(X + wj * PER_WORD + i, mask=j_mask, other=0.0).to(tl.float32)
+                    if p == 0:
+                        x_sum += x_i
+                    t += codes_to_float((w >> (i * BITS)) & MASK) * x_i[None, :]
+                sc = tl.load(S + p * stride_sp + sz_off, mask=w_mask, other=0.0).to(tl.float32)
                 if HAS_ZERO:
-                    z = tl.load(Z + p * stride_sp + offs_n * stride_sn + g, mask=n_mask, other=0.0).to(tl.float32)
+                    z = tl.load(Z + p * stride_sp + sz_off, mask=w_mask, other=0.0).to(tl.float32)
+                    acc += sc * (t - z * x_sum[None, :])
                 else:
-                    z = 1.0
-                acc += sc * (t - z * x_sum)
+                    acc += sc * (t - x_sum[None, :])
+        y = tl.sum(acc, 1)
         if HAS_BIAS:
-            acc += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
-        tl.store(Y + offs_n, acc.to(Y.dtype.element_ty), mask=n_mask)
+            y += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+        tl.store(Y + offs_n, y.to(Y.dtype.element_ty), mask=n_mask)
 
     @triton.jit
     def _qmm_kernel(
@@ -408,13 +412,13 @@ def quant_matmul(
     bias: torch.Tensor | None = None,
     config: tuple[int, int, int, int, int] | None = None,
     out: torch.Tensor | None = None,
-    gemv: Literal["slices", "group"] = "slices",
+    gemv: Literal["m1", "slices"] = "m1",
 ) -> torch.Tensor:
     """``x [M, K] @ W^T`` with ``W`` the low-bit weight ``qw``; returns ``[M, N]`` in ``x``'s dtype.
 
     ``config`` overrides the launch: (BLOCK_M, BLOCK_N, WORDS per step, num_warps, num_stages) for
-    M <= 8, (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) above. ``gemv="group"`` picks, for
-    M = 1, the kernel that steps one quantization group at a time (its step is the group size).
+    M <= 8, (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) above. For M = 1, ``gemv="m1"``
+    runs the single-row kernel and ``gemv="slices"`` the kernel for up to 8 rows.
     """
     if x.dim() != 2 or x.shape[1] != qw.k:
         raise ValueError(f"x must be [M, {qw.k}]; got {tuple(x.shape)}")
@@ -462,10 +466,10 @@ def quant_matmul(
         num_warps=warps,
         num_stages=stages,
     )
-    if gemv not in ("slices", "group"):
-        raise ValueError(f"gemv must be 'slices' or 'group'; got {gemv!r}")
-    if m == 1 and gemv == "group":
-        _qgemv_group_kernel[(triton.cdiv(qw.n, block_n),)](*args, **meta)
+    if gemv not in ("m1", "slices"):
+        raise ValueError(f"gemv must be 'm1' or 'slices'; got {gemv!r}")
+    if m == 1 and gemv == "m1":
+        _qgemv1_kernel[(triton.cdiv(qw.n, block_n),)](*args, WORDS=block_k, **meta)
     elif m <= GEMV_MAX_M:
         if block_m < m:
             raise ValueError(f"config {config}: BLOCK_M={block_m} is smaller than M={m}")
