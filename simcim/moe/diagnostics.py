@@ -11,7 +11,11 @@ numbers a trial reports, per layer:
   * top-k mismatch: fraction of tokens whose top-k set differs from a reference recording
     (the clean model on the same tokens);
   * logit mean / std over all tokens and experts, and the mean margin between the k-th and
-    (k+1)-th largest logit of a token (how close routing decisions are to flipping).
+    (k+1)-th largest logit of a token (how close routing decisions are to flipping);
+  * against a reference on the same tokens, the logit shift d = logits - reference split into
+    a per-expert systematic part (``logit_bias_std``: std over experts of the token-mean of d)
+    and what is left per token (``logit_jitter_std``: std of d minus its expert mean). A
+    per-expert affine logit map can undo the first, not the second.
 """
 
 from __future__ import annotations
@@ -128,6 +132,8 @@ class LayerRouting:
     logit_mean: float
     logit_std: float
     logit_margin: float
+    logit_bias_std: float | None = None
+    logit_jitter_std: float | None = None
 
 
 def expert_frequency(indices: torch.Tensor, num_experts: int) -> torch.Tensor:
@@ -139,7 +145,8 @@ def expert_frequency(indices: torch.Tensor, num_experts: int) -> torch.Tensor:
 
 
 def layer_routing(layer: int, logits: torch.Tensor, indices: torch.Tensor,
-                  reference_indices: torch.Tensor | None = None) -> LayerRouting:
+                  reference_indices: torch.Tensor | None = None,
+                  reference_logits: torch.Tensor | None = None) -> LayerRouting:
     num_experts, k = logits.shape[-1], indices.shape[-1]
     freq = expert_frequency(indices, num_experts)
     mean = freq.mean()
@@ -154,6 +161,11 @@ def layer_routing(layer: int, logits: torch.Tensor, indices: torch.Tensor,
                              f"this one {tuple(indices.shape)}; record both on the same tokens")
         same = (indices.sort(-1).values == reference_indices.sort(-1).values).all(-1)
         mismatch = float(1.0 - same.double().mean())
+    bias_std = jitter_std = None
+    if reference_logits is not None:
+        shift = lg - reference_logits.double()
+        bias = shift.mean(0)
+        bias_std, jitter_std = float(bias.std(unbiased=False)), float((shift - bias).std(unbiased=False))
     if k < num_experts:
         top = lg.topk(k + 1, dim=-1).values
         margin = float((top[:, k - 1] - top[:, k]).mean())
@@ -161,7 +173,8 @@ def layer_routing(layer: int, logits: torch.Tensor, indices: torch.Tensor,
         margin = float("nan")
     return LayerRouting(layer=layer, freq=freq.tolist(), load_cv=cv, load_max_over_mean=float(freq.max() / mean),
                         routing_entropy=entropy, topk_mismatch=mismatch, logit_mean=float(lg.mean()),
-                        logit_std=float(lg.std(unbiased=False)), logit_margin=margin)
+                        logit_std=float(lg.std(unbiased=False)), logit_margin=margin, logit_bias_std=bias_std,
+                        logit_jitter_std=jitter_std)
 
 
 def routing_stats(recording: dict[int, tuple[torch.Tensor, torch.Tensor]],
@@ -169,12 +182,12 @@ def routing_stats(recording: dict[int, tuple[torch.Tensor, torch.Tensor]],
     """Per-layer statistics of a recording, with top-k mismatch against ``reference`` when given."""
     out = []
     for layer, (logits, indices) in sorted(recording.items()):
-        ref = None
+        ref_logits = ref = None
         if reference is not None:
             if layer not in reference:
                 raise ValueError(f"reference recording has no layer {layer}")
-            ref = reference[layer][1]
-        out.append(layer_routing(layer, logits, indices, ref))
+            ref_logits, ref = reference[layer]
+        out.append(layer_routing(layer, logits, indices, ref, ref_logits))
     return out
 
 
@@ -195,6 +208,8 @@ def routing_metrics(stats: list[LayerRouting], prefix: str = "") -> dict[str, fl
     if all(s.topk_mismatch is not None for s in stats):
         out[f"{prefix}topk_mismatch"] = mean([s.topk_mismatch for s in stats])
         out[f"{prefix}topk_mismatch_per_layer"] = [s.topk_mismatch for s in stats]
+        out[f"{prefix}logit_bias_std"] = mean([s.logit_bias_std for s in stats])
+        out[f"{prefix}logit_jitter_std"] = mean([s.logit_jitter_std for s in stats])
     return out
 
 

@@ -67,6 +67,13 @@ def test_every_diagnostic_on_a_router_with_known_load():
     assert s.logit_mean == pytest.approx(1.5, rel=1e-12)
     assert s.logit_std == pytest.approx(math.sqrt(1.25), rel=1e-12)
     assert s.logit_margin == pytest.approx(1.0, rel=1e-12)  # 2nd largest (2) minus 3rd largest (1)
+    # shift d = TOKENS - REFERENCE: token 0 (1, -1, 0, 0), token 1 (0, -2, 0, 2), tokens 2, 3 zero
+    bias = [0.25, -0.75, 0.0, 0.5]
+    assert s.logit_bias_std == pytest.approx(math.sqrt(sum(b * b for b in bias) / 4 - (sum(bias) / 4) ** 2))
+    d = [[1, -1, 0, 0], [0, -2, 0, 2], [0, 0, 0, 0], [0, 0, 0, 0]]
+    resid = [d[t][e] - bias[e] for t in range(4) for e in range(4)]
+    mean_r = sum(resid) / 16
+    assert s.logit_jitter_std == pytest.approx(math.sqrt(sum((r - mean_r) ** 2 for r in resid) / 16), rel=1e-12)
     m = routing_metrics([s])
     assert m["expert_freq"] == [0.5, 0.5, 0.75, 0.25] and m["topk_mismatch"] == pytest.approx(0.25)
 
