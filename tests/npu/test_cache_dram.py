@@ -136,3 +136,31 @@ def test_dram_request_for_a_future_cycle_does_not_delay_an_earlier_one():
     assert dram_access(slots, dcfg, dstats, 2, 1000, False) == 1018
     # requests off a slot boundary start at the next one
     assert dram_access(slots, dcfg, dstats, 3, 5, False) == 8 + 4 + 10
+
+
+def test_dram_matches_a_simpy_fifo_channel_on_random_arrivals():
+    import simpy
+
+    rng = np.random.default_rng(7)
+    service, latency = 4, 30
+    # slot-aligned arrivals in time order, bursty enough to queue
+    arrivals = np.cumsum(rng.integers(0, 3, size=300)) * service
+    slots, dcfg, dstats = make_dram(DRAMConfig(latency, 1, LINE / service), LINE)
+    ours = [dram_access(slots, dcfg, dstats, k, int(t), False) for k, t in enumerate(arrivals)]
+
+    env = simpy.Environment()
+    channel = simpy.Resource(env, capacity=1)
+    done = [0] * len(arrivals)
+
+    def request(k, t):
+        yield env.timeout(t)
+        with channel.request() as req:
+            yield req
+            yield env.timeout(service)
+        done[k] = env.now + latency
+
+    for k, t in enumerate(arrivals):
+        env.process(request(k, int(t)))
+    env.run()
+    assert ours == done
+    assert max(ours) - latency > arrivals[-1]  # the channel did queue
