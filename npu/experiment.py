@@ -67,8 +67,9 @@ class Params:
 
     prefetcher: Prefetcher = param("nvr")
     pf_distance: int | None = param(None, ge=1, help="prefetch distance (nvr: instructions, imp: index "
-                                                     "elements, stream: lines); default per prefetcher")
-    pf_degree: int | None = param(None, ge=1, help="lines per trigger for next_line/stride/stream")
+                                                     "elements, stream: lines; others ignore it); "
+                                                     "default per prefetcher")
+    pf_degree: int | None = param(None, ge=1, help="lines per trigger for next_line/stride/stream (others ignore it)")
     nvr_throttle: bool = param(True, help="adapt NVR's distance to accuracy and lateness")
     nvr_known_loop_bounds: bool = param(True, help="NVR knows loop bounds; false: it waits for each "
                                                    "row's row-pointer data before running into the row")
