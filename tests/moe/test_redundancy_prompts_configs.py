@@ -101,3 +101,22 @@ def test_random_checkpoint_has_the_real_olmoe_shape(tmp_path):
     assert next(model.parameters()).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="arch"):
         build_config("gpt-5")
+
+
+def test_bench_reports_time_per_trial_against_no_repair(tiny_models, tmp_path, capsys):
+    from experiments.config import Trial
+    from experiments.runner import run_trials
+    from simcim.moe.bench import main as bench_main
+
+    fast = dict(model=str(tiny_models["olmoe"]), device="cpu", dtype="float32", eval_tokens=200, seq_len=64,
+                calib_tokens=128, diag_tokens=0, level=0.05)
+    trials = [Trial("moe_noise", Params(repair=r, **fast), s) for r in ("none", "romer") for s in (0, 1)]
+    run_trials(trials, tmp_path / "run", progress=False)
+    assert bench_main([str(tmp_path / "run"), "--trials-csv", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "ratio_to_none" in out and "romer" in out
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "run" / "bench_times.csv")
+    assert float(table.loc[table["repair"] == "none", "ratio_to_none"].iloc[0]) == 1.0
+    assert len(pd.read_csv(tmp_path / "t.csv")) == 4
