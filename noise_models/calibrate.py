@@ -294,7 +294,11 @@ def _fit_measurements(df: pd.DataFrame, g_max: float, t0: float, degree: int) ->
     # mapped through its CDF and the normal quantile it becomes a z-score that should be N(0, 1)
     quad, _ = _quad_logdet(theta, d, degree)
     z = stats.norm.ppf(np.clip(stats.chi2.cdf(quad, d.m), 1e-15, 1 - 1e-15))
-    quality = {"nll_per_read": float(res.fun), "chi2_per_dof": float(quad.sum() / d.m.sum()),
+    # drift is identifiable only from reads at two or more times, the programming/read split only from
+    # repeated reads of one device: say how much of each the table holds
+    quality = {"distinct_read_times": float(df["t_read"].nunique()),
+               "reads_per_device": float(d.m.mean()),
+               "nll_per_read": float(res.fun), "chi2_per_dof": float(quad.sum() / d.m.sum()),
                "z_mean": float(z.mean()), "z_std": float(z.std()),
                "ks_statistic": float(stats.kstest(z, "norm").statistic), "converged": float(res.success)}
     return CalibrationResult("measurements", g_max, t0, params, quality, len(df), len(d.m))
