@@ -86,19 +86,22 @@ def numeric_metrics(df: pd.DataFrame) -> list[str]:
     return out
 
 
-def plot_metric(summary: pd.DataFrame, x: str, lines: str | None, metric: str, path: Path, logx: bool,
+def plot_metric(summary: pd.DataFrame, x: str, lines: list[str], metric: str, path: Path, logx: bool,
                 title: str) -> None:
+    """``metric`` against ``x``; one line per combination of the ``lines`` parameters."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    groups = summary.groupby(lines, sort=True) if lines else [(None, summary)]
-    for label, g in groups:
+    groups = summary.groupby(lines, sort=True) if lines else [((), summary)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        label = ", ".join(f"{k}={v}" for k, v in zip(lines, key)) or None
         g = g.sort_values(x)
         ax.errorbar(pd.to_numeric(g[x], errors="coerce"), g[f"{metric}_mean"], yerr=g[f"{metric}_std"],
-                    marker="o", capsize=3, label=None if label is None else f"{lines}={label}")
+                    marker="o", capsize=3, label=label)
     ax.set_xlabel(x)
     ax.set_ylabel(metric)
     if logx:
@@ -136,7 +139,9 @@ def write_report(run_dir: str | Path, metrics: list[str] | None = None) -> tuple
     table = markdown_table(summary, group_by, shown)
 
     x = spec.get("x") or next((c for c in group_by if pd.api.types.is_numeric_dtype(df[c])), None)
-    line_param = spec.get("lines") or next((c for c in group_by if c != x), None)
+    # the [report] lines parameter first, then every other varying parameter, so no line mixes settings
+    line_params = [c for c in [spec.get("lines")] + group_by if c and c != x and c in group_by]
+    line_params = list(dict.fromkeys(line_params))
     out = [f"# {manifest.get('name', run_dir.name)}", ""]
     if manifest.get("description"):
         out += [manifest["description"], ""]
@@ -146,7 +151,7 @@ def write_report(run_dir: str | Path, metrics: list[str] | None = None) -> tuple
     if x is not None:
         for m in shown:
             png = run_dir / f"plot_{m}.png"
-            plot_metric(summary, x, line_param if line_param in group_by else None, m, png,
+            plot_metric(summary, x, line_params, m, png,
                         bool(spec.get("logx")), f"{manifest.get('name', '')}: {m}")
             out += [f"![{m} vs {x}]({png.name})", ""]
     if not failed.empty:
