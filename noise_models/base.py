@@ -156,18 +156,27 @@ class DeviceModel:
                 return run_fused(active, g_in, g_target, t, self.g_max, generator, out, device_generator)
         src, tgt, dst = g_in.reshape(-1), g_target.reshape(-1), out.view(-1)
         in_place_target = _shares_memory(out, g_target)
+        # float32 output not overlapping the targets: work directly in it (no temporary, no copy back)
+        direct = out.dtype == torch.float32 and not in_place_target
         for start in range(0, src.numel(), chunk_elems):
             sl = slice(start, start + chunk_elems)
             target = tgt[sl].to(torch.float32, copy=in_place_target)
-            bad = ~(target >= 0)  # catches NaN too
-            if bad.any():
+            if not (float(target.min()) >= 0):  # NaN fails this too
+                bad = ~(target >= 0)
                 i = start + int(bad.nonzero()[0, 0])
                 raise ValueError(f"g_target must be finite and >= 0 microsiemens; element {i} (flat index) "
                                  f"is {float(tgt[i])}")
-            g = src[sl].to(torch.float32, copy=True)
+            if direct:
+                g = dst[sl]
+                if not _shares_memory(g, src) or g.data_ptr() != src[sl].data_ptr():
+                    g.copy_(src[sl])
+            else:
+                g = src[sl].to(torch.float32, copy=True)
             ctx = NoiseContext(g_max=self.g_max, generator=generator, g_target=target, t_inference=t,
                                device_generator=device_generator)
+            result = g
             for c in active:
-                g = c.apply(g, ctx)
-            dst[sl].copy_(g)
+                result = c.apply(result, ctx)
+            if not direct or result.data_ptr() != g.data_ptr():
+                dst[sl].copy_(result)
         return out
