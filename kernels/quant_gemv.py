@@ -257,60 +257,57 @@ if HAVE_TRITON:
 
     @triton.jit
     def _qgemv1_kernel(
-        X,
+        XP,
         WP,
         S,
         Z,
         B,
         Y,
-        M,
         N,
         K,
-        stride_xm,
         stride_wp,
         stride_wn,
         stride_sp,
         stride_sn,
-        stride_ym,
         BITS: tl.constexpr,
         PLANES: tl.constexpr,
         HAS_ZERO: tl.constexpr,
         HAS_BIAS: tl.constexpr,
         GROUP: tl.constexpr,
-        BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
-        WORDS: tl.constexpr,
     ):
-        # M = 1: the same strided-slice scheme as _qgemv_kernel, but every tensor is the 2-d weight tile
-        # [BLOCK_N, WORDS] or a slice of its layout, so no value crosses threads until the final sum.
+        # M = 1, one quantization group per step. XP is x de-interleaved ([PER_WORD, K / PER_WORD]: row i
+        # holds the inputs that code position i of each word multiplies), so every operand is the 2-d
+        # weight tile [BLOCK_N, WPG] or a slice of its layout: no value crosses threads until the final
+        # sum, x comes in contiguous vectors, and scale and zero are one value per row and group.
         PER_WORD: tl.constexpr = 32 // BITS
         MASK: tl.constexpr = (1 << BITS) - 1
         WPG: tl.constexpr = GROUP // PER_WORD
         offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        offs_j = tl.arange(0, WORDS)
+        offs_j = tl.arange(0, WPG)
         n_mask = offs_n < N
         words_total = K // PER_WORD
-        acc = tl.zeros([BLOCK_N, WORDS], tl.float32)
-        for j0 in range(0, words_total, WORDS):
+        acc = tl.zeros([BLOCK_N, WPG], tl.float32)
+        for j0 in range(0, words_total, WPG):
+            g = j0 // WPG
             wj = j0 + offs_j
-            j_mask = wj < words_total
-            w_mask = n_mask[:, None] & j_mask[None, :]
-            sz_off = offs_n[:, None] * stride_sn + (wj // WPG)[None, :]
-            x_sum = tl.zeros([WORDS], tl.float32)
+            x_sum = tl.zeros([WPG], tl.float32)
             for p in tl.static_range(PLANES):
-                w = tl.load(WP + p * stride_wp + offs_n[:, None] * stride_wn + wj[None, :], mask=w_mask, other=0)
-                t = tl.zeros([BLOCK_N, WORDS], tl.float32)
+                w = tl.load(
+                    WP + p * stride_wp + offs_n[:, None] * stride_wn + wj[None, :], mask=n_mask[:, None], other=0
+                )
+                t = tl.zeros([BLOCK_N, WPG], tl.float32)
                 for i in tl.static_range(PER_WORD):
-                    x_i = tl.load(X + wj * PER_WORD + i, mask=j_mask, other=0.0).to(tl.float32)
+                    x_i = tl.load(XP + i * words_total + wj).to(tl.float32)
                     if p == 0:
                         x_sum += x_i
                     t += codes_to_float((w >> (i * BITS)) & MASK) * x_i[None, :]
-                sc = tl.load(S + p * stride_sp + sz_off, mask=w_mask, other=0.0).to(tl.float32)
+                sc = tl.load(S + p * stride_sp + offs_n * stride_sn + g, mask=n_mask, other=0.0).to(tl.float32)
                 if HAS_ZERO:
-                    z = tl.load(Z + p * stride_sp + sz_off, mask=w_mask, other=0.0).to(tl.float32)
-                    acc += sc * (t - z * x_sum[None, :])
+                    z = tl.load(Z + p * stride_sp + offs_n * stride_sn + g, mask=n_mask, other=0.0).to(tl.float32)
+                    acc += sc[:, None] * (t - z[:, None] * x_sum[None, :])
                 else:
-                    acc += sc * (t - x_sum[None, :])
+                    acc += sc[:, None] * (t - x_sum[None, :])
         y = tl.sum(acc, 1)
         if HAS_BIAS:
             y += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
@@ -392,11 +389,13 @@ if HAVE_TRITON:
 GEMV_MAX_M = 8
 
 
-def _launch_config(m: int, qw: QuantizedWeight) -> tuple[int, int, int, int, int]:
+def _launch_config(m: int, qw: QuantizedWeight, gemv: str) -> tuple[int, int, int, int, int]:
     """(BLOCK_M, BLOCK_N, WORDS or BLOCK_K, num_warps, num_stages): WORDS for M <= 8, BLOCK_K above."""
     g = qw.group_size
     per_word = 32 // qw.bits
-    if m <= GEMV_MAX_M:
+    if m == 1 and gemv == "m1":
+        return (1, 16, 0, 4, 1) if interpreting() else (1, 8, 0, 2, 4)
+    if m <= GEMV_MAX_M and gemv != "dot":
         block_m = next_pow2(m)
         if interpreting():
             return block_m, 16, 8, 4, 1
@@ -412,13 +411,14 @@ def quant_matmul(
     bias: torch.Tensor | None = None,
     config: tuple[int, int, int, int, int] | None = None,
     out: torch.Tensor | None = None,
-    gemv: Literal["m1", "slices"] = "m1",
+    gemv: Literal["m1", "slices", "dot"] = "m1",
 ) -> torch.Tensor:
     """``x [M, K] @ W^T`` with ``W`` the low-bit weight ``qw``; returns ``[M, N]`` in ``x``'s dtype.
 
     ``config`` overrides the launch: (BLOCK_M, BLOCK_N, WORDS per step, num_warps, num_stages) for
     M <= 8, (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) above. For M = 1, ``gemv="m1"``
-    runs the single-row kernel and ``gemv="slices"`` the kernel for up to 8 rows.
+    runs the single-row kernel (``config`` = (1, BLOCK_N, -, num_warps, num_stages)); ``"slices"`` the
+    CUDA-core kernel for up to 8 rows; ``"dot"`` the tensor-core kernel for any M.
     """
     if x.dim() != 2 or x.shape[1] != qw.k:
         raise ValueError(f"x must be [M, {qw.k}]; got {tuple(x.shape)}")
@@ -435,7 +435,7 @@ def quant_matmul(
         return y if out is None else out.copy_(y)
     if x.stride(1) != 1:
         x = x.contiguous()
-    block_m, block_n, block_k, warps, stages = config or _launch_config(m, qw)
+    block_m, block_n, block_k, warps, stages = config or _launch_config(m, qw, gemv)
     y = torch.empty((m, qw.n), device=x.device, dtype=x.dtype) if out is None else out
     z = qw.zeros if qw.zeros is not None else qw.scales
     args = (
@@ -466,11 +466,36 @@ def quant_matmul(
         num_warps=warps,
         num_stages=stages,
     )
-    if gemv not in ("m1", "slices"):
-        raise ValueError(f"gemv must be 'm1' or 'slices'; got {gemv!r}")
+    if gemv not in ("m1", "slices", "dot"):
+        raise ValueError(f"gemv must be 'm1', 'slices' or 'dot'; got {gemv!r}")
     if m == 1 and gemv == "m1":
-        _qgemv1_kernel[(triton.cdiv(qw.n, block_n),)](*args, WORDS=block_k, **meta)
-    elif m <= GEMV_MAX_M:
+        per_word = 32 // qw.bits
+        # de-interleave x once (K * 2 bytes), so the kernel reads each code position's inputs contiguously
+        xp = x.reshape(qw.k // per_word, per_word).t().contiguous()
+        _qgemv1_kernel[(triton.cdiv(qw.n, block_n),)](
+            xp,
+            qw.packed,
+            qw.scales,
+            z,
+            bias if bias is not None else qw.scales,
+            y,
+            qw.n,
+            qw.k,
+            qw.packed.stride(0),
+            qw.packed.stride(1),
+            qw.scales.stride(0),
+            qw.scales.stride(1),
+            BITS=qw.bits,
+            PLANES=qw.planes,
+            HAS_ZERO=qw.zeros is not None,
+            HAS_BIAS=bias is not None,
+            GROUP=qw.group_size,
+            BLOCK_N=block_n,
+            num_warps=warps,
+            num_stages=stages,
+        )
+        return y
+    elif m <= GEMV_MAX_M and gemv != "dot":
         if block_m < m:
             raise ValueError(f"config {config}: BLOCK_M={block_m} is smaller than M={m}")
         _qgemv_kernel[(triton.cdiv(qw.n, block_n),)](*args, WORDS=block_k, **meta)
