@@ -247,7 +247,9 @@ def _quad_logdet(theta: np.ndarray, d: _DeviceSums, degree: int) -> tuple[np.nda
     k11, k12, k22 = d.w / q2, d.wl / q2, d.wll / q2
     b1, b2 = we / q2, wle / q2
     m11, m12, m21, m22 = 1 + vp * k11, vp * k12, s2 * k12, 1 + s2 * k22
-    det = m11 * m22 - m12 * m21
+    # det M written without cancellation: k11 k22 - k12^2 = (sum w sum w L^2 - (sum w L)^2) / q^4 >= 0
+    gram = np.maximum(d.w * d.wll - d.wl ** 2, 0.0) / q2 ** 2
+    det = 1 + vp * k11 + s2 * k22 + vp * s2 * gram
     c1, c2 = vp * b1, s2 * b2
     z1 = (m22 * c1 - m12 * c2) / det
     z2 = (m11 * c2 - m21 * c1) / det
@@ -257,8 +259,10 @@ def _quad_logdet(theta: np.ndarray, d: _DeviceSums, degree: int) -> tuple[np.nda
 
 
 def _nll(theta: np.ndarray, d: _DeviceSums, degree: int) -> float:
-    quad, logdet = _quad_logdet(theta, d, degree)
-    return 0.5 * float(np.sum(quad + logdet + d.m * math.log(2 * math.pi)))
+    with np.errstate(all="ignore"):  # the optimizer may probe extreme parameters; those score +inf
+        quad, logdet = _quad_logdet(theta, d, degree)
+        total = 0.5 * float(np.sum(quad + logdet + d.m * math.log(2 * math.pi)))
+    return total if math.isfinite(total) else 1e300
 
 
 def _fit_measurements(df: pd.DataFrame, g_max: float, t0: float, degree: int) -> CalibrationResult:

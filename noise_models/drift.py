@@ -68,23 +68,23 @@ class PowerLawDrift(NoiseComponent):
         return math.log1p(t_inference / self.t0)
 
     def nu_stats(self, g_target: torch.Tensor, g_max: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and sigma of the drift exponent for each target conductance."""
-        log_x = (g_target / g_max).clamp(min=self.x_floor).log_()
-        mu = (log_x * self.mu_slope).add_(self.mu_offset).clamp_(self.mu_min, self.mu_max)
+        """Mean and sigma of the drift exponent for each target conductance (new tensors)."""
+        log_x = (g_target * (1.0 / g_max)).clamp_(min=self.x_floor).log_()
+        mu = torch.mul(log_x, self.mu_slope).add_(self.mu_offset).clamp_(self.mu_min, self.mu_max)
         sigma = log_x.mul_(self.sigma_slope).add_(self.sigma_offset).clamp_(self.sigma_min, self.sigma_max)
         return mu, sigma
 
-    def sample_nu(self, g_target: torch.Tensor, g_max: float, generator: torch.Generator) -> torch.Tensor:
+    def sample_nu(self, g_target: torch.Tensor, g_max: float, generator: torch.Generator,
+                  factor: float = 1.0) -> torch.Tensor:
+        """Each device's drift exponent (times ``scale`` and ``factor``), a new tensor."""
         mu, sigma = self.nu_stats(g_target, g_max)
-        noise = torch.randn(g_target.shape, generator=generator, device=g_target.device,
-                            dtype=mu.dtype)
+        noise = torch.randn(g_target.shape, generator=generator, device=g_target.device, dtype=mu.dtype)
         # |N| as in the measured model: a device never drifts upward
-        return sigma.mul_(noise).add_(mu).abs_().mul_(self.scale)
+        return sigma.mul_(noise).add_(mu).abs_().mul_(self.scale * factor)
 
     def apply(self, g: torch.Tensor, ctx: NoiseContext) -> torch.Tensor:
         log_ratio = self.log_time_ratio(ctx.t_inference)
         target = ctx.g_target if ctx.g_target is not None else g
         gen = ctx.device_generator if ctx.device_generator is not None else ctx.generator
-        nu = self.sample_nu(target, ctx.g_max, gen)
         # always draw nu (even at t = t0) so that the generator advances the same way at every time
-        return g.mul_(nu.mul_(-log_ratio).exp_())
+        return g.mul_(self.sample_nu(target, ctx.g_max, gen, factor=-log_ratio).exp_())

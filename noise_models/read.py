@@ -61,13 +61,17 @@ class ReadNoise(NoiseComponent):
         return math.sqrt(max(math.log(ratio), 0.0))
 
     def q(self, g_target: torch.Tensor, g_max: float) -> torch.Tensor:
-        """Relative noise amplitude Q(x) before the time factor."""
-        x_pow = (g_target / g_max).clamp(min=self.x_floor).pow_(self.q_exp).clamp_(min=self.q_floor)
-        return x_pow.reciprocal_().mul_(self.q_coeff).clamp_(max=self.q_max)
+        """Relative noise amplitude Q(x) before the time factor (a new tensor)."""
+        # min(q_coeff / max(x^e, q_floor), q_max) = q_coeff * min(x^-e, 1/q_floor, q_max/q_coeff), with
+        # x^-e as exp(-e ln x): two cheap passes instead of pow and a reciprocal
+        x_inv_pow = (g_target * (1.0 / g_max)).clamp_(min=self.x_floor).log_().mul_(-self.q_exp).exp_()
+        cap = 1.0 / self.q_floor if self.q_coeff == 0 else min(1.0 / self.q_floor, self.q_max / self.q_coeff)
+        return x_inv_pow.clamp_(max=cap).mul_(self.q_coeff)
 
     def apply(self, g: torch.Tensor, ctx: NoiseContext) -> torch.Tensor:
         target = ctx.g_target if ctx.g_target is not None else g
         sigma = self.q(target, ctx.g_max).mul_(self.scale * self.time_factor(ctx.t_inference))
         noise = torch.randn(g.shape, generator=ctx.generator, device=g.device, dtype=g.dtype)
-        g.addcmul_(noise.mul_(sigma), g.abs())
+        sigma.mul_(noise)
+        g.addcmul_(sigma, torch.abs(g, out=noise))  # reuse the noise buffer for |G|
         return g.clamp_(min=0.0)
