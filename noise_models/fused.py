@@ -54,9 +54,12 @@ def fusable(components: Sequence[NoiseComponent]) -> bool:
 try:  # the kernel is defined only where Triton is installed; fusable() says False elsewhere
     import triton
     import triton.language as tl
-    from triton.language.extra.cuda import libdevice
 except ImportError:  # pragma: no cover - Triton is a declared optional dependency
     triton = None
+try:  # CUDA's fast single-instruction math; without it the kernel uses tl.log etc.
+    from triton.language.extra.cuda import libdevice
+except ImportError:  # pragma: no cover - depends on the Triton build
+    libdevice = None
 
 if triton is not None:
 
@@ -234,7 +237,7 @@ def run_fused(components: Sequence[NoiseComponent], g_in: torch.Tensor, g_target
     if not tgt.is_contiguous() or not src.is_contiguous():
         raise ValueError("the fused path needs contiguous conductance tensors")
     same = src.data_ptr() == tgt.data_ptr()
-    fast = out.is_cuda if fast_math is None else fast_math
+    fast = (out.is_cuda if fast_math is None else fast_math) and libdevice is not None
     flag = torch.zeros(1, dtype=torch.int32, device=out.device)
     seed = _seed(generator)
     seed_dev = _seed(device_generator) if device_generator is not None else 0
