@@ -433,6 +433,8 @@ def _aihwkit_lightning_linear(w: torch.Tensor, cfg, env: Env):
     import os
 
     os.environ["AIHWKIT_USE_TRITON"] = "1"
+    # its kernel reads a module-level float (FLOAT32_TINY), which triton 3.6 refuses unless this is set
+    os.environ.setdefault("TRITON_ALLOW_NON_CONSTEXPR_GLOBALS", "1")
     try:
         from aihwkit_lightning.nn import AnalogLinear as AHLinear
         from aihwkit_lightning.simulator.configs import TorchInferenceRPUConfig
