@@ -1,15 +1,18 @@
 """One-pass GPU kernel for the PCM chain: programming noise, drift and read noise in a single read
 of the targets and a single write of the result.
 
-Run as separate torch ops, the chain makes about twenty passes over memory; fused, it reads each
-target once (4 bytes in float32) and writes each result once, drawing its normal variates in
-registers with Philox (``tl.randn4x``: four variates per counter, one counter per element). That
-makes it memory-bound on an H100 instead of 10x slower than a copy.
+Run as separate torch ops, the chain makes about thirty-five passes over memory; fused, it reads
+each target once (4 bytes in float32) and writes each result once. Its normal variates are made in
+registers: Philox4x32 gives four uniforms per counter, Box-Muller turns them into four normals with
+single-instruction (MUFU) log, sqrt, sin and cos, and the chain needs three per element, so a block
+is cut into quarters that share three counters (no draw wasted). Compiled for sm_90 that is about
+120 instructions per element (``python -m noise_models.bench --sass``), against about 540 with
+libdevice's accurate functions, which is what lets it keep up with memory.
 
-It follows the formulas of ``ProgrammingNoise``, ``PowerLawDrift`` and ``ReadNoise`` exactly (the
-tests compare the two paths' distributions); the random numbers differ from the eager path's.
-The seeds come from the caller's ``torch.Generator``, so a seeded generator gives reproducible
-results on one GPU.
+It follows the formulas of ``ProgrammingNoise``, ``PowerLawDrift`` and ``ReadNoise`` (the tests
+compare the two paths' distributions, in Triton's interpreter here and on a GPU where there is one);
+the random numbers differ from the torch path's. The seeds come from the caller's ``torch.Generator``,
+so a seeded generator gives reproducible results on one GPU.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ PHILOX_ROUNDS = 10
 # one launch covers at most this many elements, so int32 offsets never overflow; each launch gets
 # its own Philox key (seed + launch index), so counters never repeat across launches
 LAUNCH_ELEMS = 1 << 30
-
 
 
 def fusable(components: Sequence[NoiseComponent]) -> bool:
