@@ -27,8 +27,9 @@ def test_fused_matches_torch_path(g_t: float, t: float, dtype: torch.dtype) -> N
     b = model.apply(target, _gen(2), t, fused=False).float()
     sd = float(b.std())
     assert torch.isfinite(a).all() and (a >= 0).all()
-    assert abs(float(a.mean() - b.mean())) < 5 * sd * (2 / N) ** 0.5
-    assert abs(float(a.std()) / sd - 1) < 5 * (1 / N) ** 0.5 + (0.004 if dtype == torch.bfloat16 else 0)
+    # 6 standard errors: the distributions are not normal (clipping, lognormal drift), so a bit wider
+    assert abs(float(a.mean() - b.mean())) < 6 * sd * (2 / N) ** 0.5
+    assert abs(float(a.std()) / sd - 1) < 6 * (1 / N) ** 0.5 + (0.004 if dtype == torch.bfloat16 else 0)
 
 
 def test_fused_is_reproducible_and_in_place_matches() -> None:
