@@ -153,6 +153,14 @@ def test_fused_kernel_matches_torch_path_in_interpreter() -> None:
                 # means within 5 standard errors, sigmas within 5 standard errors (of a sigma)
                 assert abs(float(a.mean() - b.mean())) < 5 * sd * (2 / n) ** 0.5, (g_t, t)
                 assert abs(float(a.std()) / sd - 1) < 5 * (1 / n) ** 0.5, (g_t, t)
+        # tensors longer than one launch: each launch gets its own Philox key, so no draws repeat
+        import noise_models.fused as fused
+        fused.LAUNCH_ELEMS = 4096
+        same = torch.full((3 * 4096,), 12.5)
+        c = run_fused(comps, same, same, 3600.0, 25.0, torch.Generator().manual_seed(3),
+                      torch.empty_like(same), block=4096)
+        parts = c.view(3, 4096)
+        assert not torch.equal(parts[0], parts[1]) and not torch.equal(parts[1], parts[2])
         bad = torch.full((100,), 5.0)
         bad[7] = float("nan")
         try:
