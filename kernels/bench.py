@@ -280,16 +280,18 @@ def bench_quant_gemv(env: Env) -> list[Row]:
                 copies = copies_for(qw.nbytes(), env)
                 qws = [qw] + [make(torch.randn_like(w) * 0.02) for _ in range(copies - 1)]
                 ref = x.float() @ dequantize(qw).t()
-                if m == 1:  # ((BLOCK_M, BLOCK_N, WORDS per step, warps, stages), kernel)
+                if m == 1:  # ((BLOCK_M, BLOCK_N, split-K ways (M=1) or WORDS or BLOCK_K, warps, stages), kernel)
                     candidates = [
-                        ((1, 8, 0, 2, 4), "m1"),
-                        ((1, 16, 0, 2, 4), "m1"),
-                        ((1, 16, 0, 4, 3), "m1"),
-                        ((1, 32, 0, 4, 3), "m1"),
-                        ((1, 32, 0, 4, 4), "m1"),
-                        ((1, 64, 0, 4, 3), "m1"),
-                        ((1, 64, 0, 8, 3), "m1"),
-                        ((1, 4, 0, 1, 4), "m1"),
+                        ((1, 4, 1, 1, 4), "m1"),
+                        ((1, 8, 1, 2, 4), "m1"),
+                        ((1, 64, 1, 4, 3), "m1"),
+                        ((1, 4, 4, 1, 4), "m1"),
+                        ((1, 8, 4, 1, 4), "m1"),
+                        ((1, 16, 8, 2, 4), "m1"),
+                        ((1, 32, 8, 4, 4), "m1"),
+                        ((1, 8, 16, 1, 4), "m1"),
+                        ((1, 32, 16, 4, 3), "m1"),
+                        ((1, 64, 16, 4, 3), "m1"),
                     ]
                 else:
                     candidates = [

@@ -275,6 +275,7 @@ if HAVE_TRITON:
         HAS_BIAS: tl.constexpr,
         GROUP: tl.constexpr,
         BLOCK_N: tl.constexpr,
+        SPLIT_K: tl.constexpr,
     ):
         # M = 1, one quantization group per step. XP is x de-interleaved ([PER_WORD, K / PER_WORD]: row i
         # holds the inputs that code position i of each word multiplies), so every operand is the 2-d
@@ -287,8 +288,12 @@ if HAVE_TRITON:
         offs_j = tl.arange(0, WPG)
         n_mask = offs_n < N
         words_total = K // PER_WORD
+        # split-K: program (n, s) takes a contiguous run of whole groups and writes an fp32 partial sum
+        groups_per_split = tl.cdiv(K // GROUP, SPLIT_K)
+        j_lo = tl.program_id(1) * groups_per_split * WPG
+        j_hi = tl.minimum(j_lo + groups_per_split * WPG, words_total)
         acc = tl.zeros([BLOCK_N, WPG], tl.float32)
-        for j0 in range(0, words_total, WPG):
+        for j0 in range(j_lo, j_hi, WPG):
             g = j0 // WPG
             wj = j0 + offs_j
             x_sum = tl.zeros([WPG], tl.float32)
@@ -309,9 +314,12 @@ if HAVE_TRITON:
                 else:
                     acc += sc[:, None] * (t - x_sum[None, :])
         y = tl.sum(acc, 1)
-        if HAS_BIAS:
-            y += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
-        tl.store(Y + offs_n, y.to(Y.dtype.element_ty), mask=n_mask)
+        if SPLIT_K == 1:
+            if HAS_BIAS:
+                y += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+            tl.store(Y + offs_n, y.to(Y.dtype.element_ty), mask=n_mask)
+        else:
+            tl.store(Y + tl.program_id(1) * N + offs_n, y, mask=n_mask)
 
     @triton.jit
     def _qmm_kernel(
@@ -394,7 +402,7 @@ def _launch_config(m: int, qw: QuantizedWeight, gemv: str) -> tuple[int, int, in
     g = qw.group_size
     per_word = 32 // qw.bits
     if m == 1 and gemv == "m1":
-        return (1, 16, 0, 4, 1) if interpreting() else (1, 8, 0, 2, 4)
+        return (1, 16, 1, 4, 1) if interpreting() else (1, 4, 1, 1, 4)
     if m <= GEMV_MAX_M and gemv != "dot":
         block_m = next_pow2(m)
         if interpreting():
@@ -417,7 +425,7 @@ def quant_matmul(
 
     ``config`` overrides the launch: (BLOCK_M, BLOCK_N, WORDS per step, num_warps, num_stages) for
     M <= 8, (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) above. For M = 1, ``gemv="m1"``
-    runs the single-row kernel (``config`` = (1, BLOCK_N, -, num_warps, num_stages)); ``"slices"`` the
+    runs the single-row kernel (``config`` = (1, BLOCK_N, split-K ways, num_warps, num_stages)); ``"slices"`` the
     CUDA-core kernel for up to 8 rows; ``"dot"`` the tensor-core kernel for any M.
     """
     if x.dim() != 2 or x.shape[1] != qw.k:
@@ -472,13 +480,15 @@ def quant_matmul(
         per_word = 32 // qw.bits
         # de-interleave x once (K * 2 bytes), so the kernel reads each code position's inputs contiguously
         xp = x.reshape(qw.k // per_word, per_word).t().contiguous()
-        _qgemv1_kernel[(triton.cdiv(qw.n, block_n),)](
+        split_k = max(1, min(block_k, qw.k // qw.group_size))  # config's third field: split-K ways
+        dest = y if split_k == 1 else torch.empty((split_k, qw.n), device=x.device, dtype=torch.float32)
+        _qgemv1_kernel[(triton.cdiv(qw.n, block_n), split_k)](
             xp,
             qw.packed,
             qw.scales,
             z,
             bias if bias is not None else qw.scales,
-            y,
+            dest,
             qw.n,
             qw.k,
             qw.packed.stride(0),
@@ -491,9 +501,13 @@ def quant_matmul(
             HAS_BIAS=bias is not None,
             GROUP=qw.group_size,
             BLOCK_N=block_n,
+            SPLIT_K=split_k,
             num_warps=warps,
             num_stages=stages,
         )
+        if split_k > 1:
+            total = dest.sum(0, keepdim=True)
+            y.copy_(total + bias.float() if bias is not None else total)
         return y
     elif m <= GEMV_MAX_M and gemv != "dot":
         if block_m < m:

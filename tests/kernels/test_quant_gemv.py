@@ -43,6 +43,9 @@ def test_quant_matmul_matches_dequantized_product(scheme, m, device, rng):
     if m == 1:  # the batched decode kernel computes the same product for one row
         y = quant_matmul(x, qw, bias, config=(1, 16, 8, 4, 1), gemv="slices", out=poisoned((m, n), x.dtype, device))
         assert rel_err(y, exact) < 1e-2
+    if m == 1:  # split-K partial sums (3 groups over 2 splits: one split gets a single group)
+        y = quant_matmul(x, qw, bias, config=(1, 16, 2, 4, 1), out=poisoned((m, n), x.dtype, device))
+        assert rel_err(y, exact) < 1e-2
     if m == 3:  # the tensor-core kernel serves small batches too
         y = quant_matmul(x, qw, bias, gemv="dot", out=poisoned((m, n), x.dtype, device))
         assert rel_err(y, exact) < 1e-2
