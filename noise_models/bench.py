@@ -94,11 +94,11 @@ def _variants(model, device: torch.device, chunk_elems: int, gen: torch.Generato
         variants = [
             ("fused, in place (default)", lambda g, o: apply(g, gen, T_INFERENCE, out=g)),
             ("fused, to a second tensor", lambda g, o: apply(g, gen, T_INFERENCE, out=o)),
-            ("fused, block 2048", fused(2048, 10)),
+            ("fused, block 1024", fused(1024, 10)),
             ("fused, block 4096", fused(4096, 10)),
             ("fused, 7 rounds, block 2048", fused(2048, 7)),
             ("fused, 7 rounds, block 4096", fused(4096, 7)),
-            ("fused, 1 Philox call/element", fused(1024, 10, packed=False)),
+            ("fused, 1 Philox call/element", fused(2048, 10, packed=False)),
             ("fused, accurate libdevice math", lambda g, o: run_fused(comps, g, g, T_INFERENCE, model.g_max,
                                                                      gen, g, fast_math=False)),
         ] + variants

@@ -31,6 +31,8 @@ MAX_PROG_COEFFS = 5
 # Philox4x32 rounds: 10 is the standard safety margin (Salmon et al., SC 2011, found 7 enough to pass
 # BigCrush); the benchmark also times 7, where the integer work of the generator is the bottleneck
 PHILOX_ROUNDS = 10
+# elements per program: 2048 measured fastest on the H100 with 10 rounds (docs/benchmarks.md, noise_models)
+FUSED_BLOCK = 2048
 # one launch covers at most this many elements, so int32 offsets never overflow; each launch gets
 # its own Philox key (seed + launch index), so counters never repeat across launches
 LAUNCH_ELEMS = 1 << 30
@@ -195,7 +197,7 @@ def _seed(generator: torch.Generator) -> int:
 
 def run_fused(components: Sequence[NoiseComponent], g_in: torch.Tensor, g_target: torch.Tensor,
               t_inference: float, g_max: float, generator: torch.Generator, out: torch.Tensor,
-              device_generator: torch.Generator | None = None, block: int = 1024,
+              device_generator: torch.Generator | None = None, block: int = FUSED_BLOCK,
               philox_rounds: int = PHILOX_ROUNDS, packed: bool = True,
               fast_math: bool | None = None) -> torch.Tensor:
     """Apply the fusable ``components`` to ``g_in`` (targets ``g_target``) into ``out`` in one pass.
