@@ -25,7 +25,6 @@ KINDS: dict[str, str] = {
     "moe_noise": "simcim.moe.experiment",
     "npu_sim": "npu.experiment",
     "fusemax": "npu.dataflow.experiment",
-    "kernel_bench": "kernels.experiment",
     "selftest": "experiments.selftest",
 }
 
