@@ -17,7 +17,7 @@ TINY = dict(vocab_size=2048, hidden_size=32, intermediate_size=48, num_hidden_la
 
 
 def tiny_config(arch: str):
-    from transformers import MixtralConfig, OlmoeConfig, Qwen2MoeConfig
+    from transformers import DeepseekV3Config, MixtralConfig, OlmoeConfig, Qwen2MoeConfig
 
     if arch == "olmoe":
         return OlmoeConfig(**TINY, num_experts=8, num_experts_per_tok=2)
@@ -26,6 +26,10 @@ def tiny_config(arch: str):
                               shared_expert_intermediate_size=40, decoder_sparse_step=1, mlp_only_layers=[])
     if arch == "mixtral":
         return MixtralConfig(**TINY, num_local_experts=8, num_experts_per_tok=2)
+    if arch == "deepseek_v3":  # shared + routed experts, group-limited sigmoid router
+        return DeepseekV3Config(**TINY, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=2,
+                                topk_group=1, first_k_dense_replace=0, moe_intermediate_size=24, q_lora_rank=None,
+                                kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8)
     raise ValueError(arch)
 
 
