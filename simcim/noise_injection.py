@@ -68,6 +68,9 @@ class Params:
         bad = [r for r in self.roles if r not in ROLES]
         if bad:
             raise ValueError(f"roles: unknown role {bad[0]!r} (known: {', '.join(ROLES)})")
+        if self.eval_tokens <= self.seq_len:  # one window scores seq_len tokens and needs one more as its target
+            raise ValueError(f"eval_tokens ({self.eval_tokens}) must exceed seq_len ({self.seq_len}): "
+                             "not even one evaluation window fits")
         if not self.roles and not self.include:
             raise ValueError("roles and include are both empty: no weight would be put on a crossbar")
         if str(self.model) != "bundled":

@@ -136,6 +136,11 @@ def test_selection_errors_are_clear(tiny_models):
         select_targets(targets, roles=["ffn"])
 
 
+def test_evaluation_shorter_than_one_window_is_refused_at_config_time():
+    with pytest.raises(ValueError, match=r"eval_tokens \(256\) must exceed seq_len \(256\)"):
+        Params(eval_tokens=256, seq_len=256, device="cpu")
+
+
 # ------------------------------------------------------------------ trials
 
 def test_same_seed_same_weights_bitwise(tiny_models):
