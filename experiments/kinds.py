@@ -25,6 +25,7 @@ KINDS: dict[str, str] = {
     "moe_noise": "simcim.moe.experiment",
     "npu_sim": "npu.experiment",
     "fusemax": "npu.dataflow.experiment",
+    "sim_vs_measured": "simcim.validation.experiment",
     "selftest": "experiments.selftest",
 }
 

@@ -1,0 +1,201 @@
+"""Measure a GPU's spec for the performance model (``npu.gpu_model.GPUSpec``): ``python -m kernels.gpu_microbench``.
+
+Each rate comes from one small kernel that does nothing but that operation, so the model's
+constants are properties of the GPU, not of the kernels it predicts:
+
+- copy bandwidth and bf16 matmul rate: ``kernels.bench.bench_roofline`` (512 MiB copy, 8192^3);
+- ``mem_latency_us``: copies of 1 to 64 MiB (rotated past L2, CUDA-graph replays), a least-squares
+  line time = a + bytes / bandwidth; the intercept a less one launch;
+- ``l2_gbps``: the same copy on 8 MiB buffers that stay in L2;
+- fma / unpack / exp / load: register-only Triton loops (4 independent chains per element, 1024
+  elements per program, 8 programs per SM) timed with ``do_bench``;
+- ``launch_us``: 200 empty kernels captured in one CUDA graph, per kernel.
+
+``--out FILE`` writes the spec TOML; ``--tiny`` with ``TRITON_INTERPRET=1`` checks the script on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._common import codes_to_float, interpreting
+from kernels.bench import Env, bench, bench_roofline
+from npu.gpu_model import GPUSpec, write_spec
+
+
+@triton.jit
+def _fma_kernel(X, Y, R, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    a = tl.load(X + offs)
+    b, c, d = a + 1.0, a + 2.0, a + 3.0
+    for _ in range(R):  # 8 FMAs per iteration, 4 independent chains
+        a = a * 0.999 + 0.5
+        b = b * 0.999 + 0.5
+        c = c * 0.999 + 0.5
+        d = d * 0.999 + 0.5
+        a = a * 1.001 - 0.5
+        b = b * 1.001 - 0.5
+        c = c * 1.001 - 0.5
+        d = d * 1.001 - 0.5
+    tl.store(Y + offs, a + b + c + d)
+
+
+@triton.jit
+def _unpack_kernel(W, Y, R, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    w = tl.load(W + offs)
+    acc0 = tl.zeros([BLOCK], tl.float32)
+    acc1 = tl.zeros([BLOCK], tl.float32)
+    for _ in range(R):  # 8 int4 codes per word, each unpacked and consumed by one FMA; 4 chains
+        w = w + 0x01010101  # a new word each iteration, so nothing is hoisted out of the loop
+        acc0 = acc0 * 0.5 + codes_to_float(w & 15)
+        acc1 = acc1 * 0.5 + codes_to_float((w >> 4) & 15)
+        acc0 = acc0 * 0.5 + codes_to_float((w >> 8) & 15)
+        acc1 = acc1 * 0.5 + codes_to_float((w >> 12) & 15)
+        acc0 = acc0 * 0.5 + codes_to_float((w >> 16) & 15)
+        acc1 = acc1 * 0.5 + codes_to_float((w >> 20) & 15)
+        acc0 = acc0 * 0.5 + codes_to_float((w >> 24) & 15)
+        acc1 = acc1 * 0.5 + codes_to_float((w >> 28) & 15)
+    tl.store(Y + offs, acc0 + acc1)
+
+
+@triton.jit
+def _exp_kernel(X, Y, R, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    a = tl.load(X + offs)
+    b, c, d = a + 0.1, a + 0.2, a + 0.3
+    for _ in range(R):  # 4 exp2 per iteration, each with the multiply of its argument
+        a = tl.exp2(a * -0.5)
+        b = tl.exp2(b * -0.5)
+        c = tl.exp2(c * -0.5)
+        d = tl.exp2(d * -0.5)
+    tl.store(Y + offs, a + b + c + d)
+
+
+@triton.jit
+def _load_kernel(T, Y, R, TABLE: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    i0 = offs % TABLE
+    i1 = (offs * 7 + 3) % TABLE
+    acc0 = tl.zeros([BLOCK], tl.float32)
+    acc1 = tl.zeros([BLOCK], tl.float32)
+    for _ in range(R):  # 2 gathered loads per iteration from an L1-resident table, each index updated
+        i0 = (i0 * 5 + 1) & (TABLE - 1)
+        i1 = (i1 * 5 + 3) & (TABLE - 1)
+        acc0 += tl.load(T + i0)
+        acc1 += tl.load(T + i1)
+    tl.store(Y + offs, acc0 + acc1)
+
+
+@triton.jit
+def _empty_kernel(Y):
+    pass
+
+
+def _sig(x: float) -> float:
+    """Four significant digits: the spec file stays readable, tiny CPU-check rates stay non-zero."""
+    return float(f"{x:.4g}")
+
+
+def _rate(kernel, args: tuple, ops_per_iter: int, env: Env, programs: int, block: int, r: int, **meta) -> float:
+    """Operations per second of ``kernel`` over ``programs`` x ``block`` elements and ``r`` iterations."""
+    grid = (programs,)
+    ms = bench(lambda: kernel[grid](*args, r, BLOCK=block, **meta), env)
+    return programs * block * r * ops_per_iter / (ms * 1e-3)
+
+
+def _graph_time_per_call(fn, calls: int, env: Env) -> float:
+    """Seconds per call of ``fn`` when ``calls`` of them are replayed in one CUDA graph."""
+    return bench(lambda: [fn(i) for i in range(calls)], env, graph=env.cuda) * 1e-3 / calls
+
+
+def measure(env: Env) -> GPUSpec:
+    bench_roofline(env)
+    dev = env.device
+    props = torch.cuda.get_device_properties(dev) if env.cuda else None
+    sms = props.multi_processor_count if props else 2
+    programs = sms * 8 if env.cuda else 2
+    block = 1024 if env.cuda else 16
+    r = 4096 if env.cuda else 2
+    x = torch.rand(programs * block, device=dev, dtype=torch.float32)
+    y = torch.empty_like(x)
+    fma = _rate(_fma_kernel, (x, y), 8, env, programs, block, r)
+    words = torch.randint(0, 2**31 - 1, (programs * block,), device=dev, dtype=torch.int32)
+    unpack = _rate(_unpack_kernel, (words, y), 8, env, programs, block, r)
+    exp = _rate(_exp_kernel, (x, y), 4, env, programs, block, r)
+    table = torch.rand(4096, device=dev, dtype=torch.float32)
+    loads = _rate(_load_kernel, (table, y), 2, env, programs, block, r, TABLE=4096)
+
+    launch = _graph_time_per_call(lambda i: _empty_kernel[(1,)](y), 200 if env.cuda else 2, env)
+
+    # copy time against size, from HBM (rotated over enough buffers to overflow L2 twice)
+    sizes = [1 << s for s in (range(20, 27) if env.cuda else range(10, 12))]
+    times = []
+    for nbytes in sizes:
+        n = nbytes // 2
+        copies = max(1, -(-2 * env.l2_bytes // nbytes)) if env.cuda else 1
+        src = [torch.randn(n, device=dev, dtype=torch.bfloat16) for _ in range(copies)]
+        dst = [torch.empty_like(s) for s in src]
+        times.append(_graph_time_per_call(lambda i, s=src, d=dst: d[i].copy_(s[i]), copies, env))
+        del src, dst
+    moved = torch.tensor([2.0 * s for s in sizes], dtype=torch.float64)
+    t = torch.tensor(times, dtype=torch.float64)
+    slope, intercept = torch.linalg.lstsq(torch.stack([moved, torch.ones_like(moved)], 1), t[:, None]).solution[:, 0]
+    mem_latency = max(0.0, float(intercept) - launch)
+
+    n_l2 = (8 << 20) // 2 if env.cuda else 1024
+    a = torch.randn(n_l2, device=dev, dtype=torch.bfloat16)
+    b = torch.empty_like(a)
+    l2 = 2 * a.numel() * 2 / _graph_time_per_call(lambda i: b.copy_(a), 50 if env.cuda else 2, env)
+
+    name = torch.cuda.get_device_name(dev) if env.cuda else "cpu (interpreter check)"
+    when = dt.date.today().isoformat()
+    return GPUSpec(
+        name=name,
+        copy_gbps=_sig(env.copy_gbps),
+        mem_latency_us=_sig(mem_latency * 1e6),
+        l2_gbps=_sig(l2 / 1e9),
+        mma_tflops=_sig(env.mm_tflops),
+        fma_tops=_sig(fma / 1e12),
+        unpack_tops=_sig(unpack / 1e12),
+        exp_tops=_sig(exp / 1e12),
+        load_tops=_sig(loads / 1e12),
+        launch_us=_sig(launch * 1e6),
+        l2_mib=_sig(env.l2_bytes / 2**20),
+        sms=int(sms),
+        measured=f"{name}, torch {torch.__version__}, triton {triton.__version__}, {when}; "
+        f"python -m kernels.gpu_microbench; copy line slope {2 / float(slope) / 1e9:.0f} GB/s",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kernels.gpu_microbench", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, help="write the spec TOML here")
+    ap.add_argument("--tiny", action="store_true", help="small sizes, to check the script (TRITON_INTERPRET=1)")
+    args = ap.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    if not cuda and not (args.tiny and interpreting()):
+        print("error: kernels.gpu_microbench needs a CUDA GPU (or --tiny with TRITON_INTERPRET=1)", file=sys.stderr)
+        return 2
+    env = Env(torch.device("cuda" if cuda else "cpu"), tiny=args.tiny)
+    if cuda:
+        env.l2_bytes = int(torch.cuda.get_device_properties(0).L2_cache_size)
+    spec = measure(env)
+    for key, value in vars(spec).items():
+        print(f"{key:>15} = {value}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_spec(spec, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

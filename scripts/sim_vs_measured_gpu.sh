@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One device-tool call: measure the GPU spec, then run the sim_vs_measured sweep; results under $OUT.
+#   run: bash scripts/sim_vs_measured_gpu.sh   (needs a CUDA GPU; OUT defaults to ./out_gpu)
+set -o pipefail
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OUT=${OUT:-$PWD/out_gpu}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+spec=${SPEC:-npu/gpu_specs/h100.toml}
+python3 -m kernels.gpu_microbench --out "$spec" 2>&1 | tee "$OUT/microbench.log" || exit 1
+cp "$spec" "$OUT/"
+[ "${SPEC_ONLY:-0}" = 1 ] && exit 0
+timeout ${SWEEP_TIMEOUT:-470} python3 -m experiments.cli sweep experiments/configs/sim_vs_measured.toml --out results/sim_vs_measured \
+    --no-progress 2>&1 | grep -v Warning | tee "$OUT/sweep.log"
+tar czf "$OUT/sim_vs_measured_results.tar.gz" results/sim_vs_measured
+ls -la "$OUT"

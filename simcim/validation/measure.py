@@ -1,0 +1,112 @@
+"""Run the kernel calls of ``decode_step`` on a CUDA GPU and time them (per kernel and a whole step).
+
+Inputs are random (N(0, 0.02) weights, random caches): times depend on shapes, not values, and
+the OLMoE-1B-7B shapes then need no 14 GB checkpoint. Every time is the median replay of a CUDA
+graph (``kernels.bench.bench``), so host launch costs are out of both the measurement and the
+model. Per kernel, the call is repeated over enough distinct copies of its inputs to overflow L2
+twice, so its data come from HBM as in a large model's step; the whole step runs every call on
+its own weights and cache, once, in one graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from kernels.bench import Env, bench, copies_for
+from simcim.validation.decode_step import Op
+
+
+def _weight(n: int, k: int, gen: torch.Generator, dev: torch.device) -> torch.Tensor:
+    return (torch.randn(n, k, generator=gen, device=dev) * 0.02).to(torch.bfloat16)
+
+
+def build(op: Op, gen: torch.Generator, dev: torch.device) -> Callable[[], torch.Tensor]:
+    """Allocate one instance of ``op``'s inputs on ``dev``; return the call."""
+    from kernels.attention import fused_attention, unfused_attention
+    from kernels.kv_quant import kv_decode, quantize_kv
+    from kernels.quant_gemv import quant_matmul, quantize_groupwise, quantize_ternary
+    from kernels.sparse import spmm
+
+    a = op.args
+    bf = torch.bfloat16
+    rand = lambda *s: torch.randn(*s, generator=gen, device=dev).to(bf)  # noqa: E731
+    if op.kernel == "linear_bf16":
+        x, w = rand(a["m"], a["k"]), _weight(a["n"], a["k"], gen, dev)
+        return lambda: F.linear(x, w)
+    if op.kernel == "quant_gemv":
+        w = _weight(a["n"], a["k"], gen, dev)
+        qw = {"int4": lambda: quantize_groupwise(w, 4, 128), "int2": lambda: quantize_groupwise(w, 2, 128),
+              "ternary": lambda: quantize_ternary(w, 2, 128)}[a["scheme"]]()
+        x = rand(1, a["k"])
+        return lambda: quant_matmul(x, qw)
+    if op.kernel == "spmm":
+        w = _weight(a["m"], a["k"], gen, dev)
+        keep = a["nnz"]
+        thresh = w.abs().flatten().float().kthvalue(w.numel() - keep + 1).values if keep < w.numel() else -1.0
+        csr = torch.where(w.abs().float() >= thresh, w, torch.zeros_like(w)).to_sparse_csr()
+        b = rand(a["k"], a["ncols"])
+        return lambda: spmm(csr, b)
+    if op.kernel in ("sdpa_decode", "kv_decode"):
+        q = rand(a["b"], a["h"], a["d"])
+        k, v = rand(a["b"], a["hkv"], a["t"], a["d"]), rand(a["b"], a["hkv"], a["t"], a["d"])
+        if op.kernel == "kv_decode":
+            cache = quantize_kv(k, v, a["bits"], 64, min(64, a["d"]), n_sink=4, rotate=True)
+            del k, v
+            return lambda: kv_decode(q, cache)
+        q4 = q[:, :, None, :]
+        gqa = a["h"] != a["hkv"]
+        return lambda: F.scaled_dot_product_attention(q4, k, v, enable_gqa=gqa)
+    if op.kernel in ("fused_attention", "unfused_attention"):
+        q = rand(a["b"], a["h"], a["n"], a["d"])
+        k, v = rand(a["b"], a["hkv"], a["n"], a["d"]), rand(a["b"], a["hkv"], a["n"], a["d"])
+        if op.kernel == "fused_attention":
+            return lambda: fused_attention(q, k, v, causal=True)
+        return lambda: unfused_attention(q, k, v, causal=True)
+    raise ValueError(f"no GPU runner for kernel {op.kernel!r}")
+
+
+MAX_COPIES = 256  # building thousands of copies of a tiny kernel's inputs would take minutes
+
+
+def time_op(op: Op, env: Env, seed: int = 0) -> tuple[float, bool]:
+    """Median seconds of one call of ``op``, and whether its rotated inputs still fit in L2.
+
+    Inputs rotate over enough copies to overflow L2 twice (at most ``MAX_COPIES``): only the
+    smallest calls (a few KB, bound by their launch) then stay in L2, and the flag says so.
+    """
+    gen = torch.Generator(device=env.device).manual_seed(seed)
+    nbytes = int(op.work().hbm_bytes)
+    copies = min(MAX_COPIES, copies_for(nbytes, env))
+    calls = [build(op, gen, env.device) for _ in range(copies)]
+    for c in calls:  # compile and autotune outside the graph
+        c()
+    torch.cuda.synchronize()
+    ms = bench(lambda: [c() for c in calls], env, graph=True) / copies
+    calls.clear()
+    torch.cuda.empty_cache()
+    return ms * 1e-3, copies * nbytes < env.l2_bytes
+
+
+def time_step(order: list[Op], env: Env, seed: int = 0) -> float:
+    """Median seconds of the whole step: every call on its own inputs, in one CUDA graph."""
+    gen = torch.Generator(device=env.device).manual_seed(seed)
+    calls = [build(op, gen, env.device) for op in order]
+    for c in calls:
+        c()
+    torch.cuda.synchronize()
+    ms = bench(lambda: [c() for c in calls], env, graph=True)
+    calls.clear()
+    torch.cuda.empty_cache()
+    return ms * 1e-3
+
+
+def gpu_env() -> Env | None:
+    """The bench environment of the first CUDA GPU, or None without one."""
+    if not torch.cuda.is_available():
+        return None
+    env = Env(torch.device("cuda"), tiny=False)
+    env.l2_bytes = int(torch.cuda.get_device_properties(0).L2_cache_size)
+    return env
