@@ -56,6 +56,7 @@ class Env:
     copy_gbps: float = float("nan")
     mm_tflops: float = float("nan")
     l2_bytes: int = 50 * 2**20
+    analog_sizes: tuple[int, ...] = (4096, 8192)  # square M = N = K of the analog bench
 
     @property
     def cuda(self) -> bool:
@@ -467,7 +468,7 @@ def bench_analog(env: Env) -> list[Row]:
     from kernels.analog_matmul import AnalogConfig, analog_matmul, analog_matmul_reference, program_weights
 
     rows: list[Row] = []
-    shapes = ((4096, 4096, 4096), (8192, 8192, 8192)) if not env.tiny else ((64, 96, 128),)
+    shapes = tuple((d, d, d) for d in env.analog_sizes) if not env.tiny else ((64, 96, 128),)
     for m, n, k in shapes:
         case = f"M{m} N{n} K{k} tiles512 dac8 adc8"
         x = torch.randn(m, k, device=env.device, dtype=torch.bfloat16)
@@ -724,11 +725,14 @@ def run(
     tiny: bool = False,
     device: str | None = None,
     on_progress: Callable[[list[Row]], None] | None = None,
+    analog_sizes: tuple[int, ...] = (4096, 8192),
 ) -> list[Row]:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type != "cuda" and not (tiny and interpreting()):
         raise ValueError("kernels.bench needs a CUDA GPU (or --tiny with TRITON_INTERPRET=1 to check the harness)")
-    env = Env(dev, tiny)
+    if any(d < 16 for d in analog_sizes):
+        raise ValueError(f"analog sizes must be >= 16; got {list(analog_sizes)}")
+    env = Env(dev, tiny, analog_sizes=tuple(analog_sizes))
     if env.cuda:
         env.l2_bytes = int(getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", env.l2_bytes))
     rows: list[Row] = []
@@ -763,10 +767,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--csv", type=Path, default=Path("results/kernels_bench.csv"), help="CSV to write")
     parser.add_argument("--tiny", action="store_true", help="small sizes, to check the harness")
+    parser.add_argument("--analog-size", type=int, action="append", metavar="D",
+                        help="M = N = K of the analog bench (repeatable; default 4096 and 8192)")
     args = parser.parse_args(argv)
     kernels = [k for k in KERNELS if k != "roofline"] if not args.kernel or "all" in args.kernel else args.kernel
     try:
-        rows = run(kernels, args.tiny, on_progress=lambda done: write_csv(done, args.csv))
+        rows = run(kernels, args.tiny, on_progress=lambda done: write_csv(done, args.csv),
+                   analog_sizes=tuple(args.analog_size or (4096, 8192)))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
