@@ -400,17 +400,27 @@ def bench_kv_decode(env: Env) -> list[Row]:
                 rotate=rotate,
             )
             ref = kv_decode_reference(q, cache)
-            configs = [(s_, r_, w_, st) for s_ in (16, 32) for r_ in (True, False) for w_ in (4, 8) for st in (1, 2)]
-            ms, cfg = _best(
-                lambda c: kv_decode(q, cache, num_splits=c[0], repeat_unpack=c[1], num_warps=c[2], num_stages=c[3]),
-                env,
-                configs if env.cuda else [(None, True, 4, 1)],
-                graph=env.cuda,
-            )
+            # (splits, unpack, warps, register cap, key groups per step); 128 registers fit 4 programs of
+            # 4 warps (or 2 of 8) on an SM
+            configs = [
+                (32, "asm", 4, None, 1),
+                (32, "asm", 4, 128, 1),
+                (64, "asm", 4, 128, 1),
+                (32, "asm", 4, None, 2),
+                (32, "asm", 8, None, 2),
+                (32, "asm", 8, 128, 2),
+                (64, "asm", 8, 128, 2),
+                (32, "int", 4, None, 1),
+            ]
+
+            def call(c):
+                return kv_decode(
+                    q, cache, num_splits=c[0], unpack=c[1], num_warps=c[2], max_registers=c[3], groups_per_step=c[4]
+                )
+
+            ms, cfg = _best(call, env, configs if env.cuda else [(None, "asm", 4, None, 1)], graph=env.cuda)
             splits = cfg
-            err = rel_err(
-                kv_decode(q, cache, num_splits=cfg[0], repeat_unpack=cfg[1], num_warps=cfg[2], num_stages=cfg[3]), ref
-            )
+            err = rel_err(call(cfg), ref)
             nbytes = cache.nbytes()
             rows.append(
                 Row(

@@ -14,14 +14,19 @@ Cache format (``B`` batch, ``HKV`` kv heads, ``D`` head dim, per batch and head)
   not yet fill a key group, are kept unquantized in the cache dtype. Decode attention is a sum over
   tokens, so their order does not matter once RoPE has been applied.
 
-Codes are packed ``32 / bits`` to an int32 along the head dim; steps and offsets are stored in the
-cache dtype and the codes are computed against those rounded values.
+Codes are packed ``32 / bits`` to an int32 along the head dim, in the order the kernel unpacks them two
+at a time (:mod:`kernels._unpack`): within a word, channel ``2j`` sits at code ``j`` and channel
+``2j + 1`` at code ``j + 16 / bits``, so unpacked words come out in channel order. Steps and offsets are
+stored in the cache dtype and the codes are computed against those rounded values.
 
 Decode (:func:`kv_decode`) splits the quantized tokens over ``num_splits`` programs per kv head
 (FlashDecoding); one more program takes the full-precision tokens; a second kernel merges the
-partial softmax states. Per kv head, all its query heads (GQA) are processed together. For keys the
-step is folded into the query (``q . k = (q * s) . code + q . lo``), so a key costs an unpack and a
-tensor-core product; values are dequantized in registers.
+partial softmax states. Per kv head, all its query heads (GQA) are processed together. Codes become
+floats two per shift, LOP3 and packed FMA (:mod:`kernels._unpack`). For keys the step is folded into
+the query (``q . k = (q s R) . (c / R) + q . lo``, ``c / R`` exact), and ``q . lo`` reaches every
+token of a group through a product with a ones matrix rather than a cross-warp sum; values are
+dequantized by the packed FMA; row sums are kept per score position and reduced once at the end.
+The next key group's words and scales are loaded before the current group's arithmetic.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ if HAVE_TRITON:
     import triton
     import triton.language as tl
 
-    from kernels._common import codes_to_float, mma
+    from kernels._common import mma
+    from kernels._unpack import unpack_pairs
 
 __all__ = [
     "QuantizedKVCache",
@@ -131,15 +137,34 @@ def _minmax_quantize(x: torch.Tensor, dim: int, bits: int, dtype: torch.dtype):
     return codes, step.squeeze(dim), lo.squeeze(dim)
 
 
+def _pair_positions(d: int, bits: int, device: torch.device) -> torch.Tensor:
+    """Code index (within the row) that holds channel ``c``: the kernel unpacks the codes of a word as
+    ``[c0, c_{PW/2}, c1, c_{PW/2+1}, ...]`` (see kernels._unpack), so channel ``c`` is stored there."""
+    pw = 32 // bits
+    c = torch.arange(d, device=device)
+    return (c // pw) * pw + (c % pw) // 2 + (c % 2) * (pw // 2)
+
+
+def _pack_pairs(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    stored = torch.empty_like(codes)
+    stored[..., _pair_positions(codes.shape[-1], bits, codes.device)] = codes
+    return pack_codes(stored, bits)
+
+
+def _unpack_pairs(words: torch.Tensor, bits: int) -> torch.Tensor:
+    codes = unpack_codes(words, bits)
+    return codes[..., _pair_positions(codes.shape[-1], bits, codes.device)]
+
+
 def _quantize_tokens(k: torch.Tensor, v: torch.Tensor, bits: int, k_group: int, v_group: int) -> dict:
     b, h, t, d = k.shape
     kc, ks, kl = _minmax_quantize(k.reshape(b, h, t // k_group, k_group, d), 3, bits, k.dtype)
     vc, vs, vl = _minmax_quantize(v.reshape(b, h, t, d // v_group, v_group), 4, bits, v.dtype)
     return {
-        "k_words": pack_codes(kc.reshape(b, h, t, d), bits),
+        "k_words": _pack_pairs(kc.reshape(b, h, t, d), bits),
         "k_step": ks,
         "k_lo": kl,
-        "v_words": pack_codes(vc.reshape(b, h, t, d), bits),
+        "v_words": _pack_pairs(vc.reshape(b, h, t, d), bits),
         "v_step": vs,
         "v_lo": vl,
     }
@@ -220,9 +245,9 @@ def dequantize_kv(cache: QuantizedKVCache) -> tuple[torch.Tensor, torch.Tensor]:
     """``(k, v)`` as the kernel sees them: quantized tokens first, then the full-precision ones (fp32)."""
     b, h, t, _ = cache.k_words.shape
     d = cache.head_dim
-    kc = unpack_codes(cache.k_words, cache.bits).float().reshape(b, h, t // cache.k_group, cache.k_group, d)
+    kc = _unpack_pairs(cache.k_words, cache.bits).float().reshape(b, h, t // cache.k_group, cache.k_group, d)
     k = (kc * cache.k_step.float()[:, :, :, None] + cache.k_lo.float()[:, :, :, None]).reshape(b, h, t, d)
-    vc = unpack_codes(cache.v_words, cache.bits).float().reshape(b, h, t, d // cache.v_group, cache.v_group)
+    vc = _unpack_pairs(cache.v_words, cache.bits).float().reshape(b, h, t, d // cache.v_group, cache.v_group)
     v = (vc * cache.v_step.float()[..., None] + cache.v_lo.float()[..., None]).reshape(b, h, t, d)
     return torch.cat([k, cache.fp_k.float()], 2), torch.cat([v, cache.fp_v.float()], 2)
 
@@ -262,6 +287,44 @@ def decode_reference_dense(
 if HAVE_TRITON:
 
     @triton.jit
+    def _load_group(KW, KS, KL, VW, VS, VL, start, end, w_off, offs_d, v_off,
+                    PW: tl.constexpr, KG: tl.constexpr, VG: tl.constexpr, D: tl.constexpr):
+        """Packed words and scales of the key group at token ``start`` (nothing at or past ``end``).
+
+        Base pointers are this head's scalars and offsets loop-invariant int32 tensors, so a prefetch
+        costs one address per element rather than a 64-bit index computation.
+        """
+        ok = tl.full([KG, 1], 0, tl.int32) + start < end
+        kw = tl.load(KW + start * (D // PW) + w_off, mask=ok, other=0)
+        vw = tl.load(VW + start * (D // PW) + w_off, mask=ok, other=0)
+        ok_d = tl.full([D], 0, tl.int32) + start < end
+        ks = tl.load(KS + (start // KG) * D + offs_d, mask=ok_d, other=0.0)
+        kl = tl.load(KL + (start // KG) * D + offs_d, mask=ok_d, other=0.0)
+        # one value scale and offset per word (a word never straddles a value group)
+        vs = tl.load(VS + start * (D // VG) + v_off, mask=ok, other=0.0)
+        vl = tl.load(VL + start * (D // VG) + v_off, mask=ok, other=0.0)
+        return kw, ks, kl, vw, vs, vl
+
+    @triton.jit
+    def _group_scores(q, kw, ks, kl, ones, one, BITS: tl.constexpr, DT: tl.constexpr, ASM: tl.constexpr):
+        """log2-domain scores of one key group: q . (s c + lo) = (q s R) . (c / R) + q . lo.
+
+        c / R is exact in DT; the per-row offset q . lo comes from a product with a ones matrix, which
+        lands it on every token without a cross-warp reduction.
+        """
+        R: tl.constexpr = 1 << BITS
+        qn = (q * (ks.to(tl.float32) * R)[None, :]).to(DT)
+        qlo = (q * kl.to(tl.float32)[None, :]).to(DT)
+        xk = unpack_pairs(kw, one, -one, BITS, DT, False, ASM)
+        return mma(qn, tl.trans(xk)) + mma(qlo, ones)
+
+    @triton.jit
+    def _group_values(vw, vs, vl, BITS: tl.constexpr, DT: tl.constexpr, ASM: tl.constexpr):
+        """One group's values: s c + lo = (c / R) (s R) + lo; both operands exact in DT, one rounding."""
+        R: tl.constexpr = 1 << BITS
+        return unpack_pairs(vw, vs.to(tl.float32) * R, vl.to(tl.float32), BITS, DT, True, ASM)
+
+    @triton.jit
     def _kv_split_kernel(
         Q,
         KW,
@@ -294,11 +357,12 @@ if HAVE_TRITON:
         KG: tl.constexpr,
         VG: tl.constexpr,
         D: tl.constexpr,
-        REPEAT: tl.constexpr,
+        ASM: tl.constexpr,
+        KF: tl.constexpr,
+        PAIR: tl.constexpr,
     ):
-        PER_WORD: tl.constexpr = 32 // BITS
-        WORDS: tl.constexpr = D // PER_WORD
-        MASK: tl.constexpr = (1 << BITS) - 1
+        PW: tl.constexpr = 32 // BITS
+        DT: tl.constexpr = FV.dtype.element_ty
         pid_s = tl.program_id(0)
         bh = tl.program_id(1)
         b = bh // HKV
@@ -307,8 +371,7 @@ if HAVE_TRITON:
         offs_g = tl.arange(0, GP)
         offs_d = tl.arange(0, D)
         offs_n = tl.arange(0, KG)
-        offs_w = tl.arange(0, WORDS)
-        shifts = tl.arange(0, PER_WORD) * BITS
+        offs_w = tl.arange(0, D // PW)
         g_mask = offs_g < GROUP
         q = (
             tl.load(
@@ -319,58 +382,82 @@ if HAVE_TRITON:
             * qk_scale
         )
         m_i = tl.full([GP], float("-inf"), tl.float32)
-        l_i = tl.zeros([GP], tl.float32)
+        # row sums are kept per score position and reduced once at the end: no cross-warp sum per group
+        l_acc = tl.zeros([GP, KG], tl.float32)
+        l_fp = tl.zeros([GP], tl.float32)
         acc = tl.zeros([GP, D], tl.float32)
         if pid_s < NUM_SPLITS:
             lo = pid_s * TOK_PER_SPLIT
             hi = tl.minimum(lo + TOK_PER_SPLIT, T_Q)
-            for start in range(lo, hi, KG):
-                grp = start // KG
-                ks = tl.load(KS + bh64 * s_ks + grp * D + offs_d).to(tl.float32)
-                kl = tl.load(KL + bh64 * s_ks + grp * D + offs_d).to(tl.float32)
-                q_step = q * ks[None, :]
-                q_lo = tl.sum(q * kl[None, :], 1)
-                tok = (start + offs_n).to(tl.int64)
-                if REPEAT:
-                    # each channel loads its own word (lanes of one word hit the same L1 line): no reshapes
-                    kw = tl.load(KW + bh64 * s_kw + tok[:, None] * WORDS + (offs_d // PER_WORD)[None, :])
-                    kcodes = codes_to_float((kw >> ((offs_d % PER_WORD) * BITS)[None, :]) & MASK)
-                else:
-                    kw = tl.load(KW + bh64 * s_kw + tok[:, None] * WORDS + offs_w[None, :])
-                    kcodes = codes_to_float(tl.reshape((kw[:, :, None] >> shifts[None, None, :]) & MASK, [KG, D]))
-                qk = mma(q_step, tl.trans(kcodes)) + q_lo[:, None]
-                m_new = tl.maximum(m_i, tl.max(qk, 1))
-                p = tl.math.exp2(qk - m_new[:, None])
-                alpha = tl.math.exp2(m_i - m_new)
-                l_i = l_i * alpha + tl.sum(p, 1)
-                m_i = m_new
-                if REPEAT:
-                    vw = tl.load(VW + bh64 * s_vw + tok[:, None] * WORDS + (offs_d // PER_WORD)[None, :])
-                    vcodes = codes_to_float((vw >> ((offs_d % PER_WORD) * BITS)[None, :]) & MASK)
-                    vsz = bh64 * s_vs + tok[:, None] * (D // VG) + (offs_d // VG)[None, :]
-                    v = vcodes * tl.load(VS + vsz).to(tl.float32) + tl.load(VL + vsz).to(tl.float32)
-                else:
-                    vw = tl.load(VW + bh64 * s_vw + tok[:, None] * WORDS + offs_w[None, :])
-                    vcodes = tl.reshape((vw[:, :, None] >> shifts[None, None, :]) & MASK, [KG, D // VG, VG])
-                    offs_vg = tl.arange(0, D // VG)
-                    vs = tl.load(VS + bh64 * s_vs + tok[:, None] * (D // VG) + offs_vg[None, :]).to(tl.float32)
-                    vl = tl.load(VL + bh64 * s_vs + tok[:, None] * (D // VG) + offs_vg[None, :]).to(tl.float32)
-                    v = tl.reshape(codes_to_float(vcodes) * vs[:, :, None] + vl[:, :, None], [KG, D])
-                acc = acc * alpha[:, None] + mma(p.to(FV.dtype.element_ty), v.to(FV.dtype.element_ty))
+            ones = tl.full([D, KG], 1.0, DT)
+            one = tl.full([1, 1], 1.0, tl.float32)
+            # this head's rows; offsets within a group are int32 and loop-invariant
+            KW += bh64 * s_kw
+            VW += bh64 * s_vw
+            KS += bh64 * s_ks
+            KL += bh64 * s_ks
+            VS += bh64 * s_vs
+            VL += bh64 * s_vs
+            w_off = offs_n[:, None] * (D // PW) + offs_w[None, :]
+            v_off = offs_n[:, None] * (D // VG) + (offs_w * PW // VG)[None, :]
+            kw, ks, kl, vw, vs, vl = _load_group(KW, KS, KL, VW, VS, VL, lo, hi, w_off, offs_d, v_off, PW, KG, VG, D)
+            if PAIR:
+                # two key groups per step: twice the independent work between the step's barriers
+                kw1, ks1, kl1, vw1, vs1, vl1 = _load_group(
+                    KW, KS, KL, VW, VS, VL, lo + KG, hi, w_off, offs_d, v_off, PW, KG, VG, D
+                )
+                for start in range(lo, hi, 2 * KG):
+                    nkw, nks, nkl, nvw, nvs, nvl = _load_group(
+                        KW, KS, KL, VW, VS, VL, start + 2 * KG, hi, w_off, offs_d, v_off, PW, KG, VG, D
+                    )
+                    nkw1, nks1, nkl1, nvw1, nvs1, nvl1 = _load_group(
+                        KW, KS, KL, VW, VS, VL, start + 3 * KG, hi, w_off, offs_d, v_off, PW, KG, VG, D
+                    )
+                    qk = _group_scores(q, kw, ks, kl, ones, one, BITS, DT, ASM)
+                    qk1 = _group_scores(q, kw1, ks1, kl1, ones, one, BITS, DT, ASM)
+                    qk1 = tl.where(tl.full([1, KG], 0, tl.int32) + start + KG < hi, qk1, float("-inf"))
+                    m_new = tl.maximum(m_i, tl.max(tl.maximum(qk, qk1), 1))
+                    p = tl.math.exp2(qk - m_new[:, None])
+                    p1 = tl.math.exp2(qk1 - m_new[:, None])
+                    alpha = tl.math.exp2(m_i - m_new)
+                    l_acc = l_acc * alpha[:, None] + (p + p1)
+                    m_i = m_new
+                    acc = acc * alpha[:, None] + mma(p.to(DT), _group_values(vw, vs, vl, BITS, DT, ASM))
+                    acc += mma(p1.to(DT), _group_values(vw1, vs1, vl1, BITS, DT, ASM))
+                    kw, ks, kl, vw, vs, vl = nkw, nks, nkl, nvw, nvs, nvl
+                    kw1, ks1, kl1, vw1, vs1, vl1 = nkw1, nks1, nkl1, nvw1, nvs1, nvl1
+            else:
+                for start in range(lo, hi, KG):
+                    # the next group's loads go out before this group's arithmetic (register double buffer)
+                    nkw, nks, nkl, nvw, nvs, nvl = _load_group(
+                        KW, KS, KL, VW, VS, VL, start + KG, hi, w_off, offs_d, v_off, PW, KG, VG, D
+                    )
+                    qk = _group_scores(q, kw, ks, kl, ones, one, BITS, DT, ASM)
+                    m_new = tl.maximum(m_i, tl.max(qk, 1))
+                    p = tl.math.exp2(qk - m_new[:, None])
+                    alpha = tl.math.exp2(m_i - m_new)
+                    l_acc = l_acc * alpha[:, None] + p
+                    m_i = m_new
+                    acc = acc * alpha[:, None] + mma(p.to(DT), _group_values(vw, vs, vl, BITS, DT, ASM))
+                    kw, ks, kl, vw, vs, vl = nkw, nks, nkl, nvw, nvs, nvl
         else:
-            for start in range(0, T_F, KG):
-                tok = start + offs_n
+            # full-precision tokens (a few per head): small tiles keep this branch's registers low
+            offs_f = tl.arange(0, KF)
+            for start in range(0, T_F, KF):
+                tok = start + offs_f
                 t_mask = tok < T_F
-                k = tl.load(FK + bh64 * s_f + tok[:, None] * D + offs_d[None, :], mask=t_mask[:, None], other=0.0)
-                v = tl.load(FV + bh64 * s_f + tok[:, None] * D + offs_d[None, :], mask=t_mask[:, None], other=0.0)
-                qk = mma(q, tl.trans(k.to(tl.float32)))
+                fidx = bh64 * s_f + tok[:, None] * D + offs_d[None, :]
+                k = tl.load(FK + fidx, mask=t_mask[:, None], other=0.0)
+                v = tl.load(FV + fidx, mask=t_mask[:, None], other=0.0)
+                qk = mma(q.to(DT), tl.trans(k))
                 qk = tl.where(t_mask[None, :], qk, float("-inf"))
                 m_new = tl.maximum(m_i, tl.max(qk, 1))
                 p = tl.math.exp2(qk - m_new[:, None])
                 alpha = tl.where(m_i == float("-inf"), 0.0, tl.math.exp2(m_i - m_new))
-                l_i = l_i * alpha + tl.sum(p, 1)
+                l_fp = l_fp * alpha + tl.sum(p, 1)
                 m_i = m_new
                 acc = acc * alpha[:, None] + mma(p.to(v.dtype), v)
+        l_i = tl.sum(l_acc, 1) + l_fp
         part = (bh64 * (NUM_SPLITS + 1) + pid_s) * GP + offs_g
         tl.store(PM + part, m_i, mask=g_mask)
         tl.store(PL + part, l_i, mask=g_mask)
@@ -405,12 +492,25 @@ def kv_decode(
     repeat_unpack: bool = True,
     num_warps: int = 4,
     num_stages: int = 1,
+    unpack: str = "asm",
+    max_registers: int | None = None,
+    groups_per_step: int | None = None,
 ) -> torch.Tensor:
     """One decode step: ``q [B, H, D]`` (unrotated) against the quantized cache; returns ``[B, H, D]``.
 
-    ``repeat_unpack`` picks how codes are unpacked: every channel loads its own packed word and
-    shifts it (True), or words are loaded once and split by a register reshape (False).
+    ``unpack`` picks how codes become floats: ``"asm"`` (two codes per shift and LOP3 in inline PTX,
+    on the GPU) or ``"int"`` (the same arithmetic in plain Triton; what the interpreter always runs).
+    ``repeat_unpack`` is accepted for compatibility and ignored; ``max_registers`` caps the registers
+    per thread of the main kernel (more programs per SM, at the risk of spills); ``groups_per_step``
+    (1 or 2; default 1 for 2-bit, 2 for 4-bit, the faster on the H100) is how many key groups a
+    program works on between its barriers.
     """
+    if unpack not in ("asm", "int"):
+        raise ValueError(f"unpack must be 'asm' or 'int'; got {unpack!r}")
+    if groups_per_step is None:
+        groups_per_step = 2 if cache.bits == 4 else 1
+    if groups_per_step not in (1, 2):
+        raise ValueError(f"groups_per_step must be 1 or 2; got {groups_per_step}")
     _check_q(q, cache)
     if q.dtype != cache.fp_k.dtype:
         raise ValueError(f"q dtype {q.dtype} differs from the cache dtype {cache.fp_k.dtype}")
@@ -433,7 +533,9 @@ def kv_decode(
         num_splits = max(1, min(max(1, 2048 // max(1, b * hkv)), groups_q))
     if num_splits < 1:
         raise ValueError(f"num_splits must be >= 1; got {num_splits}")
-    tok_per_split = triton.cdiv(max(groups_q, 1), num_splits) * cache.k_group
+    # whole steps per split; a split may end early (or be empty) where the groups run out
+    tok_per_split = triton.cdiv(triton.cdiv(max(groups_q, 1), num_splits), groups_per_step) * groups_per_step
+    tok_per_split *= cache.k_group
     parts = num_splits + 1
     pm = torch.empty((b * hkv, parts, gp), device=q.device, dtype=torch.float32)
     pl = torch.empty_like(pm)
@@ -470,9 +572,12 @@ def kv_decode(
         KG=cache.k_group,
         VG=cache.v_group,
         D=d,
-        REPEAT=repeat_unpack,
+        ASM=unpack == "asm" and not interpreting(),
+        KF=16,
+        PAIR=groups_per_step == 2,
         num_warps=num_warps,
         num_stages=1 if interpreting() else num_stages,
+        **({"maxnreg": max_registers} if max_registers and not interpreting() else {}),
     )
     _kv_combine_kernel[(b * h,)](po, pm, pl, y, parts, GROUP=group, GP=gp, SP=next_pow2(parts), D=d, num_warps=4)
     return y

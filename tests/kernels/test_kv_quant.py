@@ -29,8 +29,10 @@ def test_decode_matches_dequantized_reference(bits, b, h, hkv, t, d, n_sink, rot
     y = kv_decode(q, cache, num_splits=3, out=out)
     ref = kv_decode_reference(q, cache)
     assert rel_err(y, ref) < 2e-2
-    if t == 90:  # the reshape unpacking computes the same attention
-        assert rel_err(kv_decode(q, cache, num_splits=2, repeat_unpack=False), ref) < 2e-2
+    if t == 90:  # plain-Triton unpacking, two key groups per step and odd group counts agree too
+        assert rel_err(kv_decode(q, cache, num_splits=2, unpack="int"), ref) < 2e-2
+        assert rel_err(kv_decode(q, cache, num_splits=2, groups_per_step=2), ref) < 2e-2
+        assert rel_err(kv_decode(q, cache, num_splits=1, groups_per_step=2), ref) < 2e-2
 
 
 def test_full_precision_tokens_are_exact_and_quantization_error_shrinks_with_bits(device, rng):
@@ -74,3 +76,8 @@ def test_bad_inputs(device):
     cache = quantize_kv(k, k, 2, 16, 32)
     with pytest.raises(ValueError, match="multiple of kv heads"):
         kv_decode(torch.zeros(1, 3, 64, dtype=torch.bfloat16, device=device), cache)
+    q = torch.zeros(1, 2, 64, dtype=torch.bfloat16, device=device)
+    with pytest.raises(ValueError, match="unpack"):
+        kv_decode(q, cache, unpack="lut")
+    with pytest.raises(ValueError, match="groups_per_step"):
+        kv_decode(q, cache, groups_per_step=3)

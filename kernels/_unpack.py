@@ -1,0 +1,175 @@
+"""Low-bit codes to fp16/bf16 two at a time: one shift and one LOP3 per pair of codes (Marlin's trick).
+
+A packed int32 word holds ``PW = 32 / bits`` codes, code ``j`` at bit ``bits * j`` (see
+:func:`kernels.quant_gemv.pack_codes`). Shifting the word and masking puts code ``j`` and code
+``j + PW/2`` into the top mantissa bits of the low and high 16-bit halves; OR-ing in the exponent of
+1.0 makes each half exactly the float ``1 + code / 2^bits``; one packed FMA then applies a per-word
+scale and offset. A pair thus costs a shift, a LOP3 and an FMA, where plain Triton spends a shift, a
+mask, an OR, an FADD, an FMA and a convert on every code. Callers fold the ``1 + c / 2^bits`` form
+into their scales (``c = 2^bits (x - 1)``).
+
+Order: the 32-bit result of a pair is one register pair, so the unpacked row of a word is
+``[c0, c_{PW/2}, c1, c_{PW/2+1}, ...]``; a caller either stores its codes in that order (the KV
+cache does: unpacked rows come out in channel order) or permutes its other operand.
+The PTX path (``ASM``) runs on the GPU; the plain-Triton path computes the same values and is the
+one the interpreter runs.
+"""
+
+from __future__ import annotations
+
+from kernels._common import HAVE_TRITON
+
+if HAVE_TRITON:
+    import triton
+    import triton.language as tl
+
+
+def _pair_asm(bits: int, half: str, exact: bool) -> str:
+    """PTX for one word (``$PW``; scale and offset pairs ``$PW+1``, ``$PW+2``) -> ``PW`` 16-bit values.
+
+    ``exact`` first subtracts 1 (exact), so the FMA rounds once: ``(c / 2^bits) * scale + offset``.
+    """
+    pw = 32 // bits
+    pos = (10 if half == "f16" else 7) - bits  # top mantissa bits of the half
+    mask = ((1 << bits) - 1) << pos
+    magic = 0x3C00 if half == "f16" else 0x3F80  # 1.0
+    lines = ["{", ".reg .b32 t, one, mone;"]
+    if exact:
+        lines += [f"mov.b32 one, {magic | magic << 16};", f"mov.b32 mone, {(magic | magic << 16) | 0x80008000};"]
+    for j in range(pw // 2):
+        sh = bits * j - pos
+        op = f"shr.u32 t, ${pw}, {sh};" if sh > 0 else f"shl.b32 t, ${pw}, {-sh};" if sh < 0 else f"mov.b32 t, ${pw};"
+        lines += [op, f"and.b32 t, t, {mask | mask << 16};", f"or.b32 t, t, {magic | magic << 16};"]
+        if exact:
+            lines.append(f"fma.rn.{half}x2 t, t, one, mone;")  # c / 2^bits, exact
+        lines.append(f"fma.rn.{half}x2 t, t, ${pw + 1}, ${pw + 2};")
+        lines.append(f"mov.b32 {{${j}, ${j + pw // 2}}}, t;")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _constraints(bits: int) -> str:
+    return ",".join(["=h"] * (32 // bits) + ["r"] * 3)
+
+
+if HAVE_TRITON:
+    _ASM_2H = tl.constexpr(_pair_asm(2, "f16", False))
+    _ASM_4H = tl.constexpr(_pair_asm(4, "f16", False))
+    _ASM_2B = tl.constexpr(_pair_asm(2, "bf16", False))
+    _ASM_4B = tl.constexpr(_pair_asm(4, "bf16", False))
+    _ASM_2H_X = tl.constexpr(_pair_asm(2, "f16", True))
+    _ASM_4H_X = tl.constexpr(_pair_asm(4, "f16", True))
+    _ASM_2B_X = tl.constexpr(_pair_asm(2, "bf16", True))
+    _ASM_4B_X = tl.constexpr(_pair_asm(4, "bf16", True))
+    _CONS_2 = tl.constexpr(_constraints(2))
+    _CONS_4 = tl.constexpr(_constraints(4))
+
+    @triton.jit
+    def _splat2(x, DT: tl.constexpr):
+        """fp32 -> the 16-bit float ``DT`` twice in one int32 (the operand of a packed FMA)."""
+        b = x.to(DT).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+        return b | (b << 16)
+
+    @triton.jit
+    def _pair(words, scale, offset, J: tl.constexpr, BITS: tl.constexpr, DT: tl.constexpr, EXACT: tl.constexpr):
+        """Plain-Triton version of one pair: codes ``J`` and ``J + PW/2`` as 16-bit patterns."""
+        POS: tl.constexpr = (10 if DT == tl.float16 else 7) - BITS
+        SH: tl.constexpr = BITS * J - POS
+        MASK: tl.constexpr = ((1 << BITS) - 1) << POS
+        MAGIC: tl.constexpr = 0x3C00 if DT == tl.float16 else 0x3F80
+        if SH >= 0:
+            t = words >> SH
+        else:
+            t = words << (-SH)
+        t = (t & (MASK | MASK << 16)) | (MAGIC | MAGIC << 16)
+        lo = (t & 0xFFFF).to(tl.int16)
+        hi = (t >> 16).to(tl.int16)
+        one: tl.constexpr = 1.0 if EXACT else 0.0
+        lo = ((lo.to(DT, bitcast=True).to(tl.float32) - one) * scale + offset).to(DT).to(tl.int16, bitcast=True)
+        hi = ((hi.to(DT, bitcast=True).to(tl.float32) - one) * scale + offset).to(DT).to(tl.int16, bitcast=True)
+        return lo, hi
+
+    @triton.jit
+    def _asm_pairs(words, scale, offset, BITS: tl.constexpr, DT: tl.constexpr, EXACT: tl.constexpr):
+        """The PTX path: a tuple of the ``32 / BITS`` values of each word, low halves then high halves."""
+        args = [words, _splat2(scale, DT), _splat2(offset, DT)]
+        if BITS == 2:
+            if DT == tl.float16:
+                if EXACT:
+                    c = tl.inline_asm_elementwise(_ASM_2H_X, _CONS_2, args, (tl.int16,) * 16, True, 1)
+                else:
+                    c = tl.inline_asm_elementwise(_ASM_2H, _CONS_2, args, (tl.int16,) * 16, True, 1)
+            else:
+                if EXACT:
+                    c = tl.inline_asm_elementwise(_ASM_2B_X, _CONS_2, args, (tl.int16,) * 16, True, 1)
+                else:
+                    c = tl.inline_asm_elementwise(_ASM_2B, _CONS_2, args, (tl.int16,) * 16, True, 1)
+        else:
+            if DT == tl.float16:
+                if EXACT:
+                    c = tl.inline_asm_elementwise(_ASM_4H_X, _CONS_4, args, (tl.int16,) * 8, True, 1)
+                else:
+                    c = tl.inline_asm_elementwise(_ASM_4H, _CONS_4, args, (tl.int16,) * 8, True, 1)
+            else:
+                if EXACT:
+                    c = tl.inline_asm_elementwise(_ASM_4B_X, _CONS_4, args, (tl.int16,) * 8, True, 1)
+                else:
+                    c = tl.inline_asm_elementwise(_ASM_4B, _CONS_4, args, (tl.int16,) * 8, True, 1)
+        return c
+
+    @triton.jit
+    def _codes2(words, scale, offset, DT: tl.constexpr, EXACT: tl.constexpr, ASM: tl.constexpr):
+        """2-bit: the 16 values of each word as 16-bit patterns, low halves then high halves."""
+        if ASM:
+            c = _asm_pairs(words, scale, offset, 2, DT, EXACT)
+            l0, l1, l2, l3, l4, l5, l6, l7, h0, h1, h2, h3, h4, h5, h6, h7 = c
+        else:
+            l0, h0 = _pair(words, scale, offset, 0, 2, DT, EXACT)
+            l1, h1 = _pair(words, scale, offset, 1, 2, DT, EXACT)
+            l2, h2 = _pair(words, scale, offset, 2, 2, DT, EXACT)
+            l3, h3 = _pair(words, scale, offset, 3, 2, DT, EXACT)
+            l4, h4 = _pair(words, scale, offset, 4, 2, DT, EXACT)
+            l5, h5 = _pair(words, scale, offset, 5, 2, DT, EXACT)
+            l6, h6 = _pair(words, scale, offset, 6, 2, DT, EXACT)
+            l7, h7 = _pair(words, scale, offset, 7, 2, DT, EXACT)
+        lo = tl.interleave(
+            tl.interleave(tl.interleave(l0, l4), tl.interleave(l2, l6)),
+            tl.interleave(tl.interleave(l1, l5), tl.interleave(l3, l7)),
+        )
+        hi = tl.interleave(
+            tl.interleave(tl.interleave(h0, h4), tl.interleave(h2, h6)),
+            tl.interleave(tl.interleave(h1, h5), tl.interleave(h3, h7)),
+        )
+        return tl.interleave(lo, hi)
+
+    @triton.jit
+    def _codes4(words, scale, offset, DT: tl.constexpr, EXACT: tl.constexpr, ASM: tl.constexpr):
+        """4-bit: the 8 values of each word as 16-bit patterns, low halves then high halves."""
+        if ASM:
+            c = _asm_pairs(words, scale, offset, 4, DT, EXACT)
+            l0, l1, l2, l3, h0, h1, h2, h3 = c
+        else:
+            l0, h0 = _pair(words, scale, offset, 0, 4, DT, EXACT)
+            l1, h1 = _pair(words, scale, offset, 1, 4, DT, EXACT)
+            l2, h2 = _pair(words, scale, offset, 2, 4, DT, EXACT)
+            l3, h3 = _pair(words, scale, offset, 3, 4, DT, EXACT)
+        lo = tl.interleave(tl.interleave(l0, l2), tl.interleave(l1, l3))
+        hi = tl.interleave(tl.interleave(h0, h2), tl.interleave(h1, h3))
+        return tl.interleave(lo, hi)
+
+    @triton.jit
+    def unpack_pairs(
+        words, scale, offset, BITS: tl.constexpr, DT: tl.constexpr, EXACT: tl.constexpr, ASM: tl.constexpr
+    ):
+        """``words [N, W]`` int32 -> ``[N, W * 32 / BITS]`` of ``DT`` (fp16 or bf16), in pair order.
+
+        Each value is ``(1 + code / 2^BITS) * scale + offset``, or with ``EXACT`` ``(code / 2^BITS) *
+        scale + offset`` (one more packed FMA, but a single rounding when the offset is large), with one
+        fp32 ``scale`` and ``offset`` per word (``[N, W]`` or broadcastable; rounded to ``DT`` on the
+        PTX path). ``scale = 1, offset = -1`` without ``EXACT`` gives ``code / 2^BITS`` exactly.
+        """
+        if BITS == 2:
+            c = _codes2(words, scale, offset, DT, EXACT, ASM)
+        else:
+            c = _codes4(words, scale, offset, DT, EXACT, ASM)
+        return c.to(DT, bitcast=True)
