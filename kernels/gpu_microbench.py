@@ -9,7 +9,16 @@ constants are properties of the GPU, not of the kernels it predicts:
 - ``l2_gbps``: the same copy on 8 MiB buffers that stay in L2;
 - fma / unpack / exp / load: register-only Triton loops (4 independent chains per element, 1024
   elements per program, 8 programs per SM) timed with ``do_bench``;
-- ``launch_us``: 200 empty kernels captured in one CUDA graph, per kernel.
+- ``launch_us``: 200 empty kernels captured in one CUDA graph, per kernel;
+- ``kernel_min_us``: 256 one-program kernels in one CUDA graph, each loading a distinct 4 KB (L2) and
+  storing 4 KB, per kernel: the least a kernel that touches memory costs;
+- ``l2_iter_us`` / ``dram_iter_us``: one program, 4 warps, no pipelining, a loop whose iteration loads
+  an 8 KB bf16 tile at an address that depends on the previous tile's sum (1 MB window: L2; 100 MB
+  of distinct tiles: HBM), per iteration;
+- ``sm_gbps``: a copy kernel with one program per SM (4 warps, 8 KB tiles, 256 MiB), read + write
+  bytes per second per program;
+- ``attn_tflops``: ``tl.dot`` rate of the fused attention's loop without its softmax (S = Q K^T,
+  P = S in bf16, O += P V; 128 x 128 tiles, d = 128, 8 warps, 2 stages; 16 heads x 4096 tokens).
 
 ``--out FILE`` writes the spec TOML; ``--tiny`` with ``TRITON_INTERPRET=1`` checks the script on CPU.
 """
@@ -99,6 +108,51 @@ def _empty_kernel(Y):
     pass
 
 
+@triton.jit
+def _touch_kernel(X, Y, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(Y + offs, tl.load(X + offs) * 2.0 + 1.0)
+
+
+@triton.jit
+def _wait_kernel(X, Y, R, WRAP, ROWS: tl.constexpr, COLS: tl.constexpr):
+    # each iteration's tile address depends on the previous tile's sum (always 0 at run time), so
+    # every iteration waits for its load: the loop's per-iteration latency
+    offs = tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :]
+    acc = 0.0
+    dep = 0
+    for i in range(R):
+        t = tl.load(X + (i % WRAP) * (ROWS * COLS) + dep + offs).to(tl.float32)
+        s = tl.sum(tl.sum(t, 1), 0)
+        acc += s
+        dep = (s > 1e30).to(tl.int32)
+    tl.store(Y, acc)
+
+
+@triton.jit
+def _stream_kernel(X, Y, CHUNK, BLOCK: tl.constexpr):
+    base = tl.program_id(0).to(tl.int64) * CHUNK
+    for off in range(0, CHUNK, BLOCK):
+        offs = base + off + tl.arange(0, BLOCK)
+        tl.store(Y + offs, tl.load(X + offs))
+
+
+@triton.jit
+def _attn_dot_kernel(Q, K, V, Out, N, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    h = tl.program_id(1).to(tl.int64)
+    rows = tl.program_id(0) * BM + tl.arange(0, BM)
+    offs_d = tl.arange(0, D)
+    q = tl.load(Q + h * N * D + rows[:, None] * D + offs_d[None, :])
+    acc = tl.zeros([BM, D], tl.float32)
+    for start in range(0, N, BN):
+        cols = start + tl.arange(0, BN)
+        k = tl.load(K + h * N * D + cols[:, None] * D + offs_d[None, :])
+        v = tl.load(V + h * N * D + cols[:, None] * D + offs_d[None, :])
+        s = tl.dot(q, tl.trans(k))
+        acc += tl.dot(s.to(V.dtype.element_ty), v)
+    tl.store(Out + h * N * D + rows[:, None] * D + offs_d[None, :], acc.to(Out.dtype.element_ty))
+
+
 def _sig(x: float) -> float:
     """Four significant digits: the spec file stays readable, tiny CPU-check rates stay non-zero."""
     return float(f"{x:.4g}")
@@ -135,6 +189,45 @@ def measure(env: Env) -> GPUSpec:
 
     launch = _graph_time_per_call(lambda i: _empty_kernel[(1,)](y), 200 if env.cuda else 2, env)
 
+    # the smallest kernel that reads and writes memory: one program, 4 KB in and out, distinct buffers
+    calls = 256 if env.cuda else 2
+    src = torch.rand(calls, 1024, device=dev, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    kernel_min = _graph_time_per_call(lambda i: _touch_kernel[(1,)](src[i], dst[i], BLOCK=1024), calls, env)
+
+    # a loop whose iterations wait for their loads: 8 KB bf16 tiles, from L2 (1 MB window) and from HBM
+    rows, cols = (64, 64) if env.cuda else (4, 8)
+    tile = rows * cols
+    n_dram = 12800 if env.cuda else 4  # 100 MiB of distinct tiles: twice the L2
+    n_l2 = 128 if env.cuda else 2
+    buf = torch.randn(n_dram * tile + 1, device=dev, dtype=torch.bfloat16)
+    out1 = torch.empty(1, device=dev, dtype=torch.float32)
+
+    def per_iter(r: int, wrap: int) -> float:
+        ms = bench(lambda: _wait_kernel[(1,)](buf, out1, r, wrap, ROWS=rows, COLS=cols, num_warps=4, num_stages=1),
+                   env)
+        return ms * 1e-3 / r
+
+    dram_iter = per_iter(n_dram, n_dram)
+    l2_iter = per_iter(4096 if env.cuda else 4, n_l2)
+
+    # one program per SM streaming its share of a 256 MiB copy: bytes a program keeps in flight / latency
+    block = 4096 if env.cuda else 16
+    chunk = ((1 << 27) // sms // block) * block if env.cuda else 2 * block
+    xs = torch.randn(sms * chunk, device=dev, dtype=torch.bfloat16)
+    ys = torch.empty_like(xs)
+    ms = bench(lambda: _stream_kernel[(sms,)](xs, ys, chunk, BLOCK=block, num_warps=4), env)
+    sm_bw = 2 * xs.numel() * 2 / (ms * 1e-3) / sms
+
+    # tl.dot rate in the fused attention's loop shape
+    heads, n_ctx, d, bm = (16, 4096, 128, 128) if env.cuda else (1, 32, 16, 16)
+    dtype = torch.bfloat16 if env.cuda else torch.float32
+    q, k, v = (torch.randn(heads, n_ctx, d, device=dev, dtype=dtype) for _ in range(3))
+    o = torch.empty_like(q)
+    ms = bench(lambda: _attn_dot_kernel[(n_ctx // bm, heads)](q, k, v, o, n_ctx, D=d, BM=bm, BN=bm, num_warps=8,
+                                                              num_stages=2 if env.cuda else 1), env)
+    attn = 4.0 * heads * n_ctx * n_ctx * d / (ms * 1e-3)
+
     # copy time against size, from HBM (rotated over enough buffers to overflow L2 twice)
     sizes = [1 << s for s in (range(20, 27) if env.cuda else range(10, 12))]
     times = []
@@ -144,8 +237,7 @@ def measure(env: Env) -> GPUSpec:
         src = [torch.randn(n, device=dev, dtype=torch.bfloat16) for _ in range(copies)]
         dst = [torch.empty_like(s) for s in src]
         times.append(_graph_time_per_call(lambda i, s=src, d=dst: d[i].copy_(s[i]), copies, env))
-        del src, dst
-    moved = torch.tensor([2.0 * s for s in sizes], dtype=torch.float64)
+        moved = torch.tensor([2.0 * s for s in sizes], dtype=torch.float64)
     t = torch.tensor(times, dtype=torch.float64)
     slope, intercept = torch.linalg.lstsq(torch.stack([moved, torch.ones_like(moved)], 1), t[:, None]).solution[:, 0]
     mem_latency = max(0.0, float(intercept) - launch)
@@ -170,6 +262,11 @@ def measure(env: Env) -> GPUSpec:
         launch_us=_sig(launch * 1e6),
         l2_mib=_sig(env.l2_bytes / 2**20),
         sms=int(sms),
+        kernel_min_us=_sig(kernel_min * 1e6),
+        l2_iter_us=_sig(l2_iter * 1e6),
+        dram_iter_us=_sig(dram_iter * 1e6),
+        sm_gbps=_sig(sm_bw / 1e9),
+        attn_tflops=_sig(attn / 1e12),
         measured=f"{name}, torch {torch.__version__}, triton {triton.__version__}, {when}; "
         f"python -m kernels.gpu_microbench; copy line slope {2 / float(slope) / 1e9:.0f} GB/s",
     )

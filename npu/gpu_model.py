@@ -20,19 +20,37 @@ own file). Every rate in it is measured by ``python -m kernels.gpu_microbench`` 
 - ``load_tops``        L1-resident gathered loads per second (lane-operations), each with its index
                        arithmetic and the add that consumes it
 - ``launch_us``        per-kernel cost of an empty kernel replayed in a CUDA graph
+- ``kernel_min_us``    per-call time of the smallest kernel that touches memory: one program loads
+                       4 KB (from L2), adds, stores 4 KB; launch + first dependent load + store + drain
+- ``l2_iter_us``       one iteration of a one-program loop that waits for its 8 KB tile load, from L2
+                       (each tile's address depends on the previous tile's sum)
+- ``dram_iter_us``     the same loop over tiles that come from HBM
+- ``sm_gbps``          bytes read + written per second by ONE program of a copy kernel with one program
+                       per SM (4 warps, 8 KB tiles): Little's law, bytes in flight per SM / latency
+- ``attn_tflops``      ``tl.dot`` rate in the fused attention's loop shape (128 x 128 tiles, d = 128,
+                       S = Q K^T then P V, 8 warps, 2 stages, one program per query block and head)
 
 A kernel's work is a :class:`Work`: bytes from HBM, bytes served from L2 (re-reads and gathers),
-tensor-core flops, fp32 lane-ops, codes unpacked, exponentials, gathered loads and launches. Its
-predicted time is
+tensor-core flops (cuBLAS-shaped, and attention-loop ``tl.dot``), fp32 lane-ops, codes unpacked,
+exponentials, gathered loads; and, from its launch path, the number of launches, the programs of
+its grid, how many of them an SM holds (by warps), and the loop iterations of its longest
+program that wait for their loads. A launch chain (``parts``: de-interleave, kernel, split-K sum,
+cast) is the sum of its launches, each predicted on its own. One launch takes
 
-    launches * launch_us + max(hbm_bytes / copy + mem_latency, l2_bytes / l2, compute)
-    compute = mma / mma_rate + fma / fma_rate + unpack / unpack_rate + exp / exp_rate + loads / load_rate
+    kernel_min + first + max(hbm_bytes / bw, l2_bytes / l2, compute, chain)
+    first   = dram_iter - l2_iter when its data come from HBM (the first load's extra round trip), else 0
+    bw      = copy, or programs * sm_gbps when fewer programs than SMs (Little's law)
+    compute = max(sum, sum * crit * sms): sum = mma / mma_rate + attn / attn_rate + fma / fma_rate
+              + unpack / unpack_rate + exp / exp_rate + loads / load_rate; crit the share of the work
+              in the longest program (1 / programs when they are equal), which runs on one SM
+    chain   = waves * iters * iter latency (dram or l2), waves = programs / (sms * programs per SM)
 
 Memory overlaps compute (many warps in flight stream while others compute); the compute terms
 add, because in these Triton kernels one warp's instruction stream runs them in turn (the
 softmax of a tile needs its product, and the product of the next tile needs the softmax), at
 the low occupancy the kernels run at (docs/benchmarks.md: 6-24%). There is no per-kernel
-efficiency factor: what the counts miss shows up as error, and the report names it.
+efficiency factor: every constant is a microbenchmark, every count comes from a launch path,
+and what the counts miss shows up as error, which the report names.
 """
 
 from __future__ import annotations
@@ -65,6 +83,11 @@ class GPUSpec:
     launch_us: float
     l2_mib: float
     sms: int
+    kernel_min_us: float
+    l2_iter_us: float
+    dram_iter_us: float
+    sm_gbps: float
+    attn_tflops: float
     measured: str = ""
 
     def __post_init__(self) -> None:
@@ -72,7 +95,8 @@ class GPUSpec:
             v = getattr(self, f.name)
             if f.type in ("float", "int") and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"GPU spec {self.name!r}: {f.name} must be a finite number >= 0, got {v!r}")
-        for key in ("copy_gbps", "l2_gbps", "mma_tflops", "fma_tops", "unpack_tops", "exp_tops", "load_tops"):
+        for key in ("copy_gbps", "l2_gbps", "mma_tflops", "fma_tops", "unpack_tops", "exp_tops", "load_tops",
+                    "sm_gbps", "attn_tflops"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"GPU spec {self.name!r}: {key} must be > 0")
 
@@ -111,52 +135,103 @@ def write_spec(spec: GPUSpec, path: Path) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Work:
-    """What one kernel call must do. Lane-ops count every lane a Triton program issues, masked ones too."""
+    """What one kernel call must do. Lane-ops count every lane a Triton program issues, masked ones too.
+
+    ``programs`` is the main launch's grid size (0: a library kernel whose grid is not derived, taken
+    to fill the GPU); ``warps`` its warps (an SM holds 64 / warps programs; a program keeps warps / 4 times the bytes in
+    flight of ``sm_gbps``'s 4-warp program);
+    ``iters`` the loop iterations of the longest program that each wait for their loads (loops
+    without software pipelining, or with a load that depends on the previous one); ``crit`` the
+    share of the compute in the longest program (0: programs are equal). ``parts`` is a launch
+    chain: the call's time is the sum of its parts' (the other fields then hold their totals).
+    """
 
     kernel: str
     hbm_bytes: float = 0.0
     l2_bytes: float = 0.0
     mma_flops: float = 0.0
+    attn_flops: float = 0.0
     fma: float = 0.0
     unpack: float = 0.0
     exp: float = 0.0
     loads: float = 0.0
     launches: int = 1
+    programs: int = 0
+    warps: int = 4
+    iters: int = 0
+    crit: float = 0.0
+    parts: tuple[Work, ...] = ()
 
     def __add__(self, other: Work) -> Work:
         kw = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)
-              if f.name != "kernel"}
+              if f.name in _ADDITIVE}
         return Work(self.kernel, **kw)
+
+
+_ADDITIVE = ("hbm_bytes", "l2_bytes", "mma_flops", "attn_flops", "fma", "unpack", "exp", "loads", "launches")
+
+
+def chain(kernel: str, *parts: Work) -> Work:
+    """The launches ``parts``, one after another: totals of their counts, each part predicted on its own."""
+    total = parts[0]
+    for p in parts[1:]:
+        total = total + p
+    return dataclasses.replace(total, kernel=kernel, programs=parts[0].programs, parts=tuple(parts))
 
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     time_s: float
-    bound: str  # launch, hbm, l2, mma, fma, unpack, exp, loads
+    bound: str  # launch, hbm, l2, mma, attn, fma, unpack, exp, loads, chain
     terms: dict[str, float]
+
+
+COMPUTE = ("mma", "attn", "fma", "unpack", "exp", "loads")
 
 
 def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
     """Time of ``w`` on ``spec``; with ``l2_resident`` its HBM bytes come from L2 (a working set that fits)."""
+    if w.parts:
+        preds = [predict(p, spec, l2_resident) for p in w.parts]
+        terms = {k: sum(p.terms[k] for p in preds) for k in preds[0].terms}
+        main = max(preds, key=lambda p: p.time_s - p.terms["launch"])
+        bound = main.bound if main.time_s - main.terms["launch"] > terms["launch"] else "launch"
+        return Prediction(sum(p.time_s for p in preds), bound, terms)
+    us = 1e-6
+    iter_s = (spec.l2_iter_us if l2_resident else spec.dram_iter_us) * us
+    first = 0.0 if l2_resident else max(0.0, spec.dram_iter_us - spec.l2_iter_us) * us
     bw = (spec.l2_gbps if l2_resident else spec.copy_gbps) * 1e9
+    l2_bw = spec.l2_gbps * 1e9
+    if 0 < w.programs < spec.sms:  # Little's law: only `programs` SMs keep bytes in flight
+        sm_hbm = spec.sm_gbps * 1e9 * w.warps / 4  # bytes in flight grow with the warps issuing loads
+        sm_l2 = sm_hbm * spec.dram_iter_us / max(spec.l2_iter_us, 1e-3)  # same bytes, shorter wait
+        bw = min(bw, w.programs * (sm_l2 if l2_resident else sm_hbm))
+        l2_bw = min(l2_bw, w.programs * sm_l2)
     t = {
-        "launch": w.launches * spec.launch_us * 1e-6,
-        "hbm": (w.hbm_bytes / bw + spec.mem_latency_us * 1e-6) if w.hbm_bytes else 0.0,
-        "l2": w.l2_bytes / (spec.l2_gbps * 1e9),
+        "launch": w.launches * (spec.kernel_min_us * us + first),
+        "hbm": w.hbm_bytes / bw,
+        "l2": w.l2_bytes / l2_bw,
         "mma": w.mma_flops / (spec.mma_tflops * 1e12),
+        "attn": w.attn_flops / (spec.attn_tflops * 1e12),
         "fma": w.fma / (spec.fma_tops * 1e12),
         "unpack": w.unpack / (spec.unpack_tops * 1e12),
         "exp": w.exp / (spec.exp_tops * 1e12),
         "loads": w.loads / (spec.load_tops * 1e12),
     }
-    compute = sum(t[k] for k in ("mma", "fma", "unpack", "exp", "loads"))
-    body = max(t["hbm"], t["l2"], compute)
+    compute = sum(t[k] for k in COMPUTE)
+    if w.programs:  # the longest program runs on one SM, at 1/sms of the chip's rates
+        compute = max(compute, compute * (w.crit or 1.0 / w.programs) * spec.sms)
+    waves = math.ceil(w.programs / (spec.sms * max(1, 64 // w.warps))) if w.programs else 1
+    t["chain"] = waves * w.iters * iter_s
+    t["compute"] = compute
+    body = max(t["hbm"], t["l2"], compute, t["chain"])
     if t["launch"] >= body:
         bound = "launch"
     elif body == compute:
-        bound = max(("mma", "fma", "unpack", "exp", "loads"), key=lambda k: t[k])
+        bound = max(COMPUTE, key=lambda k: t[k])
+        bound = bound if compute == sum(t[k] for k in COMPUTE) else f"{bound}/sm"
     else:
-        bound = "hbm" if body == t["hbm"] else "l2"
+        bound = next(k for k in ("hbm", "l2", "chain") if body == t[k])
     return Prediction(t["launch"] + body, bound, t)
 
 
@@ -178,10 +253,22 @@ def _positive(name: str, **dims: int) -> None:
             raise ValueError(f"{name}: {k} must be an integer >= 1, got {v!r}")
 
 
+# cuBLAS's kernel for a one-row bf16 F.linear on the H100 (torch 2.11, cuBLAS of CUDA 13): an ``nvjet_sm90_tst``
+# kernel of 384 threads (12 warps); its grid, as torch.profiler recorded it for the decode-step shapes
+# (tests/data/sim_vs_measured_h100/kernel_grids.json). cuBLAS picks it at run time: other shapes are not derived.
+CUBLAS_GEMV_GRIDS = {(128, 128): 16, (8, 128): 1, (256, 128): 32, (2048, 128): 32, (2048, 2048): 32,
+                     (64, 2048): 1, (2048, 1024): 32, (50304, 2048): 132}
+
+
 def linear_bf16(m: int, n: int, k: int) -> Work:
-    """``F.linear`` (cuBLAS) of bf16 ``x [m, k]`` by ``W [n, k]``: every weight read once."""
+    """``F.linear`` (cuBLAS) of bf16 ``x [m, k]`` by ``W [n, k]``: every weight read once.
+
+    One launch; for a single row at a profiled shape, the grid of cuBLAS's kernel (12 warps) from
+    ``CUBLAS_GEMV_GRIDS``, else taken to fill the GPU.
+    """
     _positive("linear_bf16", m=m, n=n, k=k)
-    return Work("linear_bf16", hbm_bytes=BF16 * (n * k + m * k + m * n), mma_flops=2.0 * m * n * k)
+    return Work("linear_bf16", hbm_bytes=BF16 * (n * k + m * k + m * n), mma_flops=2.0 * m * n * k,
+                programs=CUBLAS_GEMV_GRIDS.get((n, k), 0) if m == 1 else 0, warps=12)
 
 
 QUANT_SCHEMES = {"int4": (4, 1, True), "int2": (2, 1, True), "ternary": (2, 2, False)}  # bits, planes, zeros
@@ -190,10 +277,13 @@ QUANT_SCHEMES = {"int4": (4, 1, True), "int2": (2, 1, True), "ternary": (2, 2, F
 def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64, split_ways: int = 16) -> Work:
     """``quant_matmul`` for one row (the ``m1`` kernel at its default config (1, 64, 16, 4, 3)).
 
-    Launches: the de-interleave copy of x, the kernel, and with split-K the fp32 sum and the cast.
-    Per code: one unpack (shift, mask, exponent trick, and the FMA with x that consumes it); per
-    packed word and group, two FMAs apply the scale and the zero point; x's group sums are
-    recomputed by every block of ``block_n`` rows.
+    Launch chain (``quant_matmul``, m == 1): the de-interleave copy of x (``.t().contiguous()``), the
+    kernel on a grid of ``cdiv(n, block_n) x split`` programs (4 warps, 3 stages: its loop over a
+    split's groups is pipelined, so no iteration waits), and with split-K the fp32 sum over splits
+    (``dest.sum(0)``) and the cast into y (``y.copy_``): 4 launches, or 2 without split-K. Per code:
+    one unpack (shift, mask, exponent trick, and the FMA with x that consumes it); per packed word
+    and group, two FMAs apply the scale and the zero point; x's group sums are recomputed by every
+    block of ``block_n`` rows.
     """
     if scheme not in QUANT_SCHEMES:
         raise ValueError(f"quant_gemv: scheme must be one of {', '.join(QUANT_SCHEMES)}; got {scheme!r}")
@@ -205,48 +295,70 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
     groups = k // group
     split = max(1, min(split_ways, groups))
     weights = planes * n * k * bits / 8 + planes * n * groups * BF16 * (2 if zeros else 1)
-    x_bytes = 3 * k * BF16  # read and write in the de-interleave, read once more by the kernel
-    out = split * n * 4 * 2 + n * 4 + n * 4 + n * BF16 if split > 1 else n * BF16
-    codes = planes * n * k
-    fma = 2 * planes * n * (k // per_word) + _cdiv(n, block_n) * k
-    return Work(f"gemv_{scheme}", hbm_bytes=weights + x_bytes + out, l2_bytes=_cdiv(n, block_n) * k * BF16,
-                fma=fma, unpack=codes, launches=2 + (2 if split > 1 else 0))
+    name = f"gemv_{scheme}"
+    deinterleave = Work(name, hbm_bytes=2 * k * BF16)
+    main = Work(name, hbm_bytes=weights + k * BF16 + (split * n * 4 if split > 1 else n * BF16),
+                l2_bytes=_cdiv(n, block_n) * k * BF16, fma=2 * planes * n * (k // per_word) + _cdiv(n, block_n) * k,
+                unpack=planes * n * k, programs=_cdiv(n, block_n) * split)
+    if split == 1:
+        return chain(name, deinterleave, main)
+    reduce = Work(name, hbm_bytes=split * n * 4 + n * 4, fma=split * n)
+    cast = Work(name, hbm_bytes=n * 4 + n * BF16)
+    return chain(name, deinterleave, main, reduce, cast)
 
 
 def spmm(m: int, k: int, ncols: int, nnz: int, val_bytes: int = BF16, idx_bytes: int = 8, block_nnz: int = 16,
          threads: int = 128) -> Work:
-    """``kernels.sparse.spmm`` of a CSR ``[m, k]`` by a dense ``[k, ncols]``: one program per row.
+    """``kernels.sparse.spmm`` of a CSR ``[m, k]`` by a dense ``[k, ncols]``: one program per row and column block.
 
     Each step covers ``block_nnz`` nonzeros times a column block; a tile smaller than the
     program's ``threads`` still issues every lane (the rest are masked), so lane-ops are counted
     per issued lane: three loads (column index, value, gathered row; each with its address
-    arithmetic and consumer) and one multiply by the value per lane and step.
+    arithmetic and consumer) and one multiply by the value per lane and step. 4 warps and 3
+    stages: the loop's loads, the gather whose address is a loaded column index included, are
+    software-pipelined, so no step waits (a first version counted a wait per step: +83-93% on the
+    H100, the measurement showed the pipelining).
     """
     _positive("spmm", m=m, k=k, ncols=ncols)
     if nnz < 0 or nnz > m * k:
         raise ValueError(f"spmm: nnz must be in [0, {m * k}], got {nnz}")
     block_n = min(_pow2(ncols), 128)
-    steps = m * _cdiv(ncols, block_n) * max(1, _cdiv(nnz, m * block_nnz))
+    row_steps = max(1, _cdiv(nnz, m * block_nnz))
+    steps = m * _cdiv(ncols, block_n) * row_steps
     lanes = max(threads, block_nnz * block_n)
     hbm = (m + 1) * 8 + nnz * (idx_bytes + val_bytes) + k * ncols * BF16 + m * ncols * BF16
     gathered = nnz * max(32, ncols * BF16)  # a 32-byte sector per gathered row at least, from L2
-    return Work("spmm", hbm_bytes=hbm, l2_bytes=gathered, loads=3.0 * steps * lanes, fma=1.0 * steps * lanes)
+    return Work("spmm", hbm_bytes=hbm, l2_bytes=gathered, loads=3.0 * steps * lanes, fma=1.0 * steps * lanes,
+                programs=m * _cdiv(ncols, block_n))
 
 
 def sdpa_decode(b: int, h: int, hkv: int, t: int, d: int) -> Work:
-    """bf16 ``F.scaled_dot_product_attention`` for one query token against a ``t``-token cache."""
+    """bf16 ``F.scaled_dot_product_attention`` for one query token against a ``t``-token cache.
+
+    On the H100 (torch 2.11) PyTorch runs cuDNN's flash kernel split over the keys (4 warps a
+    program), then cuDNN's reduction over the splits: 2 launches. Splits as torch.profiler recorded
+    the grids (kernel_grids.json): one per 128-key block up to 16 (8 at 1024 tokens, 16 at 4096).
+    K and V tiles are prefetched, so no iteration waits.
+    """
     _positive("sdpa_decode", b=b, h=h, hkv=hkv, t=t, d=d)
-    return Work("sdpa_decode_bf16", hbm_bytes=BF16 * (2 * b * hkv * t * d + 2 * b * h * d),
+    splits = max(1, min(_cdiv(t, 128), 16))
+    name = "sdpa_decode_bf16"
+    kv = BF16 * 2 * b * hkv * t * d
+    partial = b * h * splits * (d + 1) * 4
+    main = Work(name, hbm_bytes=kv + BF16 * b * h * d + partial, programs=b * h * splits,
                 mma_flops=4.0 * b * h * t * d, fma=4.0 * b * h * t, exp=float(b * h * t))
+    combine = Work(name, hbm_bytes=partial + BF16 * b * h * d, programs=b * h, warps=8)
+    return chain(name, main, combine)
 
 
 def kv_decode(b: int, h: int, hkv: int, t: int, d: int, bits: int, k_group: int = 64, v_group: int = 64,
               n_sink: int = 4, rotate: bool = True) -> Work:
     """``kernels.kv_quant.kv_decode`` over a cache of ``t`` tokens: sinks and the last partial key group in bf16.
 
-    Launches: FWHT of q (when rotated), the split kernel, the combine kernel. The query heads of a
-    kv head are padded to ``max(16, group)`` rows for the tensor-core dots, so scores, exponentials
-    and products are counted for the padded rows.
+    Launch chain: FWHT of q (when rotated), the split kernel on ``(splits + 1) x b*hkv`` programs
+    (4 warps, ``num_stages=1``: each key group's loads are waited for), the combine kernel on
+    ``b*h`` programs. The query heads of a kv head are padded to ``max(16, group)`` rows for the
+    tensor-core dots, so scores, exponentials and products are counted for the padded rows.
     """
     _positive("kv_decode", b=b, h=h, hkv=hkv, t=t, d=d)
     if bits not in (2, 4):
@@ -254,49 +366,79 @@ def kv_decode(b: int, h: int, hkv: int, t: int, d: int, bits: int, k_group: int 
     v_group = min(v_group, d)  # one value group per token at most (as the decode step quantizes it)
     t_q = max(0, t - n_sink) // k_group * k_group
     t_f = t - t_q
+    groups_q = t_q // k_group
     gp = max(16, _pow2(h // hkv))
-    splits = max(1, min(max(1, 2048 // (b * hkv)), t_q // k_group))
+    splits = max(1, min(max(1, 2048 // (b * hkv)), groups_q))
     heads = b * hkv
-    cache = heads * (2 * t_q * d * bits / 8 + (t_q // k_group) * d * BF16 * 2 + t_q * (d // v_group) * BF16 * 2
+    cache = heads * (2 * t_q * d * bits / 8 + groups_q * d * BF16 * 2 + t_q * (d // v_group) * BF16 * 2
                      + t_f * d * BF16 * 2)
-    partials = heads * (splits + 1) * gp * (d + 2) * 4
-    q_io = b * h * d * BF16 * (3 if rotate else 1) + b * h * d * BF16
+    partials = heads * (splits + 1) * (h // hkv) * (d + 2) * 4  # only the real query rows are stored (g_mask)
+    q = b * h * d * BF16
     scores = heads * gp * t
-    return Work(f"kv_decode_{bits}bit", hbm_bytes=cache + 2 * partials + q_io, mma_flops=4.0 * scores * d,
-                unpack=2.0 * heads * t_q * d, fma=4.0 * scores, exp=float(scores),
-                launches=3 if rotate else 2)
+    name = f"kv_decode_{bits}bit"
+    iters = max(_cdiv(max(groups_q, 1), splits), _cdiv(t_f, k_group))
+    split = Work(name, hbm_bytes=cache + partials + q, attn_flops=4.0 * scores * d, unpack=2.0 * heads * t_q * d,
+                 fma=4.0 * scores, exp=float(scores), programs=(splits + 1) * heads, iters=iters)
+    combine = Work(name, hbm_bytes=partials + q, programs=b * h)
+    if not rotate:
+        return chain(name, split, combine)
+    return chain(name, Work(name, hbm_bytes=2 * q, programs=b * h), split, combine)
+
+
+def fused_launch_config(d: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) of ``kernels.attention._fused_launch_config`` on the GPU."""
+    return (128, 128, 8) if d <= 128 else (64, 64, 4)
 
 
 def fused_attention(b: int, h: int, n: int, d: int, causal: bool = True, hkv: int | None = None,
-                    block_m: int = 128, block_n: int = 128) -> Work:
+                    block_m: int | None = None, block_n: int | None = None) -> Work:
     """``kernels.attention.fused_attention`` (one pass) over ``n`` queries and keys.
 
-    Causal: a query block visits the key blocks up to and including its diagonal. Per score: two
-    tensor-core products of depth ``d``, one exp2, and four fp32 operations (scale and subtract,
-    max, row sum, cast to bf16). K and V are re-read from L2 by every query block after the first.
+    Grid: one program per query block and head (``cdiv(n, block_m) x b*h``), 8 warps at head dims
+    up to 128. Causal: a query block visits the key blocks up to and including its diagonal, so
+    the last one does the most (``crit``). Per score: two ``tl.dot`` products of depth ``d`` (at
+    the attention-loop dot rate), one exp2, and four fp32 operations (scale and subtract, max, row
+    sum, cast to bf16). K and V are re-read from L2 by every query block after the first; their
+    loads are pipelined (2-3 stages), so no iteration waits.
     """
     _positive("fused_attention", b=b, h=h, n=n, d=d)
     hkv = hkv or h
+    bm, bn, warps = fused_launch_config(d)
+    block_m, block_n = block_m or bm, block_n or bn
     nm, nn = _cdiv(n, block_m), _cdiv(n, block_n)
-    blocks = sum(min(nn, _cdiv((i + 1) * block_m, block_n)) for i in range(nm)) if causal else nm * nn
+    visits = [min(nn, _cdiv((i + 1) * block_m, block_n)) if causal else nn for i in range(nm)]
+    blocks = sum(visits)
     scores = float(b * h * blocks * block_m * block_n)
     hbm = BF16 * (2 * b * h * n * d + 2 * b * hkv * n * d)
     return Work("attention_fused_1pass", hbm_bytes=hbm, l2_bytes=b * h * blocks * block_n * d * BF16 * 2.0,
-                mma_flops=4.0 * scores * d, fma=4.0 * scores, exp=scores)
+                attn_flops=4.0 * scores * d, fma=4.0 * scores, exp=scores, programs=nm * b * h,
+                warps=warps, crit=max(visits) / (b * h * blocks))
 
 
-def unfused_attention(b: int, h: int, n: int, d: int, hkv: int | None = None) -> Work:
-    """``kernels.attention.unfused_attention`` (three passes): masked work is not skipped.
+def unfused_attention(b: int, h: int, n: int, d: int, hkv: int | None = None, l2_mib: float = 50.0) -> Work:
+    """``kernels.attention.unfused_attention`` (three launches): masked work is not skipped.
 
     Scores go to memory in fp32 (4 bytes written), the softmax reads them twice (max, then exp
-    and sum: 8) and writes bf16 probabilities (2), P @ V reads them (2): 16 bytes per score.
+    and sum: 8) and writes bf16 probabilities (2), P @ V reads them (2): 16 bytes per score. When
+    the fp32 score matrix fits in L2 (``l2_mib``), the reads of the second and third launch are
+    served from L2 (the writes still go back to HBM). Products are ``tl.dot`` tiles (attention-loop
+    dot rate).
     """
     _positive("unfused_attention", b=b, h=h, n=n, d=d)
     hkv = hkv or h
     scores = float(b * h * n * n)
-    hbm = 16.0 * scores + BF16 * (2 * b * h * n * d + 2 * b * hkv * n * d)
-    return Work("attention_unfused_3pass", hbm_bytes=hbm, mma_flops=4.0 * scores * d, fma=4.0 * scores,
-                exp=scores, launches=3)
+    resident = 4 * scores <= l2_mib * 2**20
+    name = "attention_unfused_3pass"
+    key = "l2_bytes" if resident else "hbm_bytes"
+    nq = _cdiv(n, 128)
+    qk = Work(name, hbm_bytes=4.0 * scores + BF16 * (b * h * n * d + b * hkv * n * d), attn_flops=2.0 * scores * d,
+              programs=nq * nq * b * h, warps=8)  # 128 x 128 score tiles, 8 warps
+    softmax = dataclasses.replace(Work(name, **{key: 8.0 * scores}) + Work(
+        name, hbm_bytes=2.0 * scores, fma=4.0 * scores, exp=scores, launches=0), programs=b * h * n)
+    pv = dataclasses.replace(Work(name, **{key: 2.0 * scores}) + Work(
+        name, hbm_bytes=BF16 * (b * hkv * n * d + b * h * n * d), attn_flops=2.0 * scores * d, launches=0),
+        programs=nq * b * h, warps=8)  # 128-query blocks over 64-key steps, 8 warps
+    return chain(name, qk, softmax, pv)
 
 
 COUNTERS = {

@@ -110,3 +110,58 @@ def gpu_env() -> Env | None:
     env = Env(torch.device("cuda"), tiny=False)
     env.l2_bytes = int(torch.cuda.get_device_properties(0).L2_cache_size)
     return env
+
+
+def launch_profile(ops: list[Op], env: Env, path) -> list[dict]:
+    """Kernels each call of ``ops`` launches (name, grid, block), from a torch.profiler trace; written to ``path``.
+
+    It checks the launch counts and program counts the GPU model assumes for library calls (cuBLAS
+    GEMV, PyTorch SDPA) and for the launch chains of ``kernels/``.
+    """
+    import json
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    gen = torch.Generator(device=env.device).manual_seed(0)
+    out = []
+    for op in ops:
+        call = build(op, gen, env.device)
+        call()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            call()
+            torch.cuda.synchronize()
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            prof.export_chrome_trace(f.name)
+            events = json.load(open(f.name)).get("traceEvents", [])
+        kernels = [{"name": e["name"][:120], "grid": e.get("args", {}).get("grid"),
+                    "block": e.get("args", {}).get("block"), "us": e.get("dur")}
+                   for e in events if e.get("cat") == "kernel"]
+        out.append({"call": op.key, "kernels": kernels})
+        print(op.key, "->", "; ".join(f"{k['name'][:60]} grid={k['grid']} block={k['block']}" for k in kernels),
+              flush=True)
+        del call
+        torch.cuda.empty_cache()
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    from simcim.validation.decode_step import arch_of, decode_ops
+
+    env = gpu_env()
+    if env is None:
+        print("error: needs a CUDA GPU", file=sys.stderr)
+        sys.exit(2)
+    seen, todo = set(), []
+    for model, ctx in (("bundled", 1024), ("olmoe-1b-7b", 4096)):
+        for comp in ("bf16", "int4", "kv4", "prune"):
+            for op in decode_ops(arch_of(model), comp, ctx):
+                if op.key not in seen:
+                    seen.add(op.key)
+                    todo.append(op)
+    launch_profile(todo, env, sys.argv[1] if len(sys.argv) > 1 else "kernel_grids.json")

@@ -9,7 +9,8 @@ import pytest
 from npu import gpu_model as gm
 
 SPEC = gm.GPUSpec(name="unit", copy_gbps=1000.0, mem_latency_us=1.0, l2_gbps=4000.0, mma_tflops=100.0,
-                  fma_tops=10.0, unpack_tops=5.0, exp_tops=2.0, load_tops=1.0, launch_us=2.0, l2_mib=50.0, sms=132)
+                  fma_tops=10.0, unpack_tops=5.0, exp_tops=2.0, load_tops=1.0, launch_us=2.0, l2_mib=50.0, sms=132,
+                  kernel_min_us=2.0, l2_iter_us=0.5, dram_iter_us=1.5, sm_gbps=10.0, attn_tflops=50.0)
 
 
 def test_linear_bf16_counts():
@@ -27,8 +28,13 @@ def test_quant_gemv_int4_counts():
     out = 2 * 4 * 4 * 2 + 4 * 4 + 4 * 4 + 4 * 2
     assert w.hbm_bytes == packed + scales_zeros + x + out
     assert w.unpack == 4 * 256
-    assert w.fma == 2 * 4 * (256 // 8) + 1 * 256  # scale and zero per word; x group sums per 64-row block
+    assert w.fma == 2 * 4 * (256 // 8) + 1 * 256 + 2 * 4  # scale and zero per word; x group sums; split-K sum
     assert w.launches == 4
+    # chain: de-interleave, kernel on cdiv(4, 64) x 2 splits, split-K sum, cast
+    assert [p.launches for p in w.parts] == [1, 1, 1, 1] and w.parts[1].programs == 1 * 2
+    assert w.parts[0].hbm_bytes == 2 * 256 * 2 and w.parts[2].hbm_bytes == 2 * 4 * 4 + 4 * 4
+    big = gm.quant_gemv(2048, 2048, "int4")
+    assert big.parts[1].programs == 32 * 16 and big.launches == 4
 
 
 def test_quant_gemv_ternary_has_two_planes_and_no_zeros():
@@ -42,35 +48,70 @@ def test_kv_decode_counts():
     # 1 batch, 2 heads over 1 kv head, 100 tokens: 4 sinks, 64 quantized (one key group), 32 in bf16
     w = gm.kv_decode(1, 2, 1, 100, 32, bits=2, k_group=64, v_group=64)
     cache = 2 * 64 * 32 * 2 / 8 + 1 * 32 * 2 * 2 + 64 * 1 * 2 * 2 + 36 * 32 * 2 * 2
-    partials = 2 * (1 + 1) * 16 * 34 * 4  # written and read; splits = min(2048, 1 group) = 1, +1 for bf16 tokens
+    partials = 2 * (1 + 1) * 2 * 34 * 4  # written and read; 1 split + the bf16 part, 2 real query rows
     q = 2 * 32 * 2 * 3 + 2 * 32 * 2
     assert w.hbm_bytes == cache + partials + q
-    assert w.unpack == 2 * 64 * 32 and w.exp == 16 * 100 and w.mma_flops == 4 * 16 * 100 * 32
+    assert w.unpack == 2 * 64 * 32 and w.exp == 16 * 100 and w.attn_flops == 4 * 16 * 100 * 32
+    # chain: fwht, split kernel on (1 + 1) x 1 programs with one waited key group, combine on 2
+    assert [p.programs for p in w.parts] == [2, 2, 2] and w.parts[1].iters == 1 and w.launches == 3
+    olmoe = gm.kv_decode(1, 16, 16, 4096, 128, bits=4)  # 63 groups -> 63 splits of one group, +1
+    assert olmoe.parts[1].programs == 64 * 16 and olmoe.parts[1].iters == 1
 
 
 def test_attention_counts():
-    full = gm.unfused_attention(1, 2, 256, 64)
+    full = gm.unfused_attention(1, 2, 256, 64, l2_mib=0.0)  # scores do not fit: all 16 bytes from HBM
     assert full.hbm_bytes == 16 * 2 * 256 * 256 + 2 * 4 * 2 * 256 * 64
-    assert full.mma_flops == 4 * 2 * 256 * 256 * 64 and full.launches == 3
+    assert full.attn_flops == 4 * 2 * 256 * 256 * 64 and full.launches == 3
+    fits = gm.unfused_attention(1, 2, 256, 64)  # 512 KB of fp32 scores stay in L2: 10 bytes a score read there
+    assert fits.l2_bytes == 10 * 2 * 256 * 256 and fits.hbm_bytes == 6 * 2 * 256 * 256 + 2 * 4 * 2 * 256 * 64
+    assert [p.programs for p in fits.parts] == [2 * 2 * 2, 2 * 256, 2 * 2]
     causal = gm.fused_attention(1, 2, 256, 64, causal=True)
     assert causal.exp == 2 * 3 * 128 * 128  # 2 query blocks visit 1 and 2 key blocks
     assert causal.hbm_bytes == 2 * 4 * 2 * 256 * 64
+    assert causal.programs == 2 * 2 and causal.crit == pytest.approx(2 / 6) and causal.warps == 8
+
+
+def test_sdpa_and_cublas_programs():
+    w = gm.sdpa_decode(1, 4, 4, 1024, 32)  # cuDNN: 8 splits of 128 keys, then the reduction
+    assert w.launches == 2 and [p.programs for p in w.parts] == [32, 4]
+    assert gm.sdpa_decode(1, 16, 16, 4096, 128).parts[0].programs == 16 * 16
+    assert gm.linear_bf16(1, 64, 2048).programs == 1 and gm.linear_bf16(1, 3, 5).programs == 0
 
 
 def test_spmm_counts_padded_lanes():
     w = gm.spmm(2, 32, 1, 20)  # 10 nonzeros a row: one 16-wide step per row; 128 lanes issued per step
-    assert w.loads == 3 * 2 * 128 and w.fma == 2 * 128
+    assert w.loads == 3 * 2 * 128 and w.fma == 2 * 128 and w.programs == 2 and w.iters == 0
     assert w.hbm_bytes == 3 * 8 + 20 * 10 + 32 * 2 + 2 * 2 and w.l2_bytes == 20 * 32
 
 
 def test_predict_terms_and_bounds():
-    p = gm.predict(gm.Work("x", hbm_bytes=1e6), SPEC)  # 1 us of bytes + 1 us latency + 2 us launch
+    # first load from HBM: kernel_min 2 us + (1.5 - 0.5) us; 1 MB at 1000 GB/s = 1 us
+    p = gm.predict(gm.Work("x", hbm_bytes=1e6), SPEC)
     assert p.time_s == pytest.approx(4e-6) and p.bound == "launch"
-    p = gm.predict(gm.Work("x", hbm_bytes=1e9, launches=1), SPEC)
-    assert p.time_s == pytest.approx(2e-6 + 1e-3 + 1e-6) and p.bound == "hbm"
+    p = gm.predict(gm.Work("x", hbm_bytes=1e9), SPEC)
+    assert p.time_s == pytest.approx(3e-6 + 1e-3) and p.bound == "hbm"
     p = gm.predict(gm.Work("x", unpack=5e9, fma=1e10), SPEC)  # compute terms add: 1 ms + 1 ms
-    assert p.time_s == pytest.approx(2e-6 + 2e-3) and p.bound in ("unpack", "fma")
-    assert gm.predict(gm.Work("x", hbm_bytes=4e9), SPEC, l2_resident=True).time_s == pytest.approx(2e-6 + 1e-3 + 1e-6)
+    assert p.time_s == pytest.approx(3e-6 + 2e-3) and p.bound in ("unpack", "fma")
+    assert gm.predict(gm.Work("x", hbm_bytes=4e9), SPEC, l2_resident=True).time_s == pytest.approx(2e-6 + 1e-3)
+
+
+def test_predict_occupancy_terms():
+    # Little's law: 10 programs of 4 warps stream at 10 x 10 GB/s; of 8 warps, twice that
+    p = gm.predict(gm.Work("x", hbm_bytes=1e6, programs=10), SPEC)
+    assert p.terms["hbm"] == pytest.approx(1e6 / 100e9) and p.bound == "hbm"
+    assert gm.predict(gm.Work("x", hbm_bytes=1e6, programs=10, warps=8), SPEC).terms["hbm"] == pytest.approx(5e-6)
+    # the longest program (half the work) runs on one SM at 1/132 of the rate
+    p = gm.predict(gm.Work("x", exp=2e6, programs=4, crit=0.5), SPEC)
+    assert p.terms["compute"] == pytest.approx(1e-6 * 0.5 * 132) and p.bound == "exp/sm"
+    # 300 programs of 16 warps: 4 per SM, one wave; 3 waited iterations from HBM
+    p = gm.predict(gm.Work("x", programs=300, warps=16, iters=3), SPEC)
+    assert p.terms["chain"] == pytest.approx(3 * 1.5e-6)
+    p = gm.predict(gm.Work("x", programs=600, warps=16, iters=3), SPEC)
+    assert p.terms["chain"] == pytest.approx(2 * 3 * 1.5e-6)
+    # a chain is the sum of its launches
+    two = gm.chain("c", gm.Work("c", hbm_bytes=1e6), gm.Work("c", hbm_bytes=1e9))
+    assert two.launches == 2 and two.hbm_bytes == 1e6 + 1e9
+    assert gm.predict(two, SPEC).time_s == pytest.approx(4e-6 + 3e-6 + 1e-3)
 
 
 def test_spec_files_and_errors(tmp_path):
