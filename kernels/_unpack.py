@@ -118,12 +118,13 @@ if HAVE_TRITON:
         return c
 
     @triton.jit
-    def _codes2(words, scale, offset, DT: tl.constexpr, EXACT: tl.constexpr, ASM: tl.constexpr):
-        """2-bit: the 16 values of each word as 16-bit patterns, low halves then high halves."""
+    def pair_codes(words, scale, offset, BITS: tl.constexpr, DT: tl.constexpr, EXACT: tl.constexpr, ASM: tl.constexpr):
+        """The ``PW = 32 / BITS`` values of each word as a tuple of int16 tensors shaped like ``words`` (the
+        16-bit patterns of ``DT``), codes ``0 .. PW/2 - 1`` (low halves) then ``PW/2 .. PW - 1`` (high
+        halves): for callers that use each code position as its own tensor instead of the unpacked row."""
         if ASM:
-            c = _asm_pairs(words, scale, offset, 2, DT, EXACT)
-            l0, l1, l2, l3, l4, l5, l6, l7, h0, h1, h2, h3, h4, h5, h6, h7 = c
-        else:
+            c = _asm_pairs(words, scale, offset, BITS, DT, EXACT)
+        elif BITS == 2:
             l0, h0 = _pair(words, scale, offset, 0, 2, DT, EXACT)
             l1, h1 = _pair(words, scale, offset, 1, 2, DT, EXACT)
             l2, h2 = _pair(words, scale, offset, 2, 2, DT, EXACT)
@@ -132,6 +133,20 @@ if HAVE_TRITON:
             l5, h5 = _pair(words, scale, offset, 5, 2, DT, EXACT)
             l6, h6 = _pair(words, scale, offset, 6, 2, DT, EXACT)
             l7, h7 = _pair(words, scale, offset, 7, 2, DT, EXACT)
+            c = (l0, l1, l2, l3, l4, l5, l6, l7, h0, h1, h2, h3, h4, h5, h6, h7)
+        else:
+            l0, h0 = _pair(words, scale, offset, 0, 4, DT, EXACT)
+            l1, h1 = _pair(words, scale, offset, 1, 4, DT, EXACT)
+            l2, h2 = _pair(words, scale, offset, 2, 4, DT, EXACT)
+            l3, h3 = _pair(words, scale, offset, 3, 4, DT, EXACT)
+            c = (l0, l1, l2, l3, h0, h1, h2, h3)
+        return c
+
+    @triton.jit
+    def _codes2(words, scale, offset, DT: tl.constexpr, EXACT: tl.constexpr, ASM: tl.constexpr):
+        """2-bit: the 16 values of each word as 16-bit patterns, low halves then high halves."""
+        c = pair_codes(words, scale, offset, 2, DT, EXACT, ASM)
+        l0, l1, l2, l3, l4, l5, l6, l7, h0, h1, h2, h3, h4, h5, h6, h7 = c
         lo = tl.interleave(
             tl.interleave(tl.interleave(l0, l4), tl.interleave(l2, l6)),
             tl.interleave(tl.interleave(l1, l5), tl.interleave(l3, l7)),
@@ -145,14 +160,7 @@ if HAVE_TRITON:
     @triton.jit
     def _codes4(words, scale, offset, DT: tl.constexpr, EXACT: tl.constexpr, ASM: tl.constexpr):
         """4-bit: the 8 values of each word as 16-bit patterns, low halves then high halves."""
-        if ASM:
-            c = _asm_pairs(words, scale, offset, 4, DT, EXACT)
-            l0, l1, l2, l3, h0, h1, h2, h3 = c
-        else:
-            l0, h0 = _pair(words, scale, offset, 0, 4, DT, EXACT)
-            l1, h1 = _pair(words, scale, offset, 1, 4, DT, EXACT)
-            l2, h2 = _pair(words, scale, offset, 2, 4, DT, EXACT)
-            l3, h3 = _pair(words, scale, offset, 3, 4, DT, EXACT)
+        l0, l1, l2, l3, h0, h1, h2, h3 = pair_codes(words, scale, offset, 4, DT, EXACT, ASM)
         lo = tl.interleave(tl.interleave(l0, l2), tl.interleave(l1, l3))
         hi = tl.interleave(tl.interleave(h0, h2), tl.interleave(h1, h3))
         return tl.interleave(lo, hi)

@@ -245,7 +245,10 @@ def bench_attention(env: Env) -> list[Row]:
 def bench_quant_gemv(env: Env) -> list[Row]:
     import torch.nn.functional as F
 
+    from kernels import quant_gemv as qg
     from kernels.quant_gemv import dequantize, quant_matmul, quantize_groupwise, quantize_ternary
+
+    default_unpack = qg._M1_UNPACK
 
     rows: list[Row] = []
     shapes = ((8192, 8192), (28672, 8192), (8192, 28672)) if not env.tiny else ((96, 128),)
@@ -282,17 +285,17 @@ def bench_quant_gemv(env: Env) -> list[Row]:
                 qws = [qw] + [make(torch.randn_like(w) * 0.02) for _ in range(copies - 1)]
                 ref = x.float() @ dequantize(qw).t()
                 if m == 1:  # ((BLOCK_M, BLOCK_N, split-K ways (M=1) or WORDS or BLOCK_K, warps, stages), kernel)
+                    # "m1:fp32" / "m1:asm": the m=1 kernel with one code per shift + LOP3 into fp32, or two
+                    # per shift + LOP3 + packed FMA (kernels._unpack inline PTX)
                     candidates = [
-                        ((1, 4, 1, 1, 4), "m1"),
-                        ((1, 8, 1, 2, 4), "m1"),
-                        ((1, 64, 1, 4, 3), "m1"),
-                        ((1, 4, 4, 1, 4), "m1"),
-                        ((1, 8, 4, 1, 4), "m1"),
-                        ((1, 16, 8, 2, 4), "m1"),
-                        ((1, 32, 8, 4, 4), "m1"),
-                        ((1, 8, 16, 1, 4), "m1"),
-                        ((1, 32, 16, 4, 3), "m1"),
-                        ((1, 64, 16, 4, 3), "m1"),
+                        ((1, 64, 16, 4, 3), "m1:fp32"),
+                        ((1, 64, 8, 2, 3), "m1:fp32"),
+                        ((1, 64, 16, 2, 3), "m1:fp32"),
+                        ((1, 128, 16, 4, 3), "m1:fp32"),
+                        ((1, 32, 8, 2, 3), "m1:fp32"),
+                        ((1, 64, 32, 4, 3), "m1:fp32"),
+                        ((1, 64, 16, 4, 3), "m1:asm"),
+                        ((1, 64, 16, 2, 3), "m1:asm"),
                     ]
                 else:
                     candidates = [
@@ -303,23 +306,26 @@ def bench_quant_gemv(env: Env) -> list[Row]:
                         ((16, 128, 128, 4, 3), "dot"),
                         ((16, 64, 256, 8, 3), "dot"),
                     ]
+
+                def run(cand, q):
+                    kernel, _, unpack = cand[1].partition(":")
+                    qg._M1_UNPACK = unpack or default_unpack
+                    try:
+                        return quant_matmul(x, q, config=cand[0], gemv=kernel)
+                    finally:
+                        qg._M1_UNPACK = default_unpack
+
                 best: tuple[float, tuple | None] = (float("inf"), None)
                 for cand in candidates if env.cuda else [(None, "m1")]:
                     try:
-                        t = (
-                            bench(
-                                lambda c=cand: [quant_matmul(x, q, config=c[0], gemv=c[1]) for q in qws],
-                                env,
-                                graph=env.cuda,
-                            )
-                            / copies
-                        )
+                        t = bench(lambda c=cand: [run(c, q) for q in qws], env, graph=env.cuda) / copies
                     except Exception as e:
                         print(f"  gemv config {cand} failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
                         continue
+                    print(f"  {case} {scheme} {cand}: {t * 1e3:.1f} us", file=sys.stderr)
                     best = min(best, (t, cand))
                 ms, cfg = best
-                err = rel_err(quant_matmul(x, qw, config=cfg[0], gemv=cfg[1]), ref)
+                err = rel_err(run(cfg, qw), ref)
                 nbytes = qw.nbytes() + x.numel() * 2 + m * n * 2
                 gbps = nbytes / ms / 1e6
                 rows.append(

@@ -38,7 +38,8 @@ import torch
 
 from kernels._common import HAVE_TRITON, interpreting, next_pow2, use_triton
 from kernels.fwht import fwht
-from kernels.quant_gemv import pack_codes, unpack_codes
+from kernels.quant_gemv import pack_codes_paired as _pack_pairs
+from kernels.quant_gemv import unpack_codes_paired as _unpack_pairs
 
 if HAVE_TRITON:
     import triton
@@ -135,25 +136,6 @@ def _minmax_quantize(x: torch.Tensor, dim: int, bits: int, dtype: torch.dtype):
     step = torch.where(step.float() > 0, step, torch.ones_like(step))
     codes = ((xf - lo.float()) / step.float()).round().clamp(0, qmax).to(torch.uint8)
     return codes, step.squeeze(dim), lo.squeeze(dim)
-
-
-def _pair_positions(d: int, bits: int, device: torch.device) -> torch.Tensor:
-    """Code index (within the row) that holds channel ``c``: the kernel unpacks the codes of a word as
-    ``[c0, c_{PW/2}, c1, c_{PW/2+1}, ...]`` (see kernels._unpack), so channel ``c`` is stored there."""
-    pw = 32 // bits
-    c = torch.arange(d, device=device)
-    return (c // pw) * pw + (c % pw) // 2 + (c % 2) * (pw // 2)
-
-
-def _pack_pairs(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    stored = torch.empty_like(codes)
-    stored[..., _pair_positions(codes.shape[-1], bits, codes.device)] = codes
-    return pack_codes(stored, bits)
-
-
-def _unpack_pairs(words: torch.Tensor, bits: int) -> torch.Tensor:
-    codes = unpack_codes(words, bits)
-    return codes[..., _pair_positions(codes.shape[-1], bits, codes.device)]
 
 
 def _quantize_tokens(k: torch.Tensor, v: torch.Tensor, bits: int, k_group: int, v_group: int) -> dict:

@@ -9,14 +9,17 @@ Formats (a weight is ``[N, K]``, out x in, as in ``nn.Linear``):
   ``T_p`` in ``{-1, 0, 1}`` and one ``alpha_p`` per row and group; a trit ``t`` is stored as the
   2-bit code ``t + 1``. Planes are found greedily on the residual (TWN threshold ``0.7 mean|r|``).
 
-Packing: codes of ``bits`` bits, ``32 / bits`` per int32 word, consecutive along K; code ``k`` sits
-at bit ``(k % (32/bits)) * bits`` of word ``k // (32/bits)``. Packed weights are ``[P, N, K*bits/32]``
+Packing: codes of ``bits`` bits, ``PW = 32 / bits`` per int32 word (:func:`pack_codes` puts code ``j``
+at bit ``j * bits``), each word holding ``PW`` consecutive weights along K in the order the kernels
+unpack them two at a time (:mod:`kernels._unpack`): weight ``2i`` of a word is code ``i`` and weight
+``2i + 1`` is code ``i + PW/2`` (:func:`pack_codes_paired`). Packed weights are ``[P, N, K*bits/32]``
 int32 (``P`` planes; 1 for int4/int2), scales and zeros ``[P, N, K/G]``.
 
-The kernel for M=1 multiplies codes by the input and applies the scale and zero once per group:
-``y_n = sum_g s_ng (sum_{k in g} q_nk x_k - z_ng sum_{k in g} x_k)``. For M>1 it dequantizes a
-weight tile to the activation dtype and uses the tensor cores, so each weight byte is read once for
-up to BLOCK_M rows.
+The kernel for M=1 turns each pair of codes into two ``q s`` values in the scale's 16-bit dtype with one
+shift, one LOP3 and one packed FMA (inline PTX), multiplies them by the input in fp32 and subtracts the
+zero once per group: ``y_n = sum_g (sum_{k in g} (q_nk s_ng) x_k - z_ng s_ng sum_{k in g} x_k)``. For M>1
+it dequantizes a weight tile to the activation dtype and uses the tensor cores, so each weight byte is read
+once for up to BLOCK_M rows.
 """
 
 from __future__ import annotations
@@ -33,12 +36,15 @@ if HAVE_TRITON:
     import triton.language as tl
 
     from kernels._common import codes_to_float, mma
+    from kernels._unpack import pair_codes
 
 __all__ = [
     "QuantizedWeight",
     "QuantizedLinear",
     "pack_codes",
     "unpack_codes",
+    "pack_codes_paired",
+    "unpack_codes_paired",
     "quantize_groupwise",
     "quantize_ternary",
     "dequantize",
@@ -73,6 +79,27 @@ def unpack_codes(words: torch.Tensor, bits: int) -> torch.Tensor:
     shifts = torch.arange(per_word, device=words.device, dtype=torch.int64) * bits
     codes = (words.to(torch.int64)[..., None] >> shifts) & ((1 << bits) - 1)
     return codes.reshape(*words.shape[:-1], words.shape[-1] * per_word).to(torch.uint8)
+
+
+def pair_positions(d: int, bits: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Code index (within the row) that holds channel ``c``: :mod:`kernels._unpack` unpacks the codes of a
+    word as ``[c0, c_{PW/2}, c1, c_{PW/2+1}, ...]``, so channel ``c`` is stored there."""
+    pw = 32 // bits
+    c = torch.arange(d, device=device)
+    return (c // pw) * pw + (c % pw) // 2 + (c % 2) * (pw // 2)
+
+
+def pack_codes_paired(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """:func:`pack_codes` with each word's codes in pair order, so :mod:`kernels._unpack` yields channel order."""
+    stored = torch.empty_like(codes)
+    stored[..., pair_positions(codes.shape[-1], bits, codes.device)] = codes
+    return pack_codes(stored, bits)
+
+
+def unpack_codes_paired(words: torch.Tensor, bits: int) -> torch.Tensor:
+    """Inverse of :func:`pack_codes_paired`: ``[..., W]`` int32 -> ``[..., W*32/bits]`` uint8 codes in channel order."""
+    codes = unpack_codes(words, bits)
+    return codes[..., pair_positions(codes.shape[-1], bits, codes.device)]
 
 
 @dataclasses.dataclass
@@ -133,7 +160,7 @@ def quantize_groupwise(
     zero = (-lo / scale).round().clamp(0, qmax)
     codes = (g / scale[..., None] + zero[..., None]).round().clamp(0, qmax).to(torch.uint8).reshape(n, k)
     return QuantizedWeight(
-        pack_codes(codes, bits)[None],
+        pack_codes_paired(codes, bits)[None],
         scale.to(dtype)[None],
         zero.to(dtype)[None],
         bits,
@@ -161,14 +188,15 @@ def quantize_ternary(
         count = t.abs().sum(-1).clamp(min=1)
         alpha = ((r * t).sum(-1) / count).to(dtype)
         r = r - alpha.float()[..., None] * t
-        packed.append(pack_codes((t + 1).to(torch.uint8).reshape(n, k), 2))
+        packed.append(pack_codes_paired((t + 1).to(torch.uint8).reshape(n, k), 2))
         alphas.append(alpha)
     return QuantizedWeight(torch.stack(packed), torch.stack(alphas), None, 2, group_size, n, k, "ternary")
 
 
 def dequantize(qw: QuantizedWeight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The ``[N, K]`` weight that ``qw`` stands for."""
-    codes = unpack_codes(qw.packed, qw.bits).float().reshape(qw.planes, qw.n, qw.k // qw.group_size, qw.group_size)
+    codes = unpack_codes_paired(qw.packed, qw.bits).float()
+    codes = codes.reshape(qw.planes, qw.n, qw.k // qw.group_size, qw.group_size)
     zero = qw.zeros.float()[..., None] if qw.zeros is not None else 1.0
     w = ((codes - zero) * qw.scales.float()[..., None]).sum(0)
     return w.reshape(qw.n, qw.k).to(dtype)
@@ -209,9 +237,10 @@ if HAVE_TRITON:
         BLOCK_N: tl.constexpr,
         WORDS: tl.constexpr,
     ):
-        # Decode path (M <= 8): code i of word j multiplies x[(j * PER_WORD) + i], so each code position is
-        # a strided slice of x and no register reshapes are needed; the codes of a word are unpacked once
-        # and reused for all BLOCK_M rows. Scale and zero apply once per word: sum_i (q_i - z) s x_i.
+        # Decode path (M <= 8): code i of word j multiplies x[j * PER_WORD + ch(i)] (ch(i) = 2i, or 2i + 1 - PER_WORD
+        # for the upper half: pair order), so each code position is a strided slice of x and no register
+        # reshapes are needed; the codes of a word are unpacked once and reused for all BLOCK_M rows. Scale
+        # and zero apply once per word: sum_i (q_i - z) s x_i.
         PER_WORD: tl.constexpr = 32 // BITS
         MASK: tl.constexpr = (1 << BITS) - 1
         WPG: tl.constexpr = GROUP // PER_WORD
@@ -234,7 +263,8 @@ if HAVE_TRITON:
                 w = tl.load(WP + p * stride_wp + offs_n[:, None] * stride_wn + wj[None, :], mask=w_mask, other=0)
                 t = tl.zeros([BLOCK_M, BLOCK_N, WORDS], tl.float32)
                 for i in tl.static_range(PER_WORD):
-                    x_i = tl.load(x_ptrs + i, mask=x_mask, other=0.0).to(tl.float32)
+                    x_i = tl.load(x_ptrs + (2 * (i % (PER_WORD // 2)) + i // (PER_WORD // 2)), mask=x_mask, other=0.0)
+                    x_i = x_i.to(tl.float32)
                     if p == 0:
                         x_sum += x_i
                     c = codes_to_float((w >> (i * BITS)) & MASK)
@@ -256,8 +286,17 @@ if HAVE_TRITON:
         )
 
     @triton.jit
+    def _code_f32(w, SH: tl.constexpr, FMASK: tl.constexpr):
+        """The code that ``w >> SH`` puts under ``FMASK`` (the top mantissa bits) as fp32 ``1 + q / 2^bits``."""
+        if SH >= 0:
+            u = w >> SH
+        else:
+            u = w << (-SH)
+        return ((u & FMASK) | 0x3F800000).to(tl.float32, bitcast=True)
+
+    @triton.jit
     def _qgemv1_kernel(
-        XP,
+        X,
         WP,
         S,
         Z,
@@ -276,43 +315,73 @@ if HAVE_TRITON:
         GROUP: tl.constexpr,
         BLOCK_N: tl.constexpr,
         SPLIT_K: tl.constexpr,
+        PAIRS: tl.constexpr,
+        ASM: tl.constexpr,
     ):
-        # M = 1, one quantization group per step. XP is x de-interleaved ([PER_WORD, K / PER_WORD]: row i
-        # holds the inputs that code position i of each word multiplies), so every operand is the 2-d
-        # weight tile [BLOCK_N, WPG] or a slice of its layout: no value crosses threads until the final
-        # sum, x comes in contiguous vectors, and scale and zero are one value per row and group.
+        # M = 1, one quantization group per step; every operand has the layout of the word tile [BLOCK_N, WPG]
+        # (or a slice of it), so no value crosses threads until the final sum. Words are packed in pair order:
+        # code j of a word is weight 2j, code j + PW/2 weight 2j + 1, so pair j multiplies x[2j], x[2j + 1],
+        # loaded per word column and shared by the thread's rows. Two ways to unpack:
+        # PAIRS: kernels._unpack turns a pair into two q s values of the scale's 16-bit dtype with one shift,
+        #   one LOP3 and one packed FMA ((1 + q / 2^bits) 2^bits s - 2^bits s, rounded once); each is widened
+        #   to fp32 and multiplied by x. The zero term z s sum_g x is an FMA per row and word.
+        # otherwise: each code lands in the top mantissa bits of fp32 1.0 (one shift, one LOP3: 1 + q / 2^bits
+        #   exactly) and is multiplied by x; the scale 2^bits s applies once per word, and the 1 and the zero
+        #   come off as (2^bits + z) s sum_g x.
         PER_WORD: tl.constexpr = 32 // BITS
-        MASK: tl.constexpr = (1 << BITS) - 1
+        HALF: tl.constexpr = PER_WORD // 2
         WPG: tl.constexpr = GROUP // PER_WORD
+        R: tl.constexpr = 1 << BITS
+        POS: tl.constexpr = 23 - BITS  # fp32: top mantissa bits
+        FMASK: tl.constexpr = ((1 << BITS) - 1) << POS
+        DT: tl.constexpr = tl.float16 if S.dtype.element_ty == tl.float16 else tl.bfloat16
         offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_j = tl.arange(0, WPG)
         n_mask = offs_n < N
-        words_total = K // PER_WORD
+        groups_total = K // GROUP
         # split-K: program (n, s) takes a contiguous run of whole groups and writes an fp32 partial sum
-        groups_per_split = tl.cdiv(K // GROUP, SPLIT_K)
-        j_lo = tl.program_id(1) * groups_per_split * WPG
-        j_hi = tl.minimum(j_lo + groups_per_split * WPG, words_total)
+        groups_per_split = tl.cdiv(groups_total, SPLIT_K)
+        g_lo = tl.program_id(1) * groups_per_split
+        g_hi = tl.minimum(g_lo + groups_per_split, groups_total)
+        w_ptrs = WP + offs_n[:, None] * stride_wn + offs_j[None, :]
+        s_ptrs = offs_n * stride_sn
+        x_ptrs = X + offs_j * PER_WORD
+        x2_ptrs = X.to(tl.pointer_type(tl.int32)) + offs_j * HALF  # bf16 x as pairs (x[2i], x[2i + 1])
         acc = tl.zeros([BLOCK_N, WPG], tl.float32)
-        for j0 in range(j_lo, j_hi, WPG):
-            g = j0 // WPG
-            wj = j0 + offs_j
+        for g in range(g_lo, g_hi):
             x_sum = tl.zeros([WPG], tl.float32)
             for p in tl.static_range(PLANES):
-                w = tl.load(
-                    WP + p * stride_wp + offs_n[:, None] * stride_wn + wj[None, :], mask=n_mask[:, None], other=0
-                )
-                t = tl.zeros([BLOCK_N, WPG], tl.float32)
-                for i in tl.static_range(PER_WORD):
-                    x_i = tl.load(XP + i * words_total + wj).to(tl.float32)
-                    if p == 0:
-                        x_sum += x_i
-                    t += codes_to_float((w >> (i * BITS)) & MASK) * x_i[None, :]
-                sc = tl.load(S + p * stride_sp + offs_n * stride_sn + g, mask=n_mask, other=0.0).to(tl.float32)
+                w = tl.load(w_ptrs + p * stride_wp + g * WPG, mask=n_mask[:, None], other=0)
+                sc = tl.load(S + p * stride_sp + s_ptrs + g, mask=n_mask, other=0.0).to(tl.float32)
                 if HAS_ZERO:
-                    z = tl.load(Z + p * stride_sp + offs_n * stride_sn + g, mask=n_mask, other=0.0).to(tl.float32)
-                    acc += sc[:, None] * (t - z[:, None] * x_sum[None, :])
+                    z = tl.load(Z + p * stride_sp + s_ptrs + g, mask=n_mask, other=0.0).to(tl.float32)
                 else:
-                    acc += sc[:, None] * (t - x_sum[None, :])
+                    z = tl.full([BLOCK_N], 1.0, tl.float32)
+                if PAIRS:
+                    c = pair_codes(w, sc[:, None] * R, sc[:, None] * -R, BITS, DT, False, ASM)
+                else:
+                    t = tl.zeros([BLOCK_N, WPG], tl.float32)
+                for j in tl.static_range(HALF):
+                    if X.dtype.element_ty == tl.bfloat16:  # one 4-byte load per pair; bf16 -> fp32 is a shift/mask
+                        x2 = tl.load(x2_ptrs + g * (GROUP // 2) + j)
+                        x_lo = (x2 << 16).to(tl.float32, bitcast=True)
+                        x_hi = (x2 & -65536).to(tl.float32, bitcast=True)
+                    else:
+                        x_lo = tl.load(x_ptrs + g * GROUP + 2 * j).to(tl.float32)
+                        x_hi = tl.load(x_ptrs + g * GROUP + 2 * j + 1).to(tl.float32)
+                    if p == 0:
+                        x_sum += x_lo + x_hi
+                    if PAIRS:
+                        q_lo = c[j].to(DT, bitcast=True).to(tl.float32)
+                        q_hi = c[j + HALF].to(DT, bitcast=True).to(tl.float32)
+                        acc += q_lo * x_lo[None, :] + q_hi * x_hi[None, :]
+                    else:
+                        t += _code_f32(w, BITS * j - POS, FMASK) * x_lo[None, :]
+                        t += _code_f32(w, BITS * (j + HALF) - POS, FMASK) * x_hi[None, :]
+                if PAIRS:
+                    acc -= (sc * z)[:, None] * x_sum[None, :]
+                else:
+                    acc += (sc * R)[:, None] * t - (sc * (z + R))[:, None] * x_sum[None, :]
         y = tl.sum(acc, 1)
         if SPLIT_K == 1:
             if HAS_BIAS:
@@ -320,6 +389,18 @@ if HAVE_TRITON:
             tl.store(Y + offs_n, y.to(Y.dtype.element_ty), mask=n_mask)
         else:
             tl.store(Y + tl.program_id(1) * N + offs_n, y, mask=n_mask)
+
+    @triton.jit
+    def _splitk_sum_kernel(P, B, Y, N, SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+        # y = sum of the SPLIT_K fp32 partial rows (+ bias), cast to y's dtype: one launch after the GEMV.
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < N
+        y = tl.zeros([BLOCK], tl.float32)
+        for s in tl.static_range(SPLIT_K):
+            y += tl.load(P + s * N + offs, mask=mask, other=0.0)
+        if HAS_BIAS:
+            y += tl.load(B + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _qmm_kernel(
@@ -356,7 +437,8 @@ if HAVE_TRITON:
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         n_mask = offs_n < N
-        shifts = tl.arange(0, PER_WORD) * BITS
+        ch = tl.arange(0, PER_WORD)
+        shifts = (ch // 2 + (ch % 2) * (PER_WORD // 2)) * BITS  # weight ch of a word is code ch/2 or PW/2 + ch/2
         words_total = K // PER_WORD
         groups_total = K // GROUP
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
@@ -395,6 +477,10 @@ if HAVE_TRITON:
 
 
 GEMV_MAX_M = 8
+# How the m=1 kernel unpacks codes: "fp32" one code per shift + LOP3 into fp32; "asm" two per shift + LOP3 +
+# packed FMA in inline PTX (kernels._unpack); "int" the same pairs in plain Triton (what the interpreter runs
+# for "asm").
+_M1_UNPACK: Literal["fp32", "asm", "int"] = "fp32"
 
 
 def _launch_config(m: int, qw: QuantizedWeight, gemv: str) -> tuple[int, int, int, int, int]:
@@ -402,7 +488,7 @@ def _launch_config(m: int, qw: QuantizedWeight, gemv: str) -> tuple[int, int, in
     g = qw.group_size
     per_word = 32 // qw.bits
     if m == 1 and gemv == "m1":
-        return (1, 16, 1, 4, 1) if interpreting() else (1, 64, 16, 4, 3)  # fastest on the H100
+        return (1, 16, 1, 4, 1) if interpreting() else (1, 64, 8, 2, 3)  # fastest on the H100 (2026-11-23)
     if m <= GEMV_MAX_M and gemv != "dot":
         block_m = next_pow2(m)
         if interpreting():
@@ -477,13 +563,10 @@ def quant_matmul(
     if gemv not in ("m1", "slices", "dot"):
         raise ValueError(f"gemv must be 'm1', 'slices' or 'dot'; got {gemv!r}")
     if m == 1 and gemv == "m1":
-        per_word = 32 // qw.bits
-        # de-interleave x once (K * 2 bytes), so the kernel reads each code position's inputs contiguously
-        xp = x.reshape(qw.k // per_word, per_word).t().contiguous()
         split_k = max(1, min(block_k, qw.k // qw.group_size))  # config's third field: split-K ways
         dest = y if split_k == 1 else torch.empty((split_k, qw.n), device=x.device, dtype=torch.float32)
         _qgemv1_kernel[(triton.cdiv(qw.n, block_n), split_k)](
-            xp,
+            x,
             qw.packed,
             qw.scales,
             z,
@@ -502,12 +585,22 @@ def quant_matmul(
             GROUP=qw.group_size,
             BLOCK_N=block_n,
             SPLIT_K=split_k,
+            PAIRS=_M1_UNPACK != "fp32",
+            ASM=_M1_UNPACK == "asm" and not interpreting(),
             num_warps=warps,
             num_stages=stages,
         )
         if split_k > 1:
-            total = dest.sum(0, keepdim=True)
-            y.copy_(total + bias.float() if bias is not None else total)
+            block = min(1024, next_pow2(qw.n))
+            _splitk_sum_kernel[(triton.cdiv(qw.n, block),)](
+                dest,
+                bias if bias is not None else dest,
+                y,
+                qw.n,
+                SPLIT_K=split_k,
+                HAS_BIAS=bias is not None,
+                BLOCK=block,
+            )
         return y
     elif m <= GEMV_MAX_M and gemv != "dot":
         if block_m < m:
