@@ -49,6 +49,9 @@ class Row:
     note: str = ""
 
 
+ANALOG_SIZES = (4096, 8192)  # square M = N = K of the analog bench, unless --analog-size says otherwise
+
+
 @dataclasses.dataclass
 class Env:
     device: torch.device
@@ -56,7 +59,7 @@ class Env:
     copy_gbps: float = float("nan")
     mm_tflops: float = float("nan")
     l2_bytes: int = 50 * 2**20
-    analog_sizes: tuple[int, ...] = (4096, 8192)  # square M = N = K of the analog bench
+    analog_sizes: tuple[int, ...] = ANALOG_SIZES
 
     @property
     def cuda(self) -> bool:
@@ -741,7 +744,7 @@ def run(
     tiny: bool = False,
     device: str | None = None,
     on_progress: Callable[[list[Row]], None] | None = None,
-    analog_sizes: tuple[int, ...] = (4096, 8192),
+    analog_sizes: tuple[int, ...] = ANALOG_SIZES,
 ) -> list[Row]:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type != "cuda" and not (tiny and interpreting()):
@@ -789,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
     kernels = [k for k in KERNELS if k != "roofline"] if not args.kernel or "all" in args.kernel else args.kernel
     try:
         rows = run(kernels, args.tiny, on_progress=lambda done: write_csv(done, args.csv),
-                   analog_sizes=tuple(args.analog_size or (4096, 8192)))
+                   analog_sizes=tuple(args.analog_size or ANALOG_SIZES))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
