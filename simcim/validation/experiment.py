@@ -42,6 +42,11 @@ Compression = Literal["bf16", "int4", "int2", "ternary", "kv4", "kv2", "prune"]
 NO_GPU = "measured half skipped: it needs a CUDA GPU (run on one, e.g. the device tool's H100); simulated half only"
 
 
+@functools.cache
+def _say_no_gpu() -> None:
+    print(NO_GPU, flush=True)  # once per process; every trial also records it in its metrics
+
+
 @dataclasses.dataclass(frozen=True)
 class Params:
     model: str = param("bundled", help="'bundled', an architecture name ('olmoe-1b-7b': shapes only, random "
@@ -200,7 +205,8 @@ def run_trial(p: Params, seed: int, ctx: TrialContext) -> dict[str, float | int 
         env = gpu_env()
     out: dict[str, float | int | str | list] = {"gpu_spec_name": spec.name, "context_tokens": _context(p, arch)}
     if env is None:
-        print(NO_GPU, flush=True)
+        if p.measure == "auto":
+            _say_no_gpu()
         out["measured"] = NO_GPU if p.measure == "auto" else "measured half off (measure = 'off')"
     else:
         import torch
