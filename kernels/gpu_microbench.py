@@ -18,7 +18,13 @@ constants are properties of the GPU, not of the kernels it predicts:
 - ``sm_gbps``: a copy kernel with one program per SM (4 warps, 8 KB tiles, 256 MiB), read + write
   bytes per second per program;
 - ``attn_tflops``: ``tl.dot`` rate of the fused attention's loop without its softmax (S = Q K^T,
-  P = S in bf16, O += P V; 128 x 128 tiles, d = 128, 8 warps, 2 stages; 16 heads x 4096 tokens).
+  P = S in bf16, O += P V; 128 x 128 tiles, d = 128, 8 warps, 2 stages; 16 heads x 4096 tokens);
+- ``cublas_min_us`` / ``sdpa_min_us``: 256 calls of ``F.linear`` on a 1 x 64 input and a 64 x 64 weight, and of
+  bf16 ``F.scaled_dot_product_attention`` for one query over 64 keys (d = 64), each on its own inputs,
+  in one CUDA graph, per call: what the libraries' smallest kernels cost;
+- ``dram_hop_us`` / ``l2_hop_us``: one thread chasing pointers through a random cycle of 128-byte slots
+  over 256 MiB (HBM) and 1 MiB (L2), per hop;
+- ``regs_per_sm`` / ``smem_per_sm_kib``: the device's properties.
 
 ``--out FILE`` writes the spec TOML; ``--tiny`` with ``TRITON_INTERPRET=1`` checks the script on CPU.
 """
@@ -138,6 +144,26 @@ def _stream_kernel(X, Y, CHUNK, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _chase_kernel(P, Y, R):
+    i = tl.load(P)
+    for _ in range(R):  # each load's address is the last load's value: one round trip per hop
+        i = tl.load(P + i)
+    tl.store(Y, i)
+
+
+def _hop_time(nbytes: int, hops: int, env: Env) -> float:
+    """Seconds per dependent load over a random cycle through ``nbytes`` of 128-byte slots."""
+    slot = 16  # int64 elements: 128 bytes, so every hop touches a new line
+    n = max(2, nbytes // (slot * 8))
+    order = torch.randperm(n, device=env.device) * slot
+    chase = torch.zeros(n * slot, device=env.device, dtype=torch.int64)
+    chase[order] = torch.roll(order, -1)
+    out = torch.empty(1, device=env.device, dtype=torch.int64)
+    ms = bench(lambda: _chase_kernel[(1,)](chase, out, hops, num_warps=1), env)
+    return ms * 1e-3 / (hops + 1)
+
+
+@triton.jit
 def _attn_dot_kernel(Q, K, V, Out, N, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
     h = tl.program_id(1).to(tl.int64)
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
@@ -242,6 +268,21 @@ def measure(env: Env) -> GPUSpec:
     slope, intercept = torch.linalg.lstsq(torch.stack([moved, torch.ones_like(moved)], 1), t[:, None]).solution[:, 0]
     mem_latency = max(0.0, float(intercept) - launch)
 
+    # the libraries' floors: cuBLAS's one-row GEMV and SDPA's decode chain at their smallest
+    calls = 256 if env.cuda else 2
+    xs1 = torch.randn(calls, 1, 64, device=dev, dtype=dtype)
+    ws1 = torch.randn(calls, 64, 64, device=dev, dtype=dtype)
+    cublas_min = _graph_time_per_call(lambda i: torch.nn.functional.linear(xs1[i], ws1[i]), calls, env)
+    qs1 = torch.randn(calls, 1, 1, 1, 64, device=dev, dtype=dtype)
+    ks1, vs1 = (torch.randn(calls, 1, 1, 64, 64, device=dev, dtype=dtype) for _ in range(2))
+    sdpa_min = _graph_time_per_call(
+        lambda i: torch.nn.functional.scaled_dot_product_attention(qs1[i], ks1[i], vs1[i]), calls, env)
+
+    dram_hop = _hop_time(256 << 20 if env.cuda else 4096, 20000 if env.cuda else 4, env)
+    l2_hop = _hop_time(1 << 20 if env.cuda else 4096, 20000 if env.cuda else 4, env)
+    regs_per_sm = int(getattr(props, "regs_per_multiprocessor", 65536)) if props else 65536
+    smem_per_sm = (getattr(props, "shared_memory_per_multiprocessor", 233472) if props else 233472) / 1024
+
     n_l2 = (8 << 20) // 2 if env.cuda else 1024
     a = torch.randn(n_l2, device=dev, dtype=torch.bfloat16)
     b = torch.empty_like(a)
@@ -267,6 +308,12 @@ def measure(env: Env) -> GPUSpec:
         dram_iter_us=_sig(dram_iter * 1e6),
         sm_gbps=_sig(sm_bw / 1e9),
         attn_tflops=_sig(attn / 1e12),
+        cublas_min_us=_sig(cublas_min * 1e6),
+        sdpa_min_us=_sig(sdpa_min * 1e6),
+        dram_hop_us=_sig(dram_hop * 1e6),
+        l2_hop_us=_sig(l2_hop * 1e6),
+        regs_per_sm=regs_per_sm,
+        smem_per_sm_kib=_sig(smem_per_sm),
         measured=f"{name}, torch {torch.__version__}, triton {triton.__version__}, {when}; "
         f"python -m kernels.gpu_microbench; copy line slope {2 / float(slope) / 1e9:.0f} GB/s",
     )

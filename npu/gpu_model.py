@@ -29,21 +29,33 @@ own file). Every rate in it is measured by ``python -m kernels.gpu_microbench`` 
                        per SM (4 warps, 8 KB tiles): Little's law, bytes in flight per SM / latency
 - ``attn_tflops``      ``tl.dot`` rate in the fused attention's loop shape (128 x 128 tiles, d = 128,
                        S = Q K^T then P V, 8 warps, 2 stages, one program per query block and head)
+- ``cublas_min_us``    per-call time of cuBLAS's one-row bf16 GEMV at 1 x 64 x 64 in a CUDA graph: the
+                       library kernel's own floor (its prologue is longer than a minimal Triton kernel's)
+- ``sdpa_min_us``      per-call time of PyTorch's bf16 SDPA for one query over 64 keys (b = h = 1, d = 64)
+                       in a CUDA graph: the floor of its split kernel + reduction
+- ``dram_hop_us`` / ``l2_hop_us``  one dependent load (a pointer chase by one thread, random order over
+                       256 MiB / 1 MiB): the round trip a load whose address is another load's value adds
+- ``regs_per_sm`` / ``smem_per_sm_kib``  the SM's register file and shared memory (device properties): with a
+                       kernel's registers per thread and shared bytes (ptxas), how many programs an SM holds
 
 A kernel's work is a :class:`Work`: bytes from HBM, bytes served from L2 (re-reads and gathers),
 tensor-core flops (cuBLAS-shaped, and attention-loop ``tl.dot``), fp32 lane-ops, codes unpacked,
 exponentials, gathered loads; and, from its launch path, the number of launches, the programs of
-its grid, how many of them an SM holds (by warps), and the loop iterations of its longest
-program that wait for their loads. A launch chain (``parts``: de-interleave, kernel, split-K sum,
-cast) is the sum of its launches, each predicted on its own. One launch takes
+its grid, how many of them an SM holds (by warps, registers and shared memory), the dependent
+loads on a program's path to its first result (``depth``: a gather whose address is a loaded index
+is two), and the loop iterations of its longest program that wait for their loads. A launch chain
+(``parts``: e.g. a GEMV and its split-K sum) is the sum of its launches, each predicted on its own. One launch takes
 
-    kernel_min + first + max(hbm_bytes / bw, l2_bytes / l2, compute, chain)
+    floor + first + (depth - 1) * hop + max(hbm_bytes / bw, l2_bytes / l2, compute, chain)
+    floor   = kernel_min (Triton), cublas_min (cuBLAS), sdpa_min - kernel_min (cuDNN's split kernel of SDPA)
     first   = dram_iter - l2_iter when its data come from HBM (the first load's extra round trip), else 0
+    hop     = dram_hop (l2_hop when the data stay in L2): each further dependent load
     bw      = copy, or programs * sm_gbps when fewer programs than SMs (Little's law)
     compute = max(sum, sum * crit * sms): sum = mma / mma_rate + attn / attn_rate + fma / fma_rate
               + unpack / unpack_rate + exp / exp_rate + loads / load_rate; crit the share of the work
               in the longest program (1 / programs when they are equal), which runs on one SM
     chain   = waves * iters * iter latency (dram or l2), waves = programs / (sms * programs per SM)
+    programs per SM = min(64 / warps, 32, regs_per_sm / (regs x 32 x warps), smem_per_sm / (smem + 1 KiB))
 
 Memory overlaps compute (many warps in flight stream while others compute); the compute terms
 add, because in these Triton kernels one warp's instruction stream runs them in turn (the
@@ -88,6 +100,12 @@ class GPUSpec:
     dram_iter_us: float
     sm_gbps: float
     attn_tflops: float
+    cublas_min_us: float
+    sdpa_min_us: float
+    dram_hop_us: float
+    l2_hop_us: float
+    regs_per_sm: int
+    smem_per_sm_kib: float
     measured: str = ""
 
     def __post_init__(self) -> None:
@@ -96,7 +114,7 @@ class GPUSpec:
             if f.type in ("float", "int") and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"GPU spec {self.name!r}: {f.name} must be a finite number >= 0, got {v!r}")
         for key in ("copy_gbps", "l2_gbps", "mma_tflops", "fma_tops", "unpack_tops", "exp_tops", "load_tops",
-                    "sm_gbps", "attn_tflops"):
+                    "sm_gbps", "attn_tflops", "regs_per_sm", "smem_per_sm_kib"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"GPU spec {self.name!r}: {key} must be > 0")
 
@@ -138,8 +156,11 @@ class Work:
     """What one kernel call must do. Lane-ops count every lane a Triton program issues, masked ones too.
 
     ``programs`` is the main launch's grid size (0: a library kernel whose grid is not derived, taken
-    to fill the GPU); ``warps`` its warps (an SM holds 64 / warps programs; a program keeps warps / 4 times the bytes in
-    flight of ``sm_gbps``'s 4-warp program);
+    to fill the GPU); ``warps`` its warps (a program keeps warps / 4 times the bytes in flight of
+    ``sm_gbps``'s 4-warp program); ``regs`` (per thread) and ``smem`` (bytes) its compiled resources,
+    0 where they do not limit the programs an SM holds (then 64 / warps); ``floor`` whose fixed cost
+    a launch pays ("" a Triton kernel, "cublas", "sdpa"); ``depth`` the dependent loads on a program's
+    path to its result;
     ``iters`` the loop iterations of the longest program that each wait for their loads (loops
     without software pipelining, or with a load that depends on the previous one); ``crit`` the
     share of the compute in the longest program (0: programs are equal). ``parts`` is a launch
@@ -160,6 +181,10 @@ class Work:
     warps: int = 4
     iters: int = 0
     crit: float = 0.0
+    regs: int = 0
+    smem: int = 0
+    floor: str = ""
+    depth: int = 1
     parts: tuple[Work, ...] = ()
 
     def __add__(self, other: Work) -> Work:
@@ -187,6 +212,17 @@ class Prediction:
 
 
 COMPUTE = ("mma", "attn", "fma", "unpack", "exp", "loads")
+FLOORS = ("", "cublas", "sdpa")
+
+
+def programs_per_sm(w: Work, spec: GPUSpec) -> int:
+    """Programs of ``w``'s launch one SM holds at once: by warps (64), blocks (32), registers, shared memory."""
+    limit = min(64 // w.warps, 32)
+    if w.regs:  # registers are allocated per warp in units of 256 (8 per thread)
+        limit = min(limit, spec.regs_per_sm // (_cdiv(w.regs, 8) * 8 * 32 * w.warps))
+    if w.smem:  # the driver reserves 1 KiB of shared memory per block
+        limit = min(limit, int(spec.smem_per_sm_kib * 1024 // (w.smem + 1024)))
+    return max(1, limit)
 
 
 def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
@@ -198,8 +234,13 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
         bound = main.bound if main.time_s - main.terms["launch"] > terms["launch"] else "launch"
         return Prediction(sum(p.time_s for p in preds), bound, terms)
     us = 1e-6
+    if w.floor not in FLOORS:
+        raise ValueError(f"Work {w.kernel!r}: floor must be one of {FLOORS}, got {w.floor!r}")
+    floor = {"": spec.kernel_min_us, "cublas": spec.cublas_min_us,
+             "sdpa": max(spec.kernel_min_us, spec.sdpa_min_us - spec.kernel_min_us)}[w.floor] * us
     iter_s = (spec.l2_iter_us if l2_resident else spec.dram_iter_us) * us
     first = 0.0 if l2_resident else max(0.0, spec.dram_iter_us - spec.l2_iter_us) * us
+    hop = (spec.l2_hop_us if l2_resident else spec.dram_hop_us) * us
     bw = (spec.l2_gbps if l2_resident else spec.copy_gbps) * 1e9
     l2_bw = spec.l2_gbps * 1e9
     if 0 < w.programs < spec.sms:  # Little's law: only `programs` SMs keep bytes in flight
@@ -208,7 +249,7 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
         bw = min(bw, w.programs * (sm_l2 if l2_resident else sm_hbm))
         l2_bw = min(l2_bw, w.programs * sm_l2)
     t = {
-        "launch": w.launches * (spec.kernel_min_us * us + first),
+        "launch": w.launches * (floor + first) + max(0, w.depth - 1) * hop,
         "hbm": w.hbm_bytes / bw,
         "l2": w.l2_bytes / l2_bw,
         "mma": w.mma_flops / (spec.mma_tflops * 1e12),
@@ -221,7 +262,7 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
     compute = sum(t[k] for k in COMPUTE)
     if w.programs:  # the longest program runs on one SM, at 1/sms of the chip's rates
         compute = max(compute, compute * (w.crit or 1.0 / w.programs) * spec.sms)
-    waves = math.ceil(w.programs / (spec.sms * max(1, 64 // w.warps))) if w.programs else 1
+    waves = math.ceil(w.programs / (spec.sms * programs_per_sm(w, spec))) if w.programs else 1
     t["chain"] = waves * w.iters * iter_s
     t["compute"] = compute
     body = max(t["hbm"], t["l2"], compute, t["chain"])
@@ -263,27 +304,27 @@ CUBLAS_GEMV_GRIDS = {(128, 128): 16, (8, 128): 1, (256, 128): 32, (2048, 128): 3
 def linear_bf16(m: int, n: int, k: int) -> Work:
     """``F.linear`` (cuBLAS) of bf16 ``x [m, k]`` by ``W [n, k]``: every weight read once.
 
-    One launch; for a single row at a profiled shape, the grid of cuBLAS's kernel (12 warps) from
-    ``CUBLAS_GEMV_GRIDS``, else taken to fill the GPU.
+    One launch at cuBLAS's own floor (``cublas_min_us``); for a single row at a profiled shape, the
+    grid of cuBLAS's kernel (12 warps) from ``CUBLAS_GEMV_GRIDS``, else taken to fill the GPU.
     """
     _positive("linear_bf16", m=m, n=n, k=k)
     return Work("linear_bf16", hbm_bytes=BF16 * (n * k + m * k + m * n), mma_flops=2.0 * m * n * k,
-                programs=CUBLAS_GEMV_GRIDS.get((n, k), 0) if m == 1 else 0, warps=12)
+                programs=CUBLAS_GEMV_GRIDS.get((n, k), 0) if m == 1 else 0, warps=12, floor="cublas")
 
 
 QUANT_SCHEMES = {"int4": (4, 1, True), "int2": (2, 1, True), "ternary": (2, 2, False)}  # bits, planes, zeros
 
 
-def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64, split_ways: int = 16) -> Work:
-    """``quant_matmul`` for one row (the ``m1`` kernel at its default config (1, 64, 16, 4, 3)).
+def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64, split_ways: int = 8,
+               warps: int = 2) -> Work:
+    """``quant_matmul`` for one row: the ``m1`` kernel at its default config (1, 64, 8, 2, 3).
 
-    Launch chain (``quant_matmul``, m == 1): the de-interleave copy of x (``.t().contiguous()``), the
-    kernel on a grid of ``cdiv(n, block_n) x split`` programs (4 warps, 3 stages: its loop over a
-    split's groups is pipelined, so no iteration waits), and with split-K the fp32 sum over splits
-    (``dest.sum(0)``) and the cast into y (``y.copy_``): 4 launches, or 2 without split-K. Per code:
-    one unpack (shift, mask, exponent trick, and the FMA with x that consumes it); per packed word
-    and group, two FMAs apply the scale and the zero point; x's group sums are recomputed by every
-    block of ``block_n`` rows.
+    Launch chain: the kernel on a grid of ``cdiv(n, block_n) x split`` programs (2 warps, 3 stages:
+    its loop over a split's groups is pipelined, so no iteration waits; split = min(8, groups)),
+    then, with split-K, one kernel that sums the fp32 partial rows and casts into y; without, the
+    kernel writes y itself. Per code: one unpack (shift and LOP3 into the mantissa of 1.0, and the
+    FMA with x that consumes it); per packed word, two FMAs apply the scale and the zero point;
+    x's group sums are recomputed by every block of ``block_n`` rows, which read x from L2.
     """
     if scheme not in QUANT_SCHEMES:
         raise ValueError(f"quant_gemv: scheme must be one of {', '.join(QUANT_SCHEMES)}; got {scheme!r}")
@@ -296,15 +337,14 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
     split = max(1, min(split_ways, groups))
     weights = planes * n * k * bits / 8 + planes * n * groups * BF16 * (2 if zeros else 1)
     name = f"gemv_{scheme}"
-    deinterleave = Work(name, hbm_bytes=2 * k * BF16)
+    blocks = _cdiv(n, block_n)
     main = Work(name, hbm_bytes=weights + k * BF16 + (split * n * 4 if split > 1 else n * BF16),
-                l2_bytes=_cdiv(n, block_n) * k * BF16, fma=2 * planes * n * (k // per_word) + _cdiv(n, block_n) * k,
-                unpack=planes * n * k, programs=_cdiv(n, block_n) * split)
+                l2_bytes=(blocks - 1) * k * BF16, fma=2 * planes * n * (k // per_word) + blocks * k,
+                unpack=planes * n * k, programs=blocks * split, warps=warps)
     if split == 1:
-        return chain(name, deinterleave, main)
-    reduce = Work(name, hbm_bytes=split * n * 4 + n * 4, fma=split * n)
-    cast = Work(name, hbm_bytes=n * 4 + n * BF16)
-    return chain(name, deinterleave, main, reduce, cast)
+        return chain(name, main)
+    reduce = Work(name, hbm_bytes=split * n * 4 + n * BF16, fma=split * n, programs=_cdiv(n, min(1024, _pow2(n))))
+    return chain(name, main, reduce)
 
 
 def spmm(m: int, k: int, ncols: int, nnz: int, val_bytes: int = BF16, idx_bytes: int = 8, block_nnz: int = 16,
@@ -317,7 +357,8 @@ def spmm(m: int, k: int, ncols: int, nnz: int, val_bytes: int = BF16, idx_bytes:
     arithmetic and consumer) and one multiply by the value per lane and step. 4 warps and 3
     stages: the loop's loads, the gather whose address is a loaded column index included, are
     software-pipelined, so no step waits (a first version counted a wait per step: +83-93% on the
-    H100, the measurement showed the pipelining).
+    H100, the measurement showed the pipelining). Three dependent loads lead to a row's result:
+    its row pointers, then its column indices, then the rows of the dense operand they name.
     """
     _positive("spmm", m=m, k=k, ncols=ncols)
     if nnz < 0 or nnz > m * k:
@@ -329,7 +370,7 @@ def spmm(m: int, k: int, ncols: int, nnz: int, val_bytes: int = BF16, idx_bytes:
     hbm = (m + 1) * 8 + nnz * (idx_bytes + val_bytes) + k * ncols * BF16 + m * ncols * BF16
     gathered = nnz * max(32, ncols * BF16)  # a 32-byte sector per gathered row at least, from L2
     return Work("spmm", hbm_bytes=hbm, l2_bytes=gathered, loads=3.0 * steps * lanes, fma=1.0 * steps * lanes,
-                programs=m * _cdiv(ncols, block_n))
+                programs=m * _cdiv(ncols, block_n), depth=3)
 
 
 def sdpa_decode(b: int, h: int, hkv: int, t: int, d: int) -> Work:
@@ -338,7 +379,8 @@ def sdpa_decode(b: int, h: int, hkv: int, t: int, d: int) -> Work:
     On the H100 (torch 2.11) PyTorch runs cuDNN's flash kernel split over the keys (4 warps a
     program), then cuDNN's reduction over the splits: 2 launches. Splits as torch.profiler recorded
     the grids (kernel_grids.json): one per 128-key block up to 16 (8 at 1024 tokens, 16 at 4096).
-    K and V tiles are prefetched, so no iteration waits.
+    K and V tiles are prefetched, so no iteration waits. The two launches together cost at least
+    ``sdpa_min_us`` (the split kernel's prologue is cuDNN's, longer than a minimal kernel's).
     """
     _positive("sdpa_decode", b=b, h=h, hkv=hkv, t=t, d=d)
     splits = max(1, min(_cdiv(t, 128), 16))
@@ -346,18 +388,27 @@ def sdpa_decode(b: int, h: int, hkv: int, t: int, d: int) -> Work:
     kv = BF16 * 2 * b * hkv * t * d
     partial = b * h * splits * (d + 1) * 4
     main = Work(name, hbm_bytes=kv + BF16 * b * h * d + partial, programs=b * h * splits,
-                mma_flops=4.0 * b * h * t * d, fma=4.0 * b * h * t, exp=float(b * h * t))
+                mma_flops=4.0 * b * h * t * d, fma=4.0 * b * h * t, exp=float(b * h * t), floor="sdpa")
     combine = Work(name, hbm_bytes=partial + BF16 * b * h * d, programs=b * h, warps=8)
     return chain(name, main, combine)
+
+
+# Registers per thread and shared bytes of ``_kv_split_kernel`` at its default launch (4 warps, 1 stage, k_group 64,
+# groups_per_step 2 for 4-bit, 1 for 2-bit), by (bits, head dim). d = 32 and 128: as compiled by triton 3.6 on the
+# H100 (kernel_grids.json of the stored run); d = 64: ptxas for sm_90 offline (triton 3.9, which gave 128 instead of
+# 3.6's 166 at 2 bits, d = 128). 255 registers at 4 bits and d = 128 leave room for 2 programs an SM, not 16.
+KV_SPLIT_RESOURCES = {(4, 128): (255, 24576), (2, 128): (166, 24576), (4, 64): (180, 12288), (2, 64): (107, 12288),
+                      (4, 32): (164, 6144), (2, 32): (116, 6144)}
 
 
 def kv_decode(b: int, h: int, hkv: int, t: int, d: int, bits: int, k_group: int = 64, v_group: int = 64,
               n_sink: int = 4, rotate: bool = True) -> Work:
     """``kernels.kv_quant.kv_decode`` over a cache of ``t`` tokens: sinks and the last partial key group in bf16.
 
-    Launch chain: FWHT of q (when rotated), the split kernel on ``(splits + 1) x b*hkv`` programs
-    (4 warps, ``num_stages=1``: each key group's loads are waited for), the combine kernel on
-    ``b*h`` programs. The query heads of a kv head are padded to ``max(16, group)`` rows for the
+    Launch chain: FWHT of q (when rotated; ``8192 / d`` rows a program), the split kernel on
+    ``(splits + 1) x b*hkv`` programs (4 warps, ``num_stages=1``: each step's loads are waited for; a
+    step is 2 key groups at 4 bits, 1 at 2; registers from ``KV_SPLIT_RESOURCES``), the combine
+    kernel on ``b*h`` programs. The query heads of a kv head are padded to ``max(16, group)`` rows for the
     tensor-core dots, so scores, exponentials and products are counted for the padded rows.
     """
     _positive("kv_decode", b=b, h=h, hkv=hkv, t=t, d=d)
@@ -376,13 +427,17 @@ def kv_decode(b: int, h: int, hkv: int, t: int, d: int, bits: int, k_group: int 
     q = b * h * d * BF16
     scores = heads * gp * t
     name = f"kv_decode_{bits}bit"
-    iters = max(_cdiv(max(groups_q, 1), splits), _cdiv(t_f, k_group))
+    per_step = 2 if bits == 4 else 1
+    iters = max(_cdiv(_cdiv(max(groups_q, 1), splits), per_step), _cdiv(t_f, k_group))
+    regs, smem = KV_SPLIT_RESOURCES.get((bits, d), (0, 0))
     split = Work(name, hbm_bytes=cache + partials + q, attn_flops=4.0 * scores * d, unpack=2.0 * heads * t_q * d,
-                 fma=4.0 * scores, exp=float(scores), programs=(splits + 1) * heads, iters=iters)
+                 fma=4.0 * scores, exp=float(scores), programs=(splits + 1) * heads, iters=iters, regs=regs,
+                 smem=smem)
     combine = Work(name, hbm_bytes=partials + q, programs=b * h)
     if not rotate:
         return chain(name, split, combine)
-    return chain(name, Work(name, hbm_bytes=2 * q, programs=b * h), split, combine)
+    fwht = Work(name, hbm_bytes=2 * q, programs=_cdiv(b * h, max(1, min(64, 8192 // d))))
+    return chain(name, fwht, split, combine)
 
 
 def fused_launch_config(d: int) -> tuple[int, int, int]:

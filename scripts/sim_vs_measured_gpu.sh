@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device-tool call: measure the GPU spec, then run the sim_vs_measured sweep; results under $OUT.
 #   run: bash scripts/sim_vs_measured_gpu.sh   (needs a CUDA GPU; OUT defaults to ./out_gpu)
+# then the kernels, grids, durations and compiled registers of each call (kernel_grids.json)
 set -o pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OUT=${OUT:-$PWD/out_gpu}
 mkdir -p "$OUT"
@@ -11,5 +12,7 @@ cp "$spec" "$OUT/"
 [ "${SPEC_ONLY:-0}" = 1 ] && exit 0
 timeout ${SWEEP_TIMEOUT:-470} python3 -m experiments.cli sweep experiments/configs/sim_vs_measured.toml --out results/sim_vs_measured \
     --no-progress 2>&1 | grep -v Warning | tee "$OUT/sweep.log"
+timeout ${PROFILE_TIMEOUT:-120} python3 -m simcim.validation.measure "$OUT/kernel_grids.json" 2>&1 | grep -v Warning \
+    | tail -n 40
 tar czf "$OUT/sim_vs_measured_results.tar.gz" results/sim_vs_measured
 ls -la "$OUT"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -60,10 +61,20 @@ def test_report_from_cpu_only_run(tmp_path):
     assert "| bundled | int4 |" in text and not (run / "sim_vs_measured.png").exists()
 
 
-def test_report_from_h100_run(tmp_path):
-    run = tmp_path / "h100"
-    shutil.copytree(DATA / "sim_vs_measured_h100", run)
+@pytest.mark.parametrize("gpu", ["h100", "h200"])
+def test_report_from_gpu_run(tmp_path, gpu):
+    run = tmp_path / gpu
+    shutil.copytree(DATA / f"sim_vs_measured_{gpu}", run)
     text = report.write(run).read_text()
     kt = report.kernel_table(report.load(run))
     assert f"MAPE over {len(kt)} kernel calls" in text and (run / "sim_vs_measured.png").is_file()
-    assert "Over 20% error" in text and "H100" in text
+    assert "Over 20% error" in text and f"Measured on: NVIDIA {gpu.upper()}" in text
+
+
+def test_kv_split_registers_match_the_h100_compile():
+    # the model's register table holds what triton compiled on the H100 in the stored run (d = 32 and 128)
+    from npu.gpu_model import KV_SPLIT_RESOURCES
+
+    grids = json.loads((DATA / "sim_vs_measured_h100" / "kernel_grids.json").read_text())
+    compiled = {(r["regs"], r["shared"]) for r in grids["triton_resources"] if r["kernel"] == "_kv_split_kernel"}
+    assert {v for (bits, d), v in KV_SPLIT_RESOURCES.items() if d in (32, 128)} == compiled

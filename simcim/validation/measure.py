@@ -112,11 +112,34 @@ def gpu_env() -> Env | None:
     return env
 
 
-def launch_profile(ops: list[Op], env: Env, path) -> list[dict]:
-    """Kernels each call of ``ops`` launches (name, grid, block), from a torch.profiler trace; written to ``path``.
+def triton_resources() -> list[dict]:
+    """Registers per thread, spills, shared bytes and warps of every Triton kernel of ``kernels/`` compiled so far."""
+    import importlib
 
-    It checks the launch counts and program counts the GPU model assumes for library calls (cuBLAS
-    GEMV, PyTorch SDPA) and for the launch chains of ``kernels/``.
+    import triton
+
+    rows = []
+    for mod_name in ("attention", "fwht", "kv_quant", "quant_gemv", "sparse"):
+        mod = importlib.import_module(f"kernels.{mod_name}")
+        for name, fn in sorted(vars(mod).items()):
+            if not isinstance(fn, triton.runtime.JITFunction):
+                continue
+            for entry in getattr(fn, "device_caches", {}).values():
+                caches = [part for part in entry if isinstance(part, dict)] if isinstance(entry, tuple) else []
+                for handle in caches[0].values() if caches else []:
+                    meta = getattr(handle, "metadata", None)
+                    rows.append({"kernel": name, "regs": getattr(handle, "n_regs", None),
+                                 "spills": getattr(handle, "n_spills", None),
+                                 "shared": getattr(meta, "shared", None), "warps": getattr(meta, "num_warps", None)})
+    return rows
+
+
+def launch_profile(ops: list[Op], env: Env, path) -> dict:
+    """Kernels each call of ``ops`` launches (name, grid, block, duration), from a torch.profiler trace, and the
+    compiled resources of the Triton kernels (:func:`triton_resources`); written to ``path`` as JSON.
+
+    It checks the launch counts, program counts and registers the GPU model assumes for library
+    calls (cuBLAS GEMV, PyTorch SDPA) and for the launch chains of ``kernels/``.
     """
     import json
     import tempfile
@@ -143,9 +166,10 @@ def launch_profile(ops: list[Op], env: Env, path) -> list[dict]:
               flush=True)
         del call
         torch.cuda.empty_cache()
+    result = {"calls": out, "triton_resources": triton_resources()}
     with open(path, "w") as f:
-        json.dump(out, f, indent=1)
-    return out
+        json.dump(result, f, indent=1)
+    return result
 
 
 if __name__ == "__main__":
@@ -159,7 +183,7 @@ if __name__ == "__main__":
         sys.exit(2)
     seen, todo = set(), []
     for model, ctx in (("bundled", 1024), ("olmoe-1b-7b", 4096)):
-        for comp in ("bf16", "int4", "kv4", "prune"):
+        for comp in ("bf16", "int4", "int2", "ternary", "kv4", "kv2", "prune"):
             for op in decode_ops(arch_of(model), comp, ctx):
                 if op.key not in seen:
                     seen.add(op.key)

@@ -20,20 +20,27 @@ from experiments.store import load
 
 # Why a kernel family misses, from its counts (npu.gpu_model) and docs/benchmarks.md; named in the report.
 REASONS = {
-    "linear_bf16": "cuBLAS's nvjet GEMV: its prologue (2.2 us profiled at 8-256 rows) is above the minimal Triton "
-                   "kernel; its TMA loads keep more bytes in flight per warp than sm_gbps's copy",
-    "sdpa_decode_bf16": "cuDNN split kernel + reduction: the split kernel's prologue is above a minimal kernel",
-    "gemv_int4": "4-launch chain counted; the split-K sum is a 4-program PyTorch reduction slower than a minimal "
-                 "kernel, and 512 one-group programs are mostly prologue",
-    "gemv_int2": "as int4: the split-K sum and one-group programs' prologues",
-    "gemv_ternary": "as int4: the split-K sum and one-group programs' prologues",
-    "kv_decode_4bit": "split kernel's occupancy unknown (num_stages=1 version not profiled with ncu): programs "
-                      "per SM taken from its warps",
-    "kv_decode_2bit": "as 4-bit: occupancy of the split kernel",
+    "linear_bf16": "over-predicted where cuBLAS runs 1-32 programs: its TMA loads keep more bytes in flight per "
+                   "12-warp program (~75 GB/s for one at 64 x 2048) than the model's Little's law allows "
+                   "(3 x sm_gbps, from a 4-warp Triton copy); its floor is measured (cublas_min_us)",
+    "sdpa_decode_bf16": "at 1024+ keys cuDNN runs a split kernel (3.5 us profiled at 32 programs) and a reduction "
+                        "(1.8 us); the 64-key call that measures sdpa_min_us (2.7 us) is cheaper than that chain",
+    "gemv_int4": "few programs of one group each: the kernel lasts 1.8-1.95 us profiled (2.3-3.5 us at OLMoE shapes, "
+                 "and 2.4 us for the 2-program split-K sum) against a 1.2 us floor + one first load: its prologue "
+                 "(addresses, x pairs, scale and zero loads) is longer than the minimal kernel's",
+    "gemv_int2": "as int4: the prologue of one-group programs",
+    "gemv_ternary": "as int4, and two trit-planes: 2.9 us profiled for one group against int4's 1.95",
+    "kv_decode_4bit": "split kernel: registers (255 at d = 128, compiled) hold it to 2 programs an SM, 4 waves, but "
+                      "each wave lasts 4.6-4.9 us profiled (q and key-group loads, unpack, two tl.dot through "
+                      "shared memory, softmax, partial store, in series); the model has no measured latency for such "
+                      "a step, only a waited load (1.7 us)",
+    "kv_decode_2bit": "as 4-bit: the serial latency of one split-kernel step (166 registers: 3 programs an SM)",
     "attention_fused_1pass": "short sequences / small head dim: too few query blocks to fill 132 SMs (one wave "
                              "or less)",
     "attention_unfused_3pass": "small: the fp32 score matrix partly stays in L2",
-    "spmm": "few steps per row: the pipelined loop's prologue (3 stages) is not counted",
+    "spmm": "few steps per row: 2.9-3.3 us profiled with warm caches, 3.3-5.2 us timed with inputs rotated from "
+            "HBM; three dependent loads (0.35 us a hop) do not explain it: first touches of its five buffers per "
+            "call are not modelled",
 }
 
 

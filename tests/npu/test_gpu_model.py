@@ -10,7 +10,9 @@ from npu import gpu_model as gm
 
 SPEC = gm.GPUSpec(name="unit", copy_gbps=1000.0, mem_latency_us=1.0, l2_gbps=4000.0, mma_tflops=100.0,
                   fma_tops=10.0, unpack_tops=5.0, exp_tops=2.0, load_tops=1.0, launch_us=2.0, l2_mib=50.0, sms=132,
-                  kernel_min_us=2.0, l2_iter_us=0.5, dram_iter_us=1.5, sm_gbps=10.0, attn_tflops=50.0)
+                  kernel_min_us=2.0, l2_iter_us=0.5, dram_iter_us=1.5, sm_gbps=10.0, attn_tflops=50.0,
+                  cublas_min_us=3.0, sdpa_min_us=7.0, dram_hop_us=0.75, l2_hop_us=0.25, regs_per_sm=65536,
+                  smem_per_sm_kib=228.0)
 
 
 def test_linear_bf16_counts():
@@ -24,24 +26,23 @@ def test_quant_gemv_int4_counts():
     w = gm.quant_gemv(4, 256, "int4")
     packed = 4 * 256 * 4 / 8
     scales_zeros = 4 * 2 * 2 * 2
-    x = 3 * 256 * 2
-    out = 2 * 4 * 4 * 2 + 4 * 4 + 4 * 4 + 4 * 2
-    assert w.hbm_bytes == packed + scales_zeros + x + out
+    x = 256 * 2
+    partials = 2 * 4 * 4  # written by the kernel, read by the sum
+    assert w.hbm_bytes == packed + scales_zeros + x + partials + partials + 4 * 2
+    assert w.l2_bytes == 0  # one block of 64 rows reads x once
     assert w.unpack == 4 * 256
     assert w.fma == 2 * 4 * (256 // 8) + 1 * 256 + 2 * 4  # scale and zero per word; x group sums; split-K sum
-    assert w.launches == 4
-    # chain: de-interleave, kernel on cdiv(4, 64) x 2 splits, split-K sum, cast
-    assert [p.launches for p in w.parts] == [1, 1, 1, 1] and w.parts[1].programs == 1 * 2
-    assert w.parts[0].hbm_bytes == 2 * 256 * 2 and w.parts[2].hbm_bytes == 2 * 4 * 4 + 4 * 4
-    big = gm.quant_gemv(2048, 2048, "int4")
-    assert big.parts[1].programs == 32 * 16 and big.launches == 4
+    # chain: the kernel on cdiv(4, 64) x 2 splits (2 warps), then the split-K sum-and-cast kernel
+    assert w.launches == 2 and [p.programs for p in w.parts] == [2, 1] and w.parts[0].warps == 2
+    big = gm.quant_gemv(2048, 2048, "int4")  # 16 groups: 8-way split
+    assert big.parts[0].programs == 32 * 8 and big.parts[0].l2_bytes == 31 * 2048 * 2 and big.launches == 2
 
 
 def test_quant_gemv_ternary_has_two_planes_and_no_zeros():
     w = gm.quant_gemv(4, 128, "ternary")
     assert w.unpack == 2 * 4 * 128
-    assert w.hbm_bytes == 2 * 4 * 128 * 2 / 8 + 2 * 4 * 1 * 2 + 3 * 128 * 2 + 4 * 2
-    assert w.launches == 2  # one group: no split-K
+    assert w.hbm_bytes == 2 * 4 * 128 * 2 / 8 + 2 * 4 * 1 * 2 + 128 * 2 + 4 * 2  # x read once, y written
+    assert w.launches == 1  # one group: no split-K, the kernel writes y
 
 
 def test_kv_decode_counts():
@@ -52,10 +53,15 @@ def test_kv_decode_counts():
     q = 2 * 32 * 2 * 3 + 2 * 32 * 2
     assert w.hbm_bytes == cache + partials + q
     assert w.unpack == 2 * 64 * 32 and w.exp == 16 * 100 and w.attn_flops == 4 * 16 * 100 * 32
-    # chain: fwht, split kernel on (1 + 1) x 1 programs with one waited key group, combine on 2
-    assert [p.programs for p in w.parts] == [2, 2, 2] and w.parts[1].iters == 1 and w.launches == 3
+    # chain: fwht (2 rows in one program), split kernel on (1 + 1) x 1 programs with one waited key group,
+    # combine on 2
+    assert [p.programs for p in w.parts] == [1, 2, 2] and w.parts[1].iters == 1 and w.launches == 3
     olmoe = gm.kv_decode(1, 16, 16, 4096, 128, bits=4)  # 63 groups -> 63 splits of one group, +1
     assert olmoe.parts[1].programs == 64 * 16 and olmoe.parts[1].iters == 1
+    # 255 registers x 128 threads: 2 programs an SM (not 16 by warps)
+    assert olmoe.parts[1].regs == 255 and gm.programs_per_sm(olmoe.parts[1], SPEC) == 2
+    long = gm.kv_decode(1, 16, 16, 32768, 128, bits=4)  # 511 groups over 128 splits: 4 each, 2 per step
+    assert long.parts[1].iters == 2 and gm.kv_decode(1, 16, 16, 32768, 128, bits=2).parts[1].iters == 4
 
 
 def test_attention_counts():
@@ -80,7 +86,7 @@ def test_sdpa_and_cublas_programs():
 
 def test_spmm_counts_padded_lanes():
     w = gm.spmm(2, 32, 1, 20)  # 10 nonzeros a row: one 16-wide step per row; 128 lanes issued per step
-    assert w.loads == 3 * 2 * 128 and w.fma == 2 * 128 and w.programs == 2 and w.iters == 0
+    assert w.loads == 3 * 2 * 128 and w.fma == 2 * 128 and w.programs == 2 and w.iters == 0 and w.depth == 3
     assert w.hbm_bytes == 3 * 8 + 20 * 10 + 32 * 2 + 2 * 2 and w.l2_bytes == 20 * 32
 
 
@@ -112,6 +118,25 @@ def test_predict_occupancy_terms():
     two = gm.chain("c", gm.Work("c", hbm_bytes=1e6), gm.Work("c", hbm_bytes=1e9))
     assert two.launches == 2 and two.hbm_bytes == 1e6 + 1e9
     assert gm.predict(two, SPEC).time_s == pytest.approx(4e-6 + 3e-6 + 1e-3)
+
+
+def test_predict_floors_depth_and_resources():
+    # a library launch pays its own floor: cuBLAS 3 us + first 1 us
+    assert gm.predict(gm.linear_bf16(1, 4, 8), SPEC).terms["launch"] == pytest.approx(4e-6)
+    # SDPA's chain together pays sdpa_min: (7 - 2) + 2, plus two first loads
+    assert gm.predict(gm.sdpa_decode(1, 1, 1, 64, 64), SPEC).terms["launch"] == pytest.approx(9e-6)
+    # two further dependent loads from HBM (0.75 us each), or from L2 (0.25 us)
+    deep = gm.Work("x", depth=3)
+    assert gm.predict(deep, SPEC).terms["launch"] == pytest.approx(3e-6 + 1.5e-6)
+    assert gm.predict(deep, SPEC, l2_resident=True).terms["launch"] == pytest.approx(2e-6 + 0.5e-6)
+    # registers and shared memory cap the programs an SM holds, hence the waves
+    assert gm.programs_per_sm(gm.Work("x", warps=4), SPEC) == 16
+    assert gm.programs_per_sm(gm.Work("x", warps=4, regs=128), SPEC) == 4
+    assert gm.programs_per_sm(gm.Work("x", warps=4, smem=100 * 1024), SPEC) == 2
+    w = gm.Work("x", programs=1056, iters=1, regs=255)  # 2 an SM: 4 waves of one waited iteration
+    assert gm.predict(w, SPEC).terms["chain"] == pytest.approx(4 * 1.5e-6)
+    with pytest.raises(ValueError, match="floor"):
+        gm.predict(gm.Work("x", floor="cudnn"), SPEC)
 
 
 def test_spec_files_and_errors(tmp_path):
