@@ -248,10 +248,7 @@ def bench_attention(env: Env) -> list[Row]:
 def bench_quant_gemv(env: Env) -> list[Row]:
     import torch.nn.functional as F
 
-    from kernels import quant_gemv as qg
     from kernels.quant_gemv import dequantize, quant_matmul, quantize_groupwise, quantize_ternary
-
-    default_unpack = qg._M1_UNPACK
 
     rows: list[Row] = []
     shapes = ((8192, 8192), (28672, 8192), (8192, 28672)) if not env.tiny else ((96, 128),)
@@ -310,25 +307,21 @@ def bench_quant_gemv(env: Env) -> list[Row]:
                         ((16, 64, 256, 8, 3), "dot"),
                     ]
 
-                def run(cand, q):
+                def gemv(cand, q):
                     kernel, _, unpack = cand[1].partition(":")
-                    qg._M1_UNPACK = unpack or default_unpack
-                    try:
-                        return quant_matmul(x, q, config=cand[0], gemv=kernel)
-                    finally:
-                        qg._M1_UNPACK = default_unpack
+                    return quant_matmul(x, q, config=cand[0], gemv=kernel, unpack=unpack or "fp32")
 
                 best: tuple[float, tuple | None] = (float("inf"), None)
                 for cand in candidates if env.cuda else [(None, "m1")]:
                     try:
-                        t = bench(lambda c=cand: [run(c, q) for q in qws], env, graph=env.cuda) / copies
+                        t = bench(lambda c=cand: [gemv(c, q) for q in qws], env, graph=env.cuda) / copies
                     except Exception as e:
                         print(f"  gemv config {cand} failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
                         continue
                     print(f"  {case} {scheme} {cand}: {t * 1e3:.1f} us", file=sys.stderr)
                     best = min(best, (t, cand))
                 ms, cfg = best
-                err = rel_err(run(cfg, qw), ref)
+                err = rel_err(gemv(cfg, qw), ref)
                 nbytes = qw.nbytes() + x.numel() * 2 + m * n * 2
                 gbps = nbytes / ms / 1e6
                 rows.append(

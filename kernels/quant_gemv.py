@@ -477,10 +477,7 @@ if HAVE_TRITON:
 
 
 GEMV_MAX_M = 8
-# How the m=1 kernel unpacks codes: "fp32" one code per shift + LOP3 into fp32; "asm" two per shift + LOP3 +
-# packed FMA in inline PTX (kernels._unpack); "int" the same pairs in plain Triton (what the interpreter runs
-# for "asm").
-_M1_UNPACK: Literal["fp32", "asm", "int"] = "fp32"
+M1_UNPACK = ("fp32", "asm", "int")
 
 
 def _launch_config(m: int, qw: QuantizedWeight, gemv: str) -> tuple[int, int, int, int, int]:
@@ -506,13 +503,17 @@ def quant_matmul(
     config: tuple[int, int, int, int, int] | None = None,
     out: torch.Tensor | None = None,
     gemv: Literal["m1", "slices", "dot"] = "m1",
+    unpack: Literal["fp32", "asm", "int"] = "fp32",
 ) -> torch.Tensor:
     """``x [M, K] @ W^T`` with ``W`` the low-bit weight ``qw``; returns ``[M, N]`` in ``x``'s dtype.
 
     ``config`` overrides the launch: (BLOCK_M, BLOCK_N, WORDS per step, num_warps, num_stages) for
     M <= 8, (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) above. For M = 1, ``gemv="m1"``
     runs the single-row kernel (``config`` = (1, BLOCK_N, split-K ways, num_warps, num_stages)); ``"slices"`` the
-    CUDA-core kernel for up to 8 rows; ``"dot"`` the tensor-core kernel for any M.
+    CUDA-core kernel for up to 8 rows; ``"dot"`` the tensor-core kernel for any M. ``unpack`` is how the
+    m=1 kernel turns codes into floats: ``"fp32"`` one code per shift + LOP3 into fp32 (fastest on the
+    H100); ``"asm"`` two per shift + LOP3 + packed FMA in inline PTX (``kernels._unpack``); ``"int"`` the
+    same pairs in plain Triton (what the interpreter runs for ``"asm"``).
     """
     if x.dim() != 2 or x.shape[1] != qw.k:
         raise ValueError(f"x must be [M, {qw.k}]; got {tuple(x.shape)}")
@@ -520,6 +521,8 @@ def quant_matmul(
         raise ValueError(f"x dtype {x.dtype} is not supported (fp16, bf16, fp32)")
     if bias is not None and bias.shape != (qw.n,):
         raise ValueError(f"bias must be [{qw.n}]; got {tuple(bias.shape)}")
+    if unpack not in M1_UNPACK:
+        raise ValueError(f"unpack must be one of {', '.join(M1_UNPACK)}; got {unpack!r}")
     tensors = [x, qw.packed, qw.scales] + ([qw.zeros] if qw.zeros is not None else [])
     m = x.shape[0]
     if out is not None and (out.shape != (m, qw.n) or out.dtype != x.dtype or out.stride(1) != 1):
@@ -585,8 +588,8 @@ def quant_matmul(
             GROUP=qw.group_size,
             BLOCK_N=block_n,
             SPLIT_K=split_k,
-            PAIRS=_M1_UNPACK != "fp32",
-            ASM=_M1_UNPACK == "asm" and not interpreting(),
+            PAIRS=unpack != "fp32",
+            ASM=unpack == "asm" and not interpreting(),
             num_warps=warps,
             num_stages=stages,
         )

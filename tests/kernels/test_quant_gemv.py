@@ -43,6 +43,10 @@ def test_quant_matmul_matches_dequantized_product(scheme, m, device, rng):
     if m == 1:  # the batched decode kernel computes the same product for one row
         y = quant_matmul(x, qw, bias, config=(1, 16, 8, 4, 1), gemv="slices", out=poisoned((m, n), x.dtype, device))
         assert rel_err(y, exact) < 1e-2
+    if m == 1:  # the paired unpacking (plain Triton, and inline PTX on a GPU) computes the same product
+        for unpack in ("int", "asm"):
+            y = quant_matmul(x, qw, bias, unpack=unpack, out=poisoned((m, n), x.dtype, device))
+            assert rel_err(y, exact) < 1e-2
     if m == 1:  # split-K partial sums (3 groups over 2 splits: one split gets a single group)
         y = quant_matmul(x, qw, bias, config=(1, 16, 2, 4, 1), out=poisoned((m, n), x.dtype, device))
         assert rel_err(y, exact) < 1e-2
@@ -80,3 +84,5 @@ def test_bad_inputs(device, rng):
     qw = quantize_groupwise(torch.randn(8, 64), 4, 32).to(device)
     with pytest.raises(ValueError, match="x must be"):
         quant_matmul(torch.randn(2, 32, device=device), qw)
+    with pytest.raises(ValueError, match="unpack must be one of"):
+        quant_matmul(torch.randn(1, 64, device=device), qw, unpack="half2")
