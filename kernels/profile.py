@@ -13,6 +13,15 @@ import sys
 import torch
 
 
+def compiled_kernels(fn: object) -> list:
+    """The compiled kernels a Triton ``JITFunction`` holds (one per specialization launched so far)."""
+    handles = []
+    for entry in getattr(fn, "device_caches", {}).values():
+        caches = [part for part in entry if isinstance(part, dict)] if isinstance(entry, tuple) else []
+        handles.extend(caches[0].values() if caches else [])
+    return handles
+
+
 def _report(handle: object) -> None:
     regs = getattr(handle, "n_regs", "?")
     spills = getattr(handle, "n_spills", "?")
@@ -60,10 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             am.analog_matmul(x, aw, seed=1)
         kernel = am._analog_kernel
     torch.cuda.synchronize()
-    for entry in getattr(kernel, "device_caches", {}).values():
-        caches = [part for part in entry if isinstance(part, dict)] if isinstance(entry, tuple) else []
-        for handle in caches[0].values() if caches else []:
-            _report(handle)
+    for handle in compiled_kernels(kernel):
+        _report(handle)
     return 0
 
 

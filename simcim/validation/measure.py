@@ -118,19 +118,19 @@ def triton_resources() -> list[dict]:
 
     import triton
 
+    from kernels.profile import compiled_kernels
+
     rows = []
     for mod_name in ("attention", "fwht", "kv_quant", "quant_gemv", "sparse"):
         mod = importlib.import_module(f"kernels.{mod_name}")
         for name, fn in sorted(vars(mod).items()):
             if not isinstance(fn, triton.runtime.JITFunction):
                 continue
-            for entry in getattr(fn, "device_caches", {}).values():
-                caches = [part for part in entry if isinstance(part, dict)] if isinstance(entry, tuple) else []
-                for handle in caches[0].values() if caches else []:
-                    meta = getattr(handle, "metadata", None)
-                    rows.append({"kernel": name, "regs": getattr(handle, "n_regs", None),
-                                 "spills": getattr(handle, "n_spills", None),
-                                 "shared": getattr(meta, "shared", None), "warps": getattr(meta, "num_warps", None)})
+            for handle in compiled_kernels(fn):
+                meta = getattr(handle, "metadata", None)
+                rows.append({"kernel": name, "regs": getattr(handle, "n_regs", None),
+                             "spills": getattr(handle, "n_spills", None),
+                             "shared": getattr(meta, "shared", None), "warps": getattr(meta, "num_warps", None)})
     return rows
 
 
