@@ -52,6 +52,27 @@ def _constraints(bits: int) -> str:
     return ",".join(["=h"] * (32 // bits) + ["r"] * 3)
 
 
+def _dot_asm(bits: int) -> str:
+    """PTX: one word (``$1``) times ``PW / 2`` fp16x2 input pairs (``$2`` ...) -> fp32 ``$0``.
+
+    Each pair of codes becomes fp16x2 ``1 + code / 2^bits - 1.5`` (shift, LOP3, HSUB2: exact, and centred so
+    that the products stay small) and is multiplied into one fp16x2 accumulator (HFMA2); the two halves are
+    widened and added once per word. ``PW / 2`` products per half in fp16 cost ``2^-11`` of a partial sum
+    of at most ``PW / 4`` when the inputs are scaled to magnitude <= 1 (callers do)."""
+    pw = 32 // bits
+    pos = 10 - bits
+    mask = ((1 << bits) - 1) << pos
+    lines = ["{", ".reg .b32 t, a;", ".reg .f16 l, h;", ".reg .f32 fl, fh;"]
+    for j in range(pw // 2):
+        sh = bits * j - pos
+        op = f"shr.u32 t, $1, {sh};" if sh > 0 else f"shl.b32 t, $1, {-sh};" if sh < 0 else "mov.b32 t, $1;"
+        lines += [op, f"lop3.b32 t, t, {mask | mask << 16}, {0x3C00 | 0x3C00 << 16}, 0xEA;"]
+        lines.append(f"sub.rn.f16x2 t, t, {0x3E00 | 0x3E00 << 16};")  # - 1.5, exact: |v - 1.5| <= 0.5
+        lines.append(f"mul.rn.f16x2 a, t, ${2 + j};" if j == 0 else f"fma.rn.f16x2 a, t, ${2 + j}, a;")
+    lines += ["mov.b32 {l, h}, a;", "cvt.f32.f16 fl, l;", "cvt.f32.f16 fh, h;", "add.f32 $0, fl, fh;", "}"]
+    return "\n".join(lines)
+
+
 if HAVE_TRITON:
     _ASM_2H = tl.constexpr(_pair_asm(2, "f16", False))
     _ASM_4H = tl.constexpr(_pair_asm(4, "f16", False))
@@ -63,6 +84,8 @@ if HAVE_TRITON:
     _ASM_4B_X = tl.constexpr(_pair_asm(4, "bf16", True))
     _CONS_2 = tl.constexpr(_constraints(2))
     _CONS_4 = tl.constexpr(_constraints(4))
+    _DOT_2 = tl.constexpr(_dot_asm(2))
+    _DOT_4 = tl.constexpr(_dot_asm(4))
 
     @triton.jit
     def _splat2(x, DT: tl.constexpr):
@@ -71,8 +94,8 @@ if HAVE_TRITON:
         return b | (b << 16)
 
     @triton.jit
-    def _pair(words, scale, offset, J: tl.constexpr, BITS: tl.constexpr, DT: tl.constexpr, EXACT: tl.constexpr):
-        """Plain-Triton version of one pair: codes ``J`` and ``J + PW/2`` as 16-bit patterns."""
+    def _magic_pair(words, J: tl.constexpr, BITS: tl.constexpr, DT: tl.constexpr):
+        """Codes ``J`` and ``J + PW/2`` of each word as the 16-bit patterns of ``DT`` ``1 + code / 2^BITS`` (exact)."""
         POS: tl.constexpr = (10 if DT == tl.float16 else 7) - BITS
         SH: tl.constexpr = BITS * J - POS
         MASK: tl.constexpr = ((1 << BITS) - 1) << POS
@@ -82,8 +105,12 @@ if HAVE_TRITON:
         else:
             t = words << (-SH)
         t = (t & (MASK | MASK << 16)) | (MAGIC | MAGIC << 16)
-        lo = (t & 0xFFFF).to(tl.int16)
-        hi = (t >> 16).to(tl.int16)
+        return (t & 0xFFFF).to(tl.int16), (t >> 16).to(tl.int16)
+
+    @triton.jit
+    def _pair(words, scale, offset, J: tl.constexpr, BITS: tl.constexpr, DT: tl.constexpr, EXACT: tl.constexpr):
+        """Plain-Triton version of one pair: codes ``J`` and ``J + PW/2`` as 16-bit patterns."""
+        lo, hi = _magic_pair(words, J, BITS, DT)
         one: tl.constexpr = 1.0 if EXACT else 0.0
         lo = ((lo.to(DT, bitcast=True).to(tl.float32) - one) * scale + offset).to(DT).to(tl.int16, bitcast=True)
         hi = ((hi.to(DT, bitcast=True).to(tl.float32) - one) * scale + offset).to(DT).to(tl.int16, bitcast=True)
@@ -181,3 +208,34 @@ if HAVE_TRITON:
         else:
             c = _codes4(words, scale, offset, DT, EXACT, ASM)
         return c.to(DT, bitcast=True)
+
+
+    @triton.jit
+    def _half(bits):
+        return bits.to(tl.int16).to(tl.float16, bitcast=True)
+
+    @triton.jit
+    def word_dot_f16(words, x2, BITS: tl.constexpr, ASM: tl.constexpr):
+        """Per int32 word: ``sum_i (code_i / 2^BITS - 1/2) x_i`` in fp32, the products accumulated in fp16x2.
+
+        ``x2`` is a tuple of ``32 / BITS / 2`` int32 tensors shaped like ``words``, each the fp16x2 pair of
+        inputs that pair ``j`` of the word multiplies (pair order: codes ``j`` and ``j + PW/2``)."""
+        if ASM:
+            if BITS == 2:
+                args = [words, x2[0], x2[1], x2[2], x2[3], x2[4], x2[5], x2[6], x2[7]]
+                r = tl.inline_asm_elementwise(_DOT_2, "=f,r,r,r,r,r,r,r,r,r", args, tl.float32, True, 1)
+            else:
+                args = [words, x2[0], x2[1], x2[2], x2[3]]
+                r = tl.inline_asm_elementwise(_DOT_4, "=f,r,r,r,r,r", args, tl.float32, True, 1)
+        else:
+            HALF: tl.constexpr = 16 // BITS
+            a_lo = tl.zeros(words.shape, tl.float16)
+            a_hi = tl.zeros(words.shape, tl.float16)
+            for j in tl.static_range(HALF):
+                v_lo, v_hi = _magic_pair(words, j, BITS, tl.float16)
+                c_lo = v_lo.to(tl.float16, bitcast=True) - 1.5
+                c_hi = v_hi.to(tl.float16, bitcast=True) - 1.5
+                a_lo = (c_lo * _half(x2[j] & 0xFFFF) + a_lo).to(tl.float16)
+                a_hi = (c_hi * _half((x2[j] >> 16) & 0xFFFF) + a_hi).to(tl.float16)
+            r = a_lo.to(tl.float32) + a_hi.to(tl.float32)
+        return r

@@ -15,11 +15,12 @@ unpack them two at a time (:mod:`kernels._unpack`): weight ``2i`` of a word is c
 ``2i + 1`` is code ``i + PW/2`` (:func:`pack_codes_paired`). Packed weights are ``[P, N, K*bits/32]``
 int32 (``P`` planes; 1 for int4/int2), scales and zeros ``[P, N, K/G]``.
 
-The kernel for M=1 turns each pair of codes into two ``q s`` values in the scale's 16-bit dtype with one
-shift, one LOP3 and one packed FMA (inline PTX), multiplies them by the input in fp32 and subtracts the
-zero once per group: ``y_n = sum_g (sum_{k in g} (q_nk s_ng) x_k - z_ng s_ng sum_{k in g} x_k)``. For M>1
-it dequantizes a weight tile to the activation dtype and uses the tensor cores, so each weight byte is read
-once for up to BLOCK_M rows.
+The kernel for M=1 multiplies codes (not dequantized weights) by the input and applies the scale and the
+zero once per word and group: ``y_n = sum_g s_ng (sum_{k in g} q_nk x_k - z_ng sum_{k in g} x_k)``. For
+large weights it takes the codes two at a time as fp16x2 (shift, LOP3, HSUB2) into one packed FMA per pair,
+on an fp16 copy of x scaled per group; below that, one code at a time into fp32 (see :func:`quant_matmul`).
+For M>1 it dequantizes a weight tile to the activation dtype and uses the tensor cores, so each weight byte
+is read once for up to BLOCK_M rows.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ if HAVE_TRITON:
     import triton.language as tl
 
     from kernels._common import codes_to_float, mma
-    from kernels._unpack import pair_codes
+    from kernels._unpack import pair_codes, word_dot_f16
 
 __all__ = [
     "QuantizedWeight",
@@ -295,6 +296,69 @@ if HAVE_TRITON:
         return ((u & FMASK) | 0x3F800000).to(tl.float32, bitcast=True)
 
     @triton.jit
+    def _x_f16_pairs_kernel(X, X2, XS, XSUM, GROUP: tl.constexpr):
+        # One quantization group of x per program: x / 2^e as fp16 pairs with 2^e >= max |x| (so fp16 products
+        # and partial sums of the GEMV stay in range and keep 11 bits relative to the group's largest input),
+        # the unscale 2^e, and the group's sum in fp32.
+        g = tl.program_id(0)
+        offs = tl.arange(0, GROUP)
+        x = tl.load(X + g * GROUP + offs).to(tl.float32)
+        amax = tl.max(tl.abs(x), 0)
+        e = tl.minimum((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF, 253)  # amax < 2^(e - 126)
+        inv = ((253 - e) << 23).to(tl.float32, bitcast=True)
+        xh = (x * inv).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+        lo, hi = tl.split(tl.reshape(xh, [GROUP // 2, 2]))
+        tl.store(X2 + g * (GROUP // 2) + tl.arange(0, GROUP // 2), lo | (hi << 16))
+        tl.store(XS + g, ((e + 1) << 23).to(tl.float32, bitcast=True))
+        tl.store(XSUM + g, tl.sum(x, 0))
+
+    @triton.jit
+    def _x_pairs(ptrs, mask, BITS: tl.constexpr):
+        """The ``16 / BITS`` fp16x2 input pairs of a word column (``ptrs`` points at its first pair; 0 where masked)."""
+        if BITS == 2:
+            x2 = (
+                tl.load(ptrs, mask=mask, other=0),
+                tl.load(ptrs + 1, mask=mask, other=0),
+                tl.load(ptrs + 2, mask=mask, other=0),
+                tl.load(ptrs + 3, mask=mask, other=0),
+                tl.load(ptrs + 4, mask=mask, other=0),
+                tl.load(ptrs + 5, mask=mask, other=0),
+                tl.load(ptrs + 6, mask=mask, other=0),
+                tl.load(ptrs + 7, mask=mask, other=0),
+            )
+        else:
+            x2 = (
+                tl.load(ptrs, mask=mask, other=0),
+                tl.load(ptrs + 1, mask=mask, other=0),
+                tl.load(ptrs + 2, mask=mask, other=0),
+                tl.load(ptrs + 3, mask=mask, other=0),
+            )
+        return x2
+
+    @triton.jit
+    def _f16acc_step_loads(
+        WP, S, Z, offs_n, s_ptrs, offs_ws, offs_gs, i, i_hi, N, g_hi, stride_wn, stride_wp, stride_sp,
+        PLANES: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, HAS_ZERO: tl.constexpr,
+    ):
+        """Words ``[BLOCK_N, GS * WPG]``, scales and zeros ``[BLOCK_N, GS]`` of step ``i`` (plane ``i % PLANES``,
+        groups from ``(i // PLANES) * GS``); all masked off once ``i`` reaches ``i_hi``."""
+        g0 = (i // PLANES) * GS
+        live = offs_n < tl.where(i < i_hi, N, 0)
+        w = tl.load(
+            WP + offs_n[:, None] * stride_wn + (i % PLANES) * stride_wp + g0 * WPG + offs_ws[None, :],
+            mask=live[:, None] & (g0 * WPG + offs_ws < g_hi * WPG)[None, :],
+            other=0,
+        )
+        sz_off = (i % PLANES) * stride_sp + s_ptrs[:, None] + g0 + offs_gs[None, :]
+        sz_mask = live[:, None] & (g0 + offs_gs < g_hi)[None, :]
+        sc = tl.load(S + sz_off, mask=sz_mask, other=0.0).to(tl.float32)
+        if HAS_ZERO:
+            z = tl.load(Z + sz_off, mask=sz_mask, other=0.0).to(tl.float32)
+        else:
+            z = tl.full(sc.shape, 1.0, tl.float32)
+        return w, sc, z
+
+    @triton.jit
     def _qgemv1_kernel(
         X,
         WP,
@@ -308,6 +372,9 @@ if HAVE_TRITON:
         stride_wn,
         stride_sp,
         stride_sn,
+        XP,
+        XS,
+        XSUM,
         BITS: tl.constexpr,
         PLANES: tl.constexpr,
         HAS_ZERO: tl.constexpr,
@@ -317,11 +384,14 @@ if HAVE_TRITON:
         SPLIT_K: tl.constexpr,
         PAIRS: tl.constexpr,
         ASM: tl.constexpr,
+        F16ACC: tl.constexpr,
+        GS: tl.constexpr,
     ):
-        # M = 1, one quantization group per step; every operand has the layout of the word tile [BLOCK_N, WPG]
-        # (or a slice of it), so no value crosses threads until the final sum. Words are packed in pair order:
-        # code j of a word is weight 2j, code j + PW/2 weight 2j + 1, so pair j multiplies x[2j], x[2j + 1],
-        # loaded per word column and shared by the thread's rows. Two ways to unpack:
+        # M = 1, one quantization group per step (GS with F16ACC); every operand has the layout of the word tile
+        # [BLOCK_N, WPG] (or a slice of it), so no value crosses threads until the final sum. Words are packed in
+        # pair order: code j of a word is weight 2j, code j + PW/2 weight 2j + 1, so pair j multiplies x[2j],
+        # x[2j + 1], loaded per word column and shared by the thread's rows. Three ways to unpack:
+        # F16ACC: see its branch below (fp16x2 products on x that _x_f16_pairs_kernel prepared).
         # PAIRS: kernels._unpack turns a pair into two q s values of the scale's 16-bit dtype with one shift,
         #   one LOP3 and one packed FMA ((1 + q / 2^bits) 2^bits s - 2^bits s, rounded once); each is widened
         #   to fp32 and multiplied by x. The zero term z s sum_g x is an FMA per row and word.
@@ -340,7 +410,7 @@ if HAVE_TRITON:
         n_mask = offs_n < N
         groups_total = K // GROUP
         # split-K: program (n, s) takes a contiguous run of whole groups and writes an fp32 partial sum
-        groups_per_split = tl.cdiv(groups_total, SPLIT_K)
+        groups_per_split = tl.cdiv(tl.cdiv(groups_total, SPLIT_K), GS) * GS  # whole steps of GS groups
         g_lo = tl.program_id(1) * groups_per_split
         g_hi = tl.minimum(g_lo + groups_per_split, groups_total)
         w_ptrs = WP + offs_n[:, None] * stride_wn + offs_j[None, :]
@@ -348,41 +418,81 @@ if HAVE_TRITON:
         x_ptrs = X + offs_j * PER_WORD
         x2_ptrs = X.to(tl.pointer_type(tl.int32)) + offs_j * HALF  # bf16 x as pairs (x[2i], x[2i + 1])
         acc = tl.zeros([BLOCK_N, WPG], tl.float32)
-        for g in range(g_lo, g_hi):
-            x_sum = tl.zeros([WPG], tl.float32)
-            for p in tl.static_range(PLANES):
-                w = tl.load(w_ptrs + p * stride_wp + g * WPG, mask=n_mask[:, None], other=0)
-                sc = tl.load(S + p * stride_sp + s_ptrs + g, mask=n_mask, other=0.0).to(tl.float32)
-                if HAS_ZERO:
-                    z = tl.load(Z + p * stride_sp + s_ptrs + g, mask=n_mask, other=0.0).to(tl.float32)
-                else:
-                    z = tl.full([BLOCK_N], 1.0, tl.float32)
-                if PAIRS:
-                    c = pair_codes(w, sc[:, None] * R, sc[:, None] * -R, BITS, DT, False, ASM)
-                else:
-                    t = tl.zeros([BLOCK_N, WPG], tl.float32)
-                for j in tl.static_range(HALF):
-                    if X.dtype.element_ty == tl.bfloat16:  # one 4-byte load per pair; bf16 -> fp32 is a shift/mask
-                        x2 = tl.load(x2_ptrs + g * (GROUP // 2) + j)
-                        x_lo = (x2 << 16).to(tl.float32, bitcast=True)
-                        x_hi = (x2 & -65536).to(tl.float32, bitcast=True)
+        z_acc = tl.zeros([BLOCK_N], tl.float32)
+        if F16ACC:
+            # GS groups of one plane per step; the next step's words, scales and zeros are loaded into registers
+            # one step ahead (Triton pipelines them through shared memory only when asked with tl.range's
+            # num_stages, which measured 12-25% slower on the H200).
+            # Each word's products are accumulated in fp16x2 (kernels._unpack.word_dot_f16) on x scaled per group
+            # by _x_f16_pairs_kernel; the group's scale 2^bits s 2^e applies per word, its zero term
+            # (z - 2^bits / 2) s sum_g x once per row.
+            WPS: tl.constexpr = GS * WPG
+            offs_ws = tl.arange(0, WPS)
+            offs_gs = tl.arange(0, GS)
+            xps_ptrs = XP + offs_ws * HALF
+            acc3 = tl.zeros([BLOCK_N, GS, WPG], tl.float32)
+            step_lo = g_lo // GS
+            step_hi = tl.cdiv(g_hi, GS)
+            i_lo = step_lo * PLANES
+            i_hi = step_hi * PLANES
+            w, sc, z = _f16acc_step_loads(
+                WP, S, Z, offs_n, s_ptrs, offs_ws, offs_gs, i_lo, i_hi, N, g_hi, stride_wn, stride_wp, stride_sp,
+                PLANES, GS, WPG, HAS_ZERO,
+            )
+            for i in range(i_lo, i_hi):
+                g0 = (i // PLANES) * GS
+                w_n, sc_n, z_n = _f16acc_step_loads(
+                    WP, S, Z, offs_n, s_ptrs, offs_ws, offs_gs, i + 1, i_hi, N, g_hi, stride_wn, stride_wp,
+                    stride_sp, PLANES, GS, WPG, HAS_ZERO,
+                )
+                g_in = g0 + offs_gs < g_hi
+                xs = tl.load(XS + g0 + offs_gs, mask=g_in, other=0.0)
+                xsum = tl.load(XSUM + g0 + offs_gs, mask=g_in, other=0.0)
+                x2 = _x_pairs(xps_ptrs + g0 * (GROUP // 2), g0 * WPG + offs_ws < g_hi * WPG, BITS)
+                t = word_dot_f16(w, x2, BITS, ASM)
+                acc3 += tl.reshape(t, [BLOCK_N, GS, WPG]) * (sc * (R * xs)[None, :])[:, :, None]
+                # s (q - z) = 2^bits s (q / 2^bits - 1/2) - s (z - 2^bits / 2)
+                z_acc += tl.sum(sc * (z - R / 2) * xsum[None, :], 1)
+                w = w_n
+                sc = sc_n
+                z = z_n
+            acc += tl.reshape(tl.sum(acc3, 1), [BLOCK_N, WPG])
+        if not F16ACC:
+            for g in range(g_lo, g_hi):
+                x_sum = tl.zeros([WPG], tl.float32)
+                for p in tl.static_range(PLANES):
+                    w = tl.load(w_ptrs + p * stride_wp + g * WPG, mask=n_mask[:, None], other=0)
+                    sc = tl.load(S + p * stride_sp + s_ptrs + g, mask=n_mask, other=0.0).to(tl.float32)
+                    if HAS_ZERO:
+                        z = tl.load(Z + p * stride_sp + s_ptrs + g, mask=n_mask, other=0.0).to(tl.float32)
                     else:
-                        x_lo = tl.load(x_ptrs + g * GROUP + 2 * j).to(tl.float32)
-                        x_hi = tl.load(x_ptrs + g * GROUP + 2 * j + 1).to(tl.float32)
-                    if p == 0:
-                        x_sum += x_lo + x_hi
+                        z = tl.full([BLOCK_N], 1.0, tl.float32)
                     if PAIRS:
-                        q_lo = c[j].to(DT, bitcast=True).to(tl.float32)
-                        q_hi = c[j + HALF].to(DT, bitcast=True).to(tl.float32)
-                        acc += q_lo * x_lo[None, :] + q_hi * x_hi[None, :]
+                        c = pair_codes(w, sc[:, None] * R, sc[:, None] * -R, BITS, DT, False, ASM)
                     else:
-                        t += _code_f32(w, BITS * j - POS, FMASK) * x_lo[None, :]
-                        t += _code_f32(w, BITS * (j + HALF) - POS, FMASK) * x_hi[None, :]
-                if PAIRS:
-                    acc -= (sc * z)[:, None] * x_sum[None, :]
-                else:
-                    acc += (sc * R)[:, None] * t - (sc * (z + R))[:, None] * x_sum[None, :]
-        y = tl.sum(acc, 1)
+                        t = tl.zeros([BLOCK_N, WPG], tl.float32)
+                    for j in tl.static_range(HALF):
+                        if X.dtype.element_ty == tl.bfloat16:  # one 4-byte load per pair; bf16 -> fp32 is a shift/mask
+                            x2 = tl.load(x2_ptrs + g * (GROUP // 2) + j)
+                            x_lo = (x2 << 16).to(tl.float32, bitcast=True)
+                            x_hi = (x2 & -65536).to(tl.float32, bitcast=True)
+                        else:
+                            x_lo = tl.load(x_ptrs + g * GROUP + 2 * j).to(tl.float32)
+                            x_hi = tl.load(x_ptrs + g * GROUP + 2 * j + 1).to(tl.float32)
+                        if p == 0:
+                            x_sum += x_lo + x_hi
+                        if PAIRS:
+                            q_lo = c[j].to(DT, bitcast=True).to(tl.float32)
+                            q_hi = c[j + HALF].to(DT, bitcast=True).to(tl.float32)
+                            acc += q_lo * x_lo[None, :] + q_hi * x_hi[None, :]
+                        else:
+                            t += _code_f32(w, BITS * j - POS, FMASK) * x_lo[None, :]
+                            t += _code_f32(w, BITS * (j + HALF) - POS, FMASK) * x_hi[None, :]
+                    if PAIRS:
+                        acc -= (sc * z)[:, None] * x_sum[None, :]
+                    else:
+                        acc += (sc * R)[:, None] * t - (sc * (z + R))[:, None] * x_sum[None, :]
+        y = tl.sum(acc, 1) - z_acc
         if SPLIT_K == 1:
             if HAS_BIAS:
                 y += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
@@ -477,13 +587,25 @@ if HAVE_TRITON:
 
 
 GEMV_MAX_M = 8
-M1_UNPACK = ("fp32", "asm", "int")
+M1_UNPACK = ("auto", "fp32", "f16acc", "asm", "int")
+# "auto" takes f16acc from this many weights up: below, its extra launch (_x_f16_pairs_kernel) costs more than
+# the fewer instructions per code save (H200 measurements in docs/benchmarks.md)
+F16ACC_MIN_WEIGHTS = 1 << 25
+GEMV_KERNELS = ("m1", "slices", "dot")
 
 
-def _launch_config(m: int, qw: QuantizedWeight, gemv: str) -> tuple[int, int, int, int, int]:
+def _m1_unpack(unpack: str, qw: QuantizedWeight) -> str:
+    if unpack != "auto":
+        return unpack
+    return "f16acc" if qw.n * qw.k >= F16ACC_MIN_WEIGHTS else "fp32"
+
+
+def _launch_config(m: int, qw: QuantizedWeight, gemv: str, unpack: str = "fp32") -> tuple[int, int, int, int, int]:
     """(BLOCK_M, BLOCK_N, WORDS or BLOCK_K, num_warps, num_stages): WORDS for M <= 8, BLOCK_K above."""
     g = qw.group_size
     per_word = 32 // qw.bits
+    if m == 1 and gemv == "m1" and unpack == "f16acc":
+        return (1, 16, 1, 4, 1) if interpreting() else (1, 64, 8, 2, 1)  # fastest on the H200 (2026-12-02)
     if m == 1 and gemv == "m1":
         return (1, 16, 1, 4, 1) if interpreting() else (1, 64, 8, 2, 3)  # fastest on the H100 (2026-11-23)
     if m <= GEMV_MAX_M and gemv != "dot":
@@ -503,17 +625,21 @@ def quant_matmul(
     config: tuple[int, int, int, int, int] | None = None,
     out: torch.Tensor | None = None,
     gemv: Literal["m1", "slices", "dot"] = "m1",
-    unpack: Literal["fp32", "asm", "int"] = "fp32",
+    unpack: Literal["auto", "fp32", "f16acc", "asm", "int"] = "auto",
 ) -> torch.Tensor:
     """``x [M, K] @ W^T`` with ``W`` the low-bit weight ``qw``; returns ``[M, N]`` in ``x``'s dtype.
 
     ``config`` overrides the launch: (BLOCK_M, BLOCK_N, WORDS per step, num_warps, num_stages) for
     M <= 8, (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) above. For M = 1, ``gemv="m1"``
-    runs the single-row kernel (``config`` = (1, BLOCK_N, split-K ways, num_warps, num_stages)); ``"slices"`` the
-    CUDA-core kernel for up to 8 rows; ``"dot"`` the tensor-core kernel for any M. ``unpack`` is how the
-    m=1 kernel turns codes into floats: ``"fp32"`` one code per shift + LOP3 into fp32 (fastest on the
-    H100); ``"asm"`` two per shift + LOP3 + packed FMA in inline PTX (``kernels._unpack``); ``"int"`` the
-    same pairs in plain Triton (what the interpreter runs for ``"asm"``).
+    runs the single-row kernel (``config`` = (groups per step, BLOCK_N, split-K ways, num_warps, num_stages); the
+    first field counts for ``f16acc`` only); ``"slices"`` the CUDA-core kernel for up to 8 rows; ``"dot"`` the
+    tensor-core kernel for any M. ``unpack`` is how the m=1 kernel turns codes into products: ``"fp32"`` one
+    code per shift + LOP3 into fp32 and an fp32 FMA; ``"f16acc"`` two codes per shift + LOP3 + HSUB2 and one
+    fp16x2 FMA into a per-word accumulator, on x scaled per group to fp16 by a small first launch
+    (``kernels._unpack.word_dot_f16``; rel. error like the fp32 path's, ~2e-3 in bf16); ``"auto"`` takes
+    f16acc from ``F16ACC_MIN_WEIGHTS`` weights up and fp32 below; ``"asm"`` two codes per shift + LOP3 +
+    packed FMA in inline PTX, widened to fp32 (``kernels._unpack``); ``"int"`` the same pairs in plain Triton
+    (what the interpreter runs for ``"asm"``).
     """
     if x.dim() != 2 or x.shape[1] != qw.k:
         raise ValueError(f"x must be [M, {qw.k}]; got {tuple(x.shape)}")
@@ -532,7 +658,8 @@ def quant_matmul(
         return y if out is None else out.copy_(y)
     if x.stride(1) != 1:
         x = x.contiguous()
-    block_m, block_n, block_k, warps, stages = config or _launch_config(m, qw, gemv)
+    unpack = _m1_unpack(unpack, qw)
+    block_m, block_n, block_k, warps, stages = config or _launch_config(m, qw, gemv, unpack)
     y = torch.empty((m, qw.n), device=x.device, dtype=x.dtype) if out is None else out
     z = qw.zeros if qw.zeros is not None else qw.scales
     args = (
@@ -563,12 +690,12 @@ def quant_matmul(
         num_warps=warps,
         num_stages=stages,
     )
-    if gemv not in ("m1", "slices", "dot"):
-        raise ValueError(f"gemv must be 'm1', 'slices' or 'dot'; got {gemv!r}")
+    if gemv not in GEMV_KERNELS:
+        raise ValueError(f"gemv must be one of {', '.join(GEMV_KERNELS)}; got {gemv!r}")
     if m == 1 and gemv == "m1":
         split_k = max(1, min(block_k, qw.k // qw.group_size))  # config's third field: split-K ways
         dest = y if split_k == 1 else torch.empty((split_k, qw.n), device=x.device, dtype=torch.float32)
-        _qgemv1_kernel[(triton.cdiv(qw.n, block_n), split_k)](
+        m1_args = (
             x,
             qw.packed,
             qw.scales,
@@ -581,6 +708,8 @@ def quant_matmul(
             qw.packed.stride(1),
             qw.scales.stride(0),
             qw.scales.stride(1),
+        )
+        m1_meta = dict(
             BITS=qw.bits,
             PLANES=qw.planes,
             HAS_ZERO=qw.zeros is not None,
@@ -588,10 +717,27 @@ def quant_matmul(
             GROUP=qw.group_size,
             BLOCK_N=block_n,
             SPLIT_K=split_k,
-            PAIRS=unpack != "fp32",
-            ASM=unpack == "asm" and not interpreting(),
             num_warps=warps,
             num_stages=stages,
+        )
+        grid = (triton.cdiv(qw.n, block_n), split_k)
+        f16acc = unpack == "f16acc"
+        groups = qw.k // qw.group_size
+        xp = torch.empty(qw.k // 2 if f16acc else 1, device=x.device, dtype=torch.int32)
+        xs = torch.empty(groups if f16acc else 1, device=x.device, dtype=torch.float32)
+        xsum = torch.empty_like(xs)
+        if f16acc:
+            _x_f16_pairs_kernel[(groups,)](x, xp, xs, xsum, GROUP=qw.group_size)
+        _qgemv1_kernel[grid](
+            *m1_args,
+            xp,
+            xs,
+            xsum,
+            PAIRS=unpack in ("asm", "int"),
+            ASM=unpack == "asm" and not interpreting(),
+            F16ACC=f16acc,
+            GS=block_m if f16acc else 1,  # config's first field: groups per step of the f16acc loop
+            **m1_meta,
         )
         if split_k > 1:
             block = min(1024, next_pow2(qw.n))
