@@ -315,16 +315,32 @@ def linear_bf16(m: int, n: int, k: int) -> Work:
 QUANT_SCHEMES = {"int4": (4, 1, True), "int2": (2, 1, True), "ternary": (2, 2, False)}  # bits, planes, zeros
 
 
+F16ACC_MIN_WEIGHTS = 1 << 25  # kernels.quant_gemv's threshold for unpack="auto" (a test keeps the two equal)
+# registers per thread of the f16acc GEMV at its default config, as triton 3.6 compiled it on the H200 (2026-12-02)
+F16ACC_REGS = {"int4": 125, "int2": 76, "ternary": 79}
+
+
 def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64, split_ways: int = 8,
                warps: int = 2) -> Work:
-    """``quant_matmul`` for one row: the ``m1`` kernel at its default config (1, 64, 8, 2, 3).
+    """``quant_matmul`` for one row at its default (``unpack="auto"``) path and config.
 
-    Launch chain: the kernel on a grid of ``cdiv(n, block_n) x split`` programs (2 warps, 3 stages:
-    its loop over a split's groups is pipelined, so no iteration waits; split = min(8, groups)),
-    then, with split-K, one kernel that sums the fp32 partial rows and casts into y; without, the
-    kernel writes y itself. Per code: one unpack (shift and LOP3 into the mantissa of 1.0, and the
-    FMA with x that consumes it); per packed word, two FMAs apply the scale and the zero point;
-    x's group sums are recomputed by every block of ``block_n`` rows, which read x from L2.
+    Below ``F16ACC_MIN_WEIGHTS`` weights, the fp32 path (1, 64, 8, 2, 3): the kernel on a grid of
+    ``cdiv(n, block_n) x split`` programs (2 warps; split = min(8, groups); counted with no waited
+    iterations, though Triton does not pipeline its loads: on the H200 num_stages 1 and 3 time the same.
+    At the decode-step suite's shapes a program runs 1 or 2 groups, and counting each as a wait moved the
+    suite's MAPE from 21.3% to 23.1% on the H100 and from 22.6% to 21.0% on the H200, so it is left out),
+    then, with split-K, one kernel that sums
+    the fp32 partial rows and casts into y; without, the kernel writes y itself. Per code: one unpack
+    (shift and LOP3 into the mantissa of 1.0, and the FMA with x that consumes it); per packed word,
+    two FMAs apply the scale and the zero point; x's group sums are recomputed by every block of
+    ``block_n`` rows, which read x from L2.
+
+    From ``F16ACC_MIN_WEIGHTS`` up, the f16acc path (1, 64, 8, 2, 1): first one program per group turns
+    x into fp16 pairs with a per-group scale and sum; then per pair of codes a shift, a LOP3, an HSUB2 and
+    one fp16x2 FMA (2 lane-ops a code), per word a widening add and the scale's FMA; then the split-K sum.
+    Its loads are staged in registers one step (one group of one plane) ahead, not pipelined through shared
+    memory, and a step's work is far shorter than a load's latency: every step waits (``iters``), and the
+    programs an SM holds at once follow from the compiled registers (``F16ACC_REGS``).
     """
     if scheme not in QUANT_SCHEMES:
         raise ValueError(f"quant_gemv: scheme must be one of {', '.join(QUANT_SCHEMES)}; got {scheme!r}")
@@ -338,13 +354,23 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
     weights = planes * n * k * bits / 8 + planes * n * groups * BF16 * (2 if zeros else 1)
     name = f"gemv_{scheme}"
     blocks = _cdiv(n, block_n)
-    main = Work(name, hbm_bytes=weights + k * BF16 + (split * n * 4 if split > 1 else n * BF16),
-                l2_bytes=(blocks - 1) * k * BF16, fma=2 * planes * n * (k // per_word) + blocks * k,
-                unpack=planes * n * k, programs=blocks * split, warps=warps)
-    if split == 1:
-        return chain(name, main)
-    reduce = Work(name, hbm_bytes=split * n * 4 + n * BF16, fma=split * n, programs=_cdiv(n, min(1024, _pow2(n))))
-    return chain(name, main, reduce)
+    out = split * n * 4 if split > 1 else n * BF16
+    f16acc = n * k >= F16ACC_MIN_WEIGHTS
+    if f16acc:
+        prep = Work(name, hbm_bytes=k * BF16 + k * 2 + groups * 8, fma=4.0 * k, programs=groups, warps=4)
+        main = Work(name, hbm_bytes=weights + k * 2 + groups * 8 + out, l2_bytes=(blocks - 1) * (k * 2 + groups * 8),
+                    fma=2.0 * planes * n * k + 3.0 * planes * n * (k // per_word), programs=blocks * split,
+                    warps=warps, iters=_cdiv(groups, split) * planes, regs=F16ACC_REGS[scheme])
+        launches = [prep, main]
+    else:
+        main = Work(name, hbm_bytes=weights + k * BF16 + out, l2_bytes=(blocks - 1) * k * BF16,
+                    fma=2 * planes * n * (k // per_word) + blocks * k, unpack=planes * n * k,
+                    programs=blocks * split, warps=warps)
+        launches = [main]
+    if split > 1:
+        launches.append(Work(name, hbm_bytes=split * n * 4 + n * BF16, fma=split * n,
+                             programs=_cdiv(n, min(1024, _pow2(n)))))
+    return chain(name, *launches)
 
 
 def spmm(m: int, k: int, ncols: int, nnz: int, val_bytes: int = BF16, idx_bytes: int = 8, block_nnz: int = 16,

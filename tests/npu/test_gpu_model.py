@@ -156,3 +156,19 @@ def test_spec_files_and_errors(tmp_path):
         gm.quant_gemv(4, 128, "int3")
     with pytest.raises(ValueError, match="unknown kernel"):
         gm.count("gemm", m=1)
+
+
+def test_quant_gemv_f16acc_chain_hand_counted():
+    from kernels import quant_gemv as kq
+
+    assert gm.F16ACC_MIN_WEIGHTS == kq.F16ACC_MIN_WEIGHTS  # the model follows the kernel's "auto" choice
+    w = gm.quant_gemv(8192, 4096, "int4")  # 2^25 weights: x to fp16 pairs, the GEMV, the split-K sum
+    prep, main, reduce = w.parts
+    groups = 4096 // 128
+    assert prep.hbm_bytes == 4096 * 2 + 4096 * 2 + groups * 8 and prep.programs == groups
+    packed = 8192 * 4096 // 2 + 8192 * groups * 2 * 2  # int4 codes, bf16 scale and zero per group
+    assert main.hbm_bytes == packed + 4096 * 2 + groups * 8 + 8 * 8192 * 4
+    assert main.fma == 2.0 * 8192 * 4096 + 3.0 * 8192 * (4096 // 8) and main.unpack == 0
+    assert main.programs == 128 * 8 and reduce.hbm_bytes == 8 * 8192 * 4 + 8192 * 2
+    assert len(gm.quant_gemv(4096, 4096, "int4").parts) == 2  # below the threshold: the fp32 path
+    assert len(gm.quant_gemv(2048, 2048, "int4").parts) == 2  # below the threshold: the fp32 path
