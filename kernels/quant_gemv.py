@@ -457,7 +457,7 @@ if HAVE_TRITON:
                 sc = sc_n
                 z = z_n
             acc += tl.reshape(tl.sum(acc3, 1), [BLOCK_N, WPG])
-        if not F16ACC:
+        else:
             for g in range(g_lo, g_hi):
                 x_sum = tl.zeros([WPG], tl.float32)
                 for p in tl.static_range(PLANES):
@@ -695,7 +695,16 @@ def quant_matmul(
     if m == 1 and gemv == "m1":
         split_k = max(1, min(block_k, qw.k // qw.group_size))  # config's third field: split-K ways
         dest = y if split_k == 1 else torch.empty((split_k, qw.n), device=x.device, dtype=torch.float32)
-        m1_args = (
+        f16acc = unpack == "f16acc"
+        groups = qw.k // qw.group_size
+        if f16acc:  # x as fp16 pairs scaled per group, the unscales and the group sums
+            xp = torch.empty(qw.k // 2, device=x.device, dtype=torch.int32)
+            xs = torch.empty(groups, device=x.device, dtype=torch.float32)
+            xsum = torch.empty_like(xs)
+            _x_f16_pairs_kernel[(groups,)](x, xp, xs, xsum, GROUP=qw.group_size)
+        else:  # unread by the other paths
+            xp, xs, xsum = qw.packed, qw.scales, qw.scales
+        _qgemv1_kernel[(triton.cdiv(qw.n, block_n), split_k)](
             x,
             qw.packed,
             qw.scales,
@@ -708,8 +717,9 @@ def quant_matmul(
             qw.packed.stride(1),
             qw.scales.stride(0),
             qw.scales.stride(1),
-        )
-        m1_meta = dict(
+            xp,
+            xs,
+            xsum,
             BITS=qw.bits,
             PLANES=qw.planes,
             HAS_ZERO=qw.zeros is not None,
@@ -717,27 +727,12 @@ def quant_matmul(
             GROUP=qw.group_size,
             BLOCK_N=block_n,
             SPLIT_K=split_k,
-            num_warps=warps,
-            num_stages=stages,
-        )
-        grid = (triton.cdiv(qw.n, block_n), split_k)
-        f16acc = unpack == "f16acc"
-        groups = qw.k // qw.group_size
-        xp = torch.empty(qw.k // 2 if f16acc else 1, device=x.device, dtype=torch.int32)
-        xs = torch.empty(groups if f16acc else 1, device=x.device, dtype=torch.float32)
-        xsum = torch.empty_like(xs)
-        if f16acc:
-            _x_f16_pairs_kernel[(groups,)](x, xp, xs, xsum, GROUP=qw.group_size)
-        _qgemv1_kernel[grid](
-            *m1_args,
-            xp,
-            xs,
-            xsum,
             PAIRS=unpack in ("asm", "int"),
             ASM=unpack == "asm" and not interpreting(),
             F16ACC=f16acc,
             GS=block_m if f16acc else 1,  # config's first field: groups per step of the f16acc loop
-            **m1_meta,
+            num_warps=warps,
+            num_stages=stages,
         )
         if split_k > 1:
             block = min(1024, next_pow2(qw.n))
