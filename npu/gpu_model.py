@@ -51,9 +51,10 @@ is two), and the loop iterations of its longest program that wait for their load
     first   = dram_iter - l2_iter when its data come from HBM (the first load's extra round trip), else 0
     hop     = dram_hop (l2_hop when the data stay in L2): each further dependent load
     bw      = copy, or programs * sm_gbps when fewer programs than SMs (Little's law)
-    compute = max(sum, sum * crit * sms): sum = mma / mma_rate + attn / attn_rate + fma / fma_rate
-              + unpack / unpack_rate + exp / exp_rate + loads / load_rate; crit the share of the work
-              in the longest program (1 / programs when they are equal), which runs on one SM
+    compute = max(sum, sum * crit * sms * 4 / min(4, warps)): sum = mma / mma_rate + attn / attn_rate
+              + fma / fma_rate + unpack / unpack_rate + exp / exp_rate + loads / load_rate; crit the share
+              of the work in the longest program (1 / programs when they are equal), which runs on one SM
+              and issues from at most one scheduler a warp (one instruction a cycle a warp)
     chain   = waves * iters * iter latency (dram or l2), waves = programs / (sms * programs per SM)
     programs per SM = min(64 / warps, 32, regs_per_sm / (regs x 32 x warps), smem_per_sm / (smem + 1 KiB))
 
@@ -260,8 +261,12 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
         "loads": w.loads / (spec.load_tops * 1e12),
     }
     compute = sum(t[k] for k in COMPUTE)
-    if w.programs:  # the longest program runs on one SM, at 1/sms of the chip's rates
-        compute = max(compute, compute * (w.crit or 1.0 / w.programs) * spec.sms)
+    if w.programs:
+        # the longest program runs on one SM, at 1/sms of the chip's rates, and only on the schedulers its
+        # warps occupy: a warp issues at most one instruction a cycle, so a program of fewer than 4 warps
+        # reaches warps/4 of the SM's rates (the rates are measured with every scheduler busy)
+        issue = 4 / min(4, w.warps)
+        compute = max(compute, compute * (w.crit or 1.0 / w.programs) * spec.sms * issue)
     waves = math.ceil(w.programs / (spec.sms * programs_per_sm(w, spec))) if w.programs else 1
     t["chain"] = waves * w.iters * iter_s
     t["compute"] = compute

@@ -26,9 +26,10 @@ REASONS = {
     "sdpa_decode_bf16": "at 1024+ keys cuDNN runs a split kernel (3.5 us profiled at 32 programs) and a reduction "
                         "(1.8 us); the 64-key call that measures sdpa_min_us (2.7 us) is cheaper than that chain",
     "gemv_int4": "few programs of one group each: the kernel lasts 1.8-1.95 us profiled (2.3-3.5 us at OLMoE shapes, "
-                 "and 2.4 us for the 2-program split-K sum) against a 1.2 us floor + one first load: its prologue "
-                 "(addresses, x pairs, scale and zero loads) is longer than the minimal kernel's",
-    "gemv_int2": "as int4: the prologue of one-group programs",
+                 "and 2.4 us for the 2-program split-K sum) against a 1.2 us floor + one first load + one 2-warp "
+                 "program's work at half an SM's issue rate: a lone warp issues below one instruction a cycle "
+                 "(dependent unpack and FMA chains), which no spec field measures",
+    "gemv_int2": "as int4: one-group programs whose 2 warps issue below one instruction a cycle",
     "gemv_ternary": "as int4, and two trit-planes: 2.9 us profiled for one group against int4's 1.95",
     "kv_decode_4bit": "split kernel: registers (255 at d = 128, compiled) hold it to 2 programs an SM, 4 waves, but "
                       "each wave lasts 4.6-4.9 us profiled (q and key-group loads, unpack, two tl.dot through "

@@ -172,3 +172,14 @@ def test_quant_gemv_f16acc_chain_hand_counted():
     assert main.programs == 128 * 8 and reduce.hbm_bytes == 8 * 8192 * 4 + 8192 * 2
     assert len(gm.quant_gemv(4096, 4096, "int4").parts) == 2  # below the threshold: the fp32 path
     assert len(gm.quant_gemv(2048, 2048, "int4").parts) == 2  # below the threshold: the fp32 path
+
+
+def test_longest_program_issues_one_instruction_a_cycle_a_warp():
+    # one program's FMAs at 1/sms of the chip's rate, and at warps/4 of that below 4 warps
+    one_sm = 1e6 / (SPEC.fma_tops * 1e12) * SPEC.sms
+    for warps, factor in ((1, 4), (2, 2), (4, 1), (8, 1)):
+        p = gm.predict(gm.Work("x", fma=1e6, programs=1, warps=warps), SPEC)
+        assert p.terms["compute"] == pytest.approx(one_sm * factor)
+    # many programs: the chip's rate bounds it, not one program's
+    many = gm.predict(gm.Work("x", fma=1e6, programs=10 * SPEC.sms, warps=2), SPEC)
+    assert many.terms["compute"] == pytest.approx(1e6 / (SPEC.fma_tops * 1e12))
