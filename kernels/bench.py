@@ -141,6 +141,8 @@ def _best(call: Callable[[object], object], env: Env, configs: list, graph: bool
         except Exception as e:  # a config the compiler or the shared memory rejects
             print(f"  config {cfg} failed: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
             continue
+        if len(configs) > 1:
+            print(f"  config {cfg}: {ms * 1e3:.1f} us", file=sys.stderr)
         if ms < best[0]:
             best = (ms, cfg)
     return best
