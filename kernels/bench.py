@@ -685,23 +685,28 @@ def bench_sparse(env: Env) -> list[Row]:
                 roofline_frac=_mem_frac(gathered / ms / 1e6, env),
             )
         )
-        ms, cfg = _best(
-            lambda c: embedding_bag(table, indices, offsets, config=c),
-            env,
-            [None, (8, 128, 4, 3), (32, 128, 4, 3), (16, 64, 2, 3), (8, 32, 1, 3), (16, 128, 8, 3)],
-        )
-        out = embedding_bag(table, indices, offsets, config=cfg)
-        rows.append(
-            Row(
-                "sparse",
-                case,
-                "triton embedding_bag",
-                ms,
-                gbps=gathered / ms / 1e6,
-                roofline_frac=_mem_frac(gathered / ms / 1e6, env),
-                rel_err=rel_err(out, ref),
+        configs = [None, (8, 128, 4, 3), (32, 128, 4, 3), (16, 64, 2, 3), (8, 32, 1, 3), (16, 128, 8, 3)]
+        # as called by default (validated: one host sync a call), and the kernel alone in a CUDA graph
+        for validate in (True, False):
+            ms, cfg = _best(
+                lambda c, v=validate: embedding_bag(table, indices, offsets, config=c, validate=v),
+                env,
+                configs,
+                graph=env.cuda and not validate,
             )
-        )
+            out = embedding_bag(table, indices, offsets, config=cfg, validate=validate)
+            rows.append(
+                Row(
+                    "sparse",
+                    case,
+                    "triton embedding_bag" + ("" if validate else " (validate=False, graph)"),
+                    ms,
+                    gbps=gathered / ms / 1e6,
+                    roofline_frac=_mem_frac(gathered / ms / 1e6, env),
+                    rel_err=rel_err(out, ref),
+                    note=f"config={cfg}",
+                )
+            )
         _finish(rows, "F.embedding_bag", case)
     return rows
 

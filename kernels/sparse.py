@@ -56,13 +56,20 @@ def embedding_bag_reference(
     mode: Literal["sum", "mean"] = "sum",
     per_sample_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per bag ``b``: sum (or mean) of ``table[indices[offsets[b]:offsets[b+1]]]``, in fp32."""
-    ends = torch.cat([offsets[1:], offsets.new_tensor([indices.numel()])])
+    """Per bag ``b``: sum (or mean) of ``table[indices[offsets[b]:offsets[b+1]]]``, in fp32.
+
+    As the kernel does unvalidated input: entries outside ``indices`` and indices outside the table add nothing
+    (a mean still divides by the bag's length)."""
+    n, vocab = indices.numel(), table.shape[0]
+    ends = torch.cat([offsets[1:], offsets.new_tensor([n])])
     out = torch.zeros(offsets.numel(), table.shape[1], dtype=torch.float32, device=table.device)
     for i, (lo, hi) in enumerate(zip(offsets.tolist(), ends.tolist())):
-        rows = table[indices[lo:hi]].float()
+        a, b = min(max(lo, 0), n), min(max(hi, 0), n)
+        idx = indices[a:b]
+        ok = (idx >= 0) & (idx < vocab)
+        rows = table[idx.clamp(0, max(vocab - 1, 0))].float() * ok[:, None]
         if per_sample_weights is not None:
-            rows = rows * per_sample_weights[lo:hi, None].float()
+            rows = rows * per_sample_weights[a:b, None].float()
         if hi > lo:
             out[i] = rows.sum(0) / (hi - lo if mode == "mean" else 1)
     return out.to(table.dtype)
@@ -78,6 +85,8 @@ if HAVE_TRITON:
         B,
         C,
         N,
+        NNZ,
+        K,
         stride_b,
         stride_c,
         HAS_VALS: tl.constexpr,
@@ -93,8 +102,10 @@ if HAVE_TRITON:
         acc = tl.zeros([BLOCK_N], tl.float32)
         for start in range(lo, hi, BLOCK_NNZ):
             offs = start + tl.arange(0, BLOCK_NNZ)
-            nz_mask = offs < hi
+            # unvalidated inputs stay in bounds: entries outside [0, NNZ) and rows outside [0, K) add nothing
+            nz_mask = (offs < hi) & (offs >= 0) & (offs < NNZ)
             cols = tl.load(COLS + offs, mask=nz_mask, other=0).to(tl.int64)
+            nz_mask = nz_mask & (cols >= 0) & (cols < K)
             rows = tl.load(
                 B + cols[:, None] * stride_b + offs_n[None, :], mask=nz_mask[:, None] & n_mask[None, :], other=0.0
             ).to(tl.float32)
@@ -134,6 +145,8 @@ def _gather_rows(
         b,
         out,
         n,
+        cols.numel(),
+        b.shape[0],
         b.stride(0),
         out.stride(0),
         HAS_VALS=vals is not None,
@@ -171,6 +184,22 @@ def spmm(
     return _gather_rows(crow, col, val, b, c, mean=False, config=config)
 
 
+def _check_bags(table: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor) -> None:
+    """Indices in range and offsets well formed, with one host sync for all the checks."""
+    if not indices.numel() and not offsets.numel():
+        return
+    flags = []
+    if indices.numel():
+        flags += [indices.min() < 0, indices.max() >= table.shape[0]]
+    if offsets.numel():
+        flags += [offsets[0] != 0, (offsets.diff() < 0).any(), offsets[-1] > indices.numel()]
+    bad = torch.stack(flags).tolist()
+    if indices.numel() and (bad[0] or bad[1]):
+        raise ValueError(f"indices must lie in [0, {table.shape[0]})")
+    if offsets.numel() and any(bad[-3:]):
+        raise ValueError("offsets must start at 0, never decrease and not pass the end of indices")
+
+
 def embedding_bag(
     table: torch.Tensor,
     indices: torch.Tensor,
@@ -179,24 +208,29 @@ def embedding_bag(
     per_sample_weights: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
     config: Config | None = None,
+    validate: bool = True,
 ) -> torch.Tensor:
-    """``F.embedding_bag`` (sum or mean; 1-d ``indices`` with bag starts ``offsets``, as torch takes them)."""
+    """``F.embedding_bag`` (sum or mean; 1-d ``indices`` with bag starts ``offsets``, as torch takes them).
+
+    ``validate`` checks the indices and offsets first (one host sync, so the call cannot be captured in a
+    CUDA graph); with ``validate=False`` nothing waits for the host, and an index outside the table or an
+    offset outside ``indices`` adds nothing to its bag instead of raising.
+    """
     if table.dim() != 2 or indices.dim() != 1 or offsets.dim() != 1:
         raise ValueError("table must be 2-d, indices and offsets 1-d")
     if mode not in ("sum", "mean"):
         raise ValueError(f"mode must be 'sum' or 'mean'; got {mode!r}")
     if per_sample_weights is not None and (mode != "sum" or per_sample_weights.shape != indices.shape):
         raise ValueError("per_sample_weights needs mode='sum' and the shape of indices")
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= table.shape[0]):
-        raise ValueError(f"indices must lie in [0, {table.shape[0]})")
-    if offsets.numel() and (
-        int(offsets[0]) != 0 or bool((offsets.diff() < 0).any()) or int(offsets[-1]) > indices.numel()
-    ):
-        raise ValueError("offsets must start at 0, never decrease and not pass the end of indices")
+    if validate:
+        _check_bags(table, indices, offsets)
     c = _out(out, (offsets.numel(), table.shape[1]), table)
     if not use_triton("kernels.sparse", table, indices, offsets):
         return c.copy_(embedding_bag_reference(table, indices, offsets, mode, per_sample_weights))
-    row_ptr = torch.cat([offsets, offsets.new_tensor([indices.numel()])])
+    row_ptr = torch.cat([offsets, offsets.new_full((1,), indices.numel())])  # no host copy: graph-safe
     if table.stride(1) != 1:
         table = table.contiguous()
+    if config is None and not interpreting():
+        # fastest of the bench's sweep on the H200 (1M x 128 table, bags of 64): 1.5-2.4x the SpMM default
+        config = (16, min(next_pow2(table.shape[1]), 64), 2, 3)
     return _gather_rows(row_ptr, indices, per_sample_weights, table, c, mean=mode == "mean", config=config)

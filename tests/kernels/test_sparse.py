@@ -37,6 +37,18 @@ def test_embedding_bag_matches_torch(mode, device, rng):
     assert rel_err(embedding_bag_reference(table, indices, offsets, mode, weights), ref) < 1e-5
 
 
+def test_embedding_bag_unvalidated_input_stays_in_bounds(device, rng):
+    # validate=False never syncs with the host; bad indices and offsets then add nothing instead of raising
+    table = randn(20, 16, g=rng, device=device)
+    indices = torch.tensor([3, -1, 7, 20, 5, 999, 2], device=device)
+    offsets = torch.tensor([0, 2, 5, 9, 4], device=device)  # a bag past the end of indices, then one going back
+    got = embedding_bag(table, indices, offsets, validate=False)
+    expect = torch.stack([table[3], table[7] + table[5], table[2], torch.zeros(16, device=device),
+                          table[5] + table[2]])
+    assert rel_err(got, expect) < 1e-6
+    assert rel_err(embedding_bag_reference(table, indices, offsets), expect) < 1e-6
+
+
 def test_bad_inputs(device, rng):
     table = randn(10, 8, g=rng, device=device)
     idx = torch.tensor([1, 2, 3], device=device)
