@@ -333,7 +333,7 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
     ``cdiv(n, block_n) x split`` programs (2 warps; split = min(8, groups); counted with no waited
     iterations, though Triton does not pipeline its loads: on the H200 num_stages 1 and 3 time the same.
     At the decode-step suite's shapes a program runs 1 or 2 groups, and counting each as a wait moved the
-    suite's MAPE from 21.3% to 23.1% on the H100 and from 22.6% to 21.0% on the H200, so it is left out),
+    suite's MAPE from 19.7% to 23.1% on the H100 and from 20.8% to 21.0% on the H200, so it is left out),
     then, with split-K, one kernel that sums
     the fp32 partial rows and casts into y; without, the kernel writes y itself. Per code: one unpack
     (shift and LOP3 into the mantissa of 1.0, and the FMA with x that consumes it); per packed word,
