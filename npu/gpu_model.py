@@ -55,7 +55,8 @@ is two), and the loop iterations of its longest program that wait for their load
               + fma / fma_rate + unpack / unpack_rate + exp / exp_rate + loads / load_rate; crit the share
               of the work in the longest program (1 / programs when they are equal), which runs on one SM
               and issues from at most one scheduler a warp (one instruction a cycle a warp)
-    chain   = waves * iters * iter latency (dram or l2), waves = programs / (sms * programs per SM)
+    chain   = waves * iters * iter latency (dram or l2), waves = programs / (sms * programs per SM);
+              with tail_iters, ((waves - 1) * iters + max(iters, tail_iters)) * iter latency
     programs per SM = min(64 / warps, 32, regs_per_sm / (regs x 32 x warps), smem_per_sm / (smem + 1 KiB))
 
 Memory overlaps compute (many warps in flight stream while others compute); the compute terms
@@ -163,7 +164,9 @@ class Work:
     a launch pays ("" a Triton kernel, "cublas", "sdpa"); ``depth`` the dependent loads on a program's
     path to its result;
     ``iters`` the loop iterations of the longest program that each wait for their loads (loops
-    without software pipelining, or with a load that depends on the previous one); ``crit`` the
+    without software pipelining, or with a load that depends on the previous one); ``tail_iters``
+    those of the grid's last program where it runs a different loop (it starts in the last wave, so its
+    chain follows the other waves'; 0: like the others); ``crit`` the
     share of the compute in the longest program (0: programs are equal). ``parts`` is a launch
     chain: the call's time is the sum of its parts' (the other fields then hold their totals).
     """
@@ -181,6 +184,7 @@ class Work:
     programs: int = 0
     warps: int = 4
     iters: int = 0
+    tail_iters: int = 0
     crit: float = 0.0
     regs: int = 0
     smem: int = 0
@@ -268,7 +272,7 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
         issue = 4 / min(4, w.warps)
         compute = max(compute, compute * (w.crit or 1.0 / w.programs) * spec.sms * issue)
     waves = math.ceil(w.programs / (spec.sms * programs_per_sm(w, spec))) if w.programs else 1
-    t["chain"] = waves * w.iters * iter_s
+    t["chain"] = ((waves - 1) * w.iters + max(w.iters, w.tail_iters)) * iter_s
     t["compute"] = compute
     body = max(t["hbm"], t["l2"], compute, t["chain"])
     if t["launch"] >= body:
@@ -439,7 +443,9 @@ def kv_decode(b: int, h: int, hkv: int, t: int, d: int, bits: int, k_group: int 
     Launch chain: FWHT of q (when rotated; ``8192 / d`` rows a program), the split kernel on
     ``(splits + 1) x b*hkv`` programs (4 warps, ``num_stages=1``: each step's loads are waited for; a
     step is 2 key groups at 4 bits, 1 at 2; registers from ``KV_SPLIT_RESOURCES``), the combine
-    kernel on ``b*h`` programs. The query heads of a kv head are padded to ``max(16, group)`` rows for the
+    kernel on ``b*h`` programs. The ``+ 1`` program of each head walks the full-precision tokens 16 at a
+    step, each waited too; the grid's last program is one of them, so it runs after the other waves
+    (``tail_iters``). The query heads of a kv head are padded to ``max(16, group)`` rows for the
     tensor-core dots, so scores, exponentials and products are counted for the padded rows.
     """
     _positive("kv_decode", b=b, h=h, hkv=hkv, t=t, d=d)
@@ -459,11 +465,12 @@ def kv_decode(b: int, h: int, hkv: int, t: int, d: int, bits: int, k_group: int 
     scores = heads * gp * t
     name = f"kv_decode_{bits}bit"
     per_step = 2 if bits == 4 else 1
-    iters = max(_cdiv(_cdiv(max(groups_q, 1), splits), per_step), _cdiv(t_f, k_group))
+    iters = _cdiv(_cdiv(max(groups_q, 1), splits), per_step)
+    tail = _cdiv(t_f, 16)  # kv_quant's KF: 16 full-precision tokens a step
     regs, smem = KV_SPLIT_RESOURCES.get((bits, d), (0, 0))
     split = Work(name, hbm_bytes=cache + partials + q, attn_flops=4.0 * scores * d, unpack=2.0 * heads * t_q * d,
-                 fma=4.0 * scores, exp=float(scores), programs=(splits + 1) * heads, iters=iters, regs=regs,
-                 smem=smem)
+                 fma=4.0 * scores, exp=float(scores), programs=(splits + 1) * heads, iters=iters, tail_iters=tail,
+                 regs=regs, smem=smem)
     combine = Work(name, hbm_bytes=partials + q, programs=b * h)
     if not rotate:
         return chain(name, split, combine)

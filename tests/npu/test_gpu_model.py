@@ -62,6 +62,17 @@ def test_kv_decode_counts():
     assert olmoe.parts[1].regs == 255 and gm.programs_per_sm(olmoe.parts[1], SPEC) == 2
     long = gm.kv_decode(1, 16, 16, 32768, 128, bits=4)  # 511 groups over 128 splits: 4 each, 2 per step
     assert long.parts[1].iters == 2 and gm.kv_decode(1, 16, 16, 32768, 128, bits=2).parts[1].iters == 4
+    # the full-precision program walks its tokens 16 a step: 36 tokens -> 3 waited steps, 64 -> 4
+    assert w.parts[1].tail_iters == 3 and olmoe.parts[1].tail_iters == 4 and long.parts[1].tail_iters == 4
+
+
+def test_tail_program_chain_follows_the_other_waves():
+    # 3 waves of programs that wait 2 steps each; the last program waits 5: 2 + 2 + 5 steps
+    per_sm = 64 // 4  # by warps (no registers given)
+    w = gm.Work("x", programs=3 * SPEC.sms * per_sm, iters=2, tail_iters=5)
+    assert gm.predict(w, SPEC).terms["chain"] == pytest.approx(9 * SPEC.dram_iter_us * 1e-6)
+    plain = dataclasses.replace(w, tail_iters=0)
+    assert gm.predict(plain, SPEC).terms["chain"] == pytest.approx(6 * SPEC.dram_iter_us * 1e-6)
 
 
 def test_attention_counts():
