@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from experiments.config import ExperimentConfig, Trial
 from experiments.kinds import TrialContext, kind_module
-from experiments.store import make_record, stored_status, trial_path, write_record
+from experiments.store import make_record, remove_stale_temp_files, stored_status, trial_path, write_record
 
 THREADS_ENV = "SIMCIM_TORCH_THREADS"
 
@@ -108,6 +108,7 @@ def run_trials(trials: Sequence[Trial], run_dir: str | Path, *, workers: int = 0
     """Run every trial not already stored in ``run_dir``; serial, on a LocalCluster, or on ``scheduler``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(run_dir)
     stored = stored_status(run_dir)
     todo = [t for t in trials if stored.get(t.id) != "ok"]
     summary = RunSummary(run_dir=run_dir, total=len(trials), skipped=len(trials) - len(todo))

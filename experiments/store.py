@@ -105,7 +105,9 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
     final = trial_path(run_dir, record["trial_id"])
     final.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([record])
-    fd, tmp = tempfile.mkstemp(prefix=f".{record['trial_id']}.", suffix=".tmp", dir=final.parent)
+    # host and pid in the name let a later sweep tell a dead writer's leftover from a live write
+    prefix = f".{record['trial_id']}.{_host_tag()}.{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=final.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             pq.write_table(table, fh)
@@ -122,6 +124,44 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
     finally:
         os.close(dir_fd)
     return final
+
+
+def _host_tag() -> str:
+    return socket.gethostname().replace(".", "_") or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the temp files that writers on this host left when they were killed mid-write.
+
+    A SIGKILL between mkstemp and the rename leaves ``.TRIAL.HOST.PID.XXXX.tmp`` behind; it is
+    never read as a result, but it would pile up over resumed sweeps. Only files whose writer ran
+    on this host and is no longer alive are removed: another host's in-flight write is left alone.
+    """
+    folder = Path(run_dir) / TRIALS_DIR
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    host = _host_tag()
+    for f in folder.glob(".*.tmp"):
+        parts = f.name[1:].split(".")
+        if len(parts) < 5 or parts[1] != host or not parts[2].isdigit():
+            continue
+        if int(parts[2]) == os.getpid() or _pid_alive(int(parts[2])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
+            removed.append(f)
+    return removed
 
 
 def stored_status(run_dir: Path) -> dict[str, str]:

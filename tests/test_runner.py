@@ -15,7 +15,7 @@ import experiments
 from experiments.cli import main
 from experiments.config import load_config
 from experiments.runner import run_trials
-from experiments.store import stored_status
+from experiments.store import remove_stale_temp_files, stored_status, write_record
 
 SLOW = """
 [experiment]
@@ -103,6 +103,28 @@ def test_killed_sweep_resumes_without_loss_or_repeat(tmp_path, workers):
     assert not list(out.glob("trials/*.tmp"))  # no half-written results are visible as results
     df = experiments.load(out)
     assert len(df) == len(expected) and df["trial_id"].is_unique
+
+
+def test_only_dead_local_writers_temp_files_are_removed(tmp_path):
+    trials = tmp_path / "trials"
+    write_record(tmp_path, {"trial_id": "ab12", "status": "ok"})  # creates the folder, leaves no temp file
+    assert not list(trials.glob(".*.tmp"))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = os.uname().nodename.replace(".", "_")
+    names = {
+        "dead": f".ab12.{host}.{dead.pid}.x1y2.tmp",
+        "alive": f".ab12.{host}.{os.getppid()}.x1y2.tmp",
+        "mine": f".ab12.{host}.{os.getpid()}.x1y2.tmp",
+        "foreign": f".ab12.otherhost.{dead.pid}.x1y2.tmp",
+        "unnamed": ".ab12.x1y2.tmp",
+    }
+    for name in names.values():
+        (trials / name).write_bytes(b"half")
+    removed = remove_stale_temp_files(tmp_path)
+    assert [p.name for p in removed] == [names["dead"]]
+    assert sorted(p.name for p in trials.glob(".*.tmp")) == sorted(v for k, v in names.items() if k != "dead")
+    assert set(stored_status(tmp_path)) == {"ab12"}
 
 
 def test_dask_local_cluster_matches_serial(tmp_path):
