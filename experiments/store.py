@@ -137,6 +137,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    # a killed worker whose orphan nobody reaps (a container's PID 1 that does not wait) stays a zombie
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError, IndexError):
+        return stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     return True
 
 

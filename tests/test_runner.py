@@ -111,9 +111,15 @@ def test_only_dead_local_writers_temp_files_are_removed(tmp_path):
     assert not list(trials.glob(".*.tmp"))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exited, not yet reaped: a zombie
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     host = os.uname().nodename.replace(".", "_")
     names = {
         "dead": f".ab12.{host}.{dead.pid}.x1y2.tmp",
+        "zombie": f".ab12.{host}.{zombie.pid}.x1y2.tmp",
         "alive": f".ab12.{host}.{os.getppid()}.x1y2.tmp",
         "mine": f".ab12.{host}.{os.getpid()}.x1y2.tmp",
         "foreign": f".ab12.otherhost.{dead.pid}.x1y2.tmp",
@@ -122,8 +128,10 @@ def test_only_dead_local_writers_temp_files_are_removed(tmp_path):
     for name in names.values():
         (trials / name).write_bytes(b"half")
     removed = remove_stale_temp_files(tmp_path)
-    assert [p.name for p in removed] == [names["dead"]]
-    assert sorted(p.name for p in trials.glob(".*.tmp")) == sorted(v for k, v in names.items() if k != "dead")
+    zombie.wait()
+    assert sorted(p.name for p in removed) == sorted([names["dead"], names["zombie"]])
+    kept = sorted(v for k, v in names.items() if k not in ("dead", "zombie"))
+    assert sorted(p.name for p in trials.glob(".*.tmp")) == kept
     assert set(stored_status(tmp_path)) == {"ab12"}
 
 
