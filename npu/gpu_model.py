@@ -51,25 +51,32 @@ is two), and the loop iterations of its longest program that wait for their load
     first   = dram_iter - l2_iter when its data come from HBM (the first load's extra round trip), else 0
     hop     = dram_hop (l2_hop when the data stay in L2): each further dependent load
     bw      = copy, or programs * sm_gbps when fewer programs than SMs (Little's law)
-    compute = max(sum, sum * crit * sms * 4 / min(4, warps)): sum = mma / mma_rate + attn / attn_rate
-              + fma / fma_rate + unpack / unpack_rate + exp / exp_rate + loads / load_rate; crit the share
-              of the work in the longest program (1 / programs when they are equal), which runs on one SM
-              and issues from at most one scheduler a warp (one instruction a cycle a warp)
+    compute = max(overlap * spread, sum * share * sms * 4 / min(4, warps)): sum = mma / mma_rate + attn /
+              attn_rate + fma / fma_rate + unpack / unpack_rate + exp / exp_rate + loads / load_rate;
+              overlap = max(mma and attn terms, the others' sum); spread = the busiest SM's work over the
+              mean when programs go, in launch order, to the SM free first (dispatch_spread: the wave
+              quantization of equal programs, the imbalance of causal attention's); share the work of
+              the longest program (1 / programs when they are equal), which runs on one SM, its steps in
+              series, and issues from at most one scheduler a warp (one instruction a cycle a warp)
     chain   = waves * iters * iter latency (dram or l2), waves = programs / (sms * programs per SM);
               with tail_iters, ((waves - 1) * iters + max(iters, tail_iters)) * iter latency
     programs per SM = min(64 / warps, 32, regs_per_sm / (regs x 32 x warps), smem_per_sm / (smem + 1 KiB))
 
-Memory overlaps compute (many warps in flight stream while others compute); the compute terms
-add, because in these Triton kernels one warp's instruction stream runs them in turn (the
-softmax of a tile needs its product, and the product of the next tile needs the softmax), at
-the low occupancy the kernels run at (docs/benchmarks.md: 6-24%). There is no per-kernel
-efficiency factor: every constant is a microbenchmark, every count comes from a launch path,
-and what the counts miss shows up as error, which the report names.
+Memory overlaps compute (many warps in flight stream while others compute). Of the compute terms, the
+issue-bound ones (FMA, unpack, exp, loads) add: one warp's instruction stream issues them in turn. The
+tensor-core products overlap them when many programs share the chip, because a warp issues its products
+asynchronously and other warps' softmax or unpack issues meanwhile (docs/sim-vs-measured.md: the fused
+attention without a mask at 4K-16K tokens runs at 491-505 TFLOP/s on the H200, within 3-6% of the
+attention-loop dot rate alone); within the longest program they add, since the softmax of a tile needs its
+product and the next product its softmax. There is no per-kernel efficiency factor: every constant is a
+microbenchmark, every count comes from a launch path, and what the counts miss shows up as error, which the
+report names.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 import sys
 from pathlib import Path
@@ -166,8 +173,8 @@ class Work:
     ``iters`` the loop iterations of the longest program that each wait for their loads (loops
     without software pipelining, or with a load that depends on the previous one); ``tail_iters``
     those of the grid's last program where it runs a different loop (it starts in the last wave, so its
-    chain follows the other waves'; 0: like the others); ``crit`` the
-    share of the compute in the longest program (0: programs are equal). ``parts`` is a launch
+    chain follows the other waves'; 0: like the others); ``program_work`` each program's share of the
+    compute in launch order (empty: programs are equal). ``parts`` is a launch
     chain: the call's time is the sum of its parts' (the other fields then hold their totals).
     """
 
@@ -185,7 +192,7 @@ class Work:
     warps: int = 4
     iters: int = 0
     tail_iters: int = 0
-    crit: float = 0.0
+    program_work: tuple[float, ...] = ()
     regs: int = 0
     smem: int = 0
     floor: str = ""
@@ -230,6 +237,22 @@ def programs_per_sm(w: Work, spec: GPUSpec) -> int:
     return max(1, limit)
 
 
+def dispatch_spread(work: int | tuple[float, ...], sms: int) -> float:
+    """How much longer than a perfect balance the SMs take: programs (``work`` each program's share, in
+    launch order, or a count of equal ones) each go to the SM that is free first; the busiest SM's work
+    over the mean. Equal programs give the wave quantization ``ceil(P / sms) / (P / sms)``."""
+    if isinstance(work, int):
+        return math.ceil(work / sms) * sms / work
+    total = sum(work)
+    if total <= 0:
+        return 1.0
+    busy = [0.0] * min(sms, len(work))
+    heapq.heapify(busy)
+    for x in work:
+        heapq.heappush(busy, heapq.heappop(busy) + x)
+    return max(busy) * sms / total
+
+
 def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
     """Time of ``w`` on ``spec``; with ``l2_resident`` its HBM bytes come from L2 (a working set that fits)."""
     if w.parts:
@@ -264,13 +287,21 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
         "exp": w.exp / (spec.exp_tops * 1e12),
         "loads": w.loads / (spec.load_tops * 1e12),
     }
-    compute = sum(t[k] for k in COMPUTE)
+    serial = sum(t[k] for k in COMPUTE)
+    # across the warps of an SM, tensor-core products (issued asynchronously) overlap the issue-bound work
+    compute = max(t["mma"] + t["attn"], serial - t["mma"] - t["attn"])
+    on_one_sm = False
     if w.programs:
-        # the longest program runs on one SM, at 1/sms of the chip's rates, and only on the schedulers its
-        # warps occupy: a warp issues at most one instruction a cycle, so a program of fewer than 4 warps
-        # reaches warps/4 of the SM's rates (the rates are measured with every scheduler busy)
+        # programs go to SMs in launch order as SMs free up: an SM that draws more work finishes later
+        compute *= dispatch_spread(w.program_work or w.programs, spec.sms)
+        # the longest program runs on one SM, at 1/sms of the chip's rates, its steps in series, and only on
+        # the schedulers its warps occupy: a warp issues at most one instruction a cycle, so a program of
+        # fewer than 4 warps reaches warps/4 of the SM's rates (the rates are measured with every scheduler busy)
         issue = 4 / min(4, w.warps)
-        compute = max(compute, compute * (w.crit or 1.0 / w.programs) * spec.sms * issue)
+        share = max(w.program_work) / sum(w.program_work) if w.program_work else 1.0 / w.programs
+        longest = serial * share * spec.sms * issue
+        on_one_sm = longest >= compute
+        compute = max(compute, longest)
     waves = math.ceil(w.programs / (spec.sms * programs_per_sm(w, spec))) if w.programs else 1
     t["chain"] = ((waves - 1) * w.iters + max(w.iters, w.tail_iters)) * iter_s
     t["compute"] = compute
@@ -279,7 +310,7 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
         bound = "launch"
     elif body == compute:
         bound = max(COMPUTE, key=lambda k: t[k])
-        bound = bound if compute == sum(t[k] for k in COMPUTE) else f"{bound}/sm"
+        bound = f"{bound}/sm" if on_one_sm else bound
     else:
         bound = next(k for k in ("hbm", "l2", "chain") if body == t[k])
     return Prediction(t["launch"] + body, bound, t)
@@ -330,8 +361,9 @@ F16ACC_REGS = {"int4": 125, "int2": 76, "ternary": 79}
 
 
 def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64, split_ways: int = 8,
-               warps: int = 2) -> Work:
-    """``quant_matmul`` for one row at its default (``unpack="auto"``) path and config.
+               warps: int = 2, unpack: str = "auto") -> Work:
+    """``quant_matmul`` for one row at its default config, on the path ``unpack`` names ("fp32", "f16acc",
+    or "auto": as the kernel chooses).
 
     Below ``F16ACC_MIN_WEIGHTS`` weights, the fp32 path (1, 64, 8, 2, 3): the kernel on a grid of
     ``cdiv(n, block_n) x split`` programs (2 warps; split = min(8, groups); counted with no waited
@@ -353,6 +385,8 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
     """
     if scheme not in QUANT_SCHEMES:
         raise ValueError(f"quant_gemv: scheme must be one of {', '.join(QUANT_SCHEMES)}; got {scheme!r}")
+    if unpack not in ("auto", "fp32", "f16acc"):
+        raise ValueError(f"quant_gemv: unpack must be auto, fp32 or f16acc; got {unpack!r}")
     _positive("quant_gemv", n=n, k=k, group=group)
     bits, planes, zeros = QUANT_SCHEMES[scheme]
     if k % group:
@@ -364,7 +398,7 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
     name = f"gemv_{scheme}"
     blocks = _cdiv(n, block_n)
     out = split * n * 4 if split > 1 else n * BF16
-    f16acc = n * k >= F16ACC_MIN_WEIGHTS
+    f16acc = n * k >= F16ACC_MIN_WEIGHTS if unpack == "auto" else unpack == "f16acc"
     if f16acc:
         prep = Work(name, hbm_bytes=k * BF16 + k * 2 + groups * 8, fma=4.0 * k, programs=groups, warps=4)
         main = Work(name, hbm_bytes=weights + k * 2 + groups * 8 + out, l2_bytes=(blocks - 1) * (k * 2 + groups * 8),
@@ -382,30 +416,90 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
     return chain(name, *launches)
 
 
-def spmm(m: int, k: int, ncols: int, nnz: int, val_bytes: int = BF16, idx_bytes: int = 8, block_nnz: int = 16,
-         threads: int = 128) -> Work:
-    """``kernels.sparse.spmm`` of a CSR ``[m, k]`` by a dense ``[k, ncols]``: one program per row and column block.
+def _gather_rows(name: str, m: int, k: int, ncols: int, nnz: int, *, has_vals: bool, val_bytes: int, idx_bytes: int,
+                 b_bytes: int, block_nnz: int, block_n: int, warps: int, l2_mib: float) -> Work:
+    """``kernels.sparse._gather_rows_kernel``: output row ``i`` sums the rows of ``B [k, ncols]`` its nonzeros name.
 
-    Each step covers ``block_nnz`` nonzeros times a column block; a tile smaller than the
-    program's ``threads`` still issues every lane (the rest are masked), so lane-ops are counted
-    per issued lane: three loads (column index, value, gathered row; each with its address
-    arithmetic and consumer) and one multiply by the value per lane and step. 4 warps and 3
-    stages: the loop's loads, the gather whose address is a loaded column index included, are
-    software-pipelined, so no step waits (a first version counted a wait per step: +83-93% on the
-    H100, the measurement showed the pipelining). Three dependent loads lead to a row's result:
-    its row pointers, then its column indices, then the rows of the dense operand they name.
+    One program per output row and column block, ``warps`` warps, 3 stages: the loop's loads (the gather whose
+    address is a loaded column index included) are software-pipelined, so no step waits (a first version
+    counted a wait per step: +83-93% on the H100, the measurement showed the pipelining). Three dependent loads
+    lead to a row's result: its row pointers, then its column indices, then the rows of B they name. Per step
+    (``block_nnz`` nonzeros times a column block) every thread loads a column index (and a value), and the
+    gathered tile: ``block_nnz x block_n`` elements in 16-byte vectors along the row (Triton vectorizes the
+    contiguous dim), at least one load a thread; each element is multiplied by its value or added (fp32). A
+    tile smaller than the program still issues every lane (the rest masked). B from HBM once and its gathered
+    rows from L2 when B fits in ``l2_mib``; otherwise every gathered row comes from HBM (a 32-byte sector at least).
     """
+    threads = 32 * warps
+    block_n = min(block_n, _pow2(ncols))
+    col_blocks = _cdiv(ncols, block_n)
+    row_steps = max(1, _cdiv(nnz, m * block_nnz))
+    steps = m * col_blocks * row_steps
+    vec = max(1, min(16 // b_bytes, block_n))
+    elems = max(threads, block_nnz * block_n)
+    loads = steps * (threads * (2 if has_vals else 1) + max(threads, block_nnz * block_n // vec))
+    hbm = (m + 1) * 8 + nnz * (idx_bytes + (val_bytes if has_vals else 0)) + m * ncols * b_bytes
+    gathered = nnz * col_blocks * max(32, min(block_n, ncols) * b_bytes)
+    if k * ncols * b_bytes <= l2_mib * 2**20:
+        hbm, l2 = hbm + k * ncols * b_bytes, gathered
+    else:
+        hbm, l2 = hbm + gathered, 0
+    return Work(name, hbm_bytes=hbm, l2_bytes=l2, loads=float(loads), fma=float(steps * elems),
+                programs=m * col_blocks, warps=warps, depth=3)
+
+
+def spmm(m: int, k: int, ncols: int, nnz: int, val_bytes: int = BF16, idx_bytes: int = 8, b_bytes: int = BF16,
+         block_nnz: int = 16, block_n: int = 128, warps: int = 4, l2_mib: float = 50.0) -> Work:
+    """``kernels.sparse.spmm`` of a CSR ``[m, k]`` by a dense ``[k, ncols]`` at its default config (16, 128, 4, 3)."""
     _positive("spmm", m=m, k=k, ncols=ncols)
     if nnz < 0 or nnz > m * k:
         raise ValueError(f"spmm: nnz must be in [0, {m * k}], got {nnz}")
-    block_n = min(_pow2(ncols), 128)
-    row_steps = max(1, _cdiv(nnz, m * block_nnz))
-    steps = m * _cdiv(ncols, block_n) * row_steps
-    lanes = max(threads, block_nnz * block_n)
-    hbm = (m + 1) * 8 + nnz * (idx_bytes + val_bytes) + k * ncols * BF16 + m * ncols * BF16
-    gathered = nnz * max(32, ncols * BF16)  # a 32-byte sector per gathered row at least, from L2
-    return Work("spmm", hbm_bytes=hbm, l2_bytes=gathered, loads=3.0 * steps * lanes, fma=1.0 * steps * lanes,
-                programs=m * _cdiv(ncols, block_n), depth=3)
+    return _gather_rows("spmm", m, k, ncols, nnz, has_vals=True, val_bytes=val_bytes, idx_bytes=idx_bytes,
+                        b_bytes=b_bytes, block_nnz=block_nnz, block_n=block_n, warps=warps, l2_mib=l2_mib)
+
+
+def embedding_bag(bags: int, per_bag: int, dim: int, vocab: int, elem_bytes: int = 4, block_nnz: int = 16,
+                  block_n: int = 64, warps: int = 2, l2_mib: float = 50.0) -> Work:
+    """``kernels.sparse.embedding_bag`` (sum, int64 indices, ``validate=False``) at its default config (16, 64, 2, 3).
+
+    Two launches: PyTorch's ``torch.cat`` that appends the end to the offsets (counted as a minimal kernel),
+    then the gather-rows kernel over ``bags`` rows of ``per_bag`` indices into a ``[vocab, dim]`` table.
+    """
+    _positive("embedding_bag", bags=bags, per_bag=per_bag, dim=dim, vocab=vocab)
+    name = "embedding_bag"
+    cat = Work(name, hbm_bytes=2.0 * (bags + 1) * 8, programs=1)
+    gather = _gather_rows(name, bags, vocab, dim, bags * per_bag, has_vals=False, val_bytes=0, idx_bytes=8,
+                          b_bytes=elem_bytes, block_nnz=block_nnz, block_n=block_n, warps=warps, l2_mib=l2_mib)
+    return chain(name, cat, gather)
+
+
+# Instructions per thread of ``_fwht_kernel`` at its launch (min(64, 8192 / d) rows, 4 warps), by (bytes an
+# element, d): SASS of an offline sm_90 compile (triton 3.9's ptxas, 2026-12-02), NOPs and branches left out. 30-38
+# a channel: the butterflies' permutes and joins become shuffles, selects and index arithmetic around each add, so
+# the kernel is issue-bound (d = 128: 10.3G lane-instructions for 1.07 GB, 344 us at the FMA rate and 260 us at
+# the copy rate of the H200; measured 335 us, and 366 us on the H100, whose copy rate is 28% lower). One program
+# of 16 rows (kv_decode's query at OLMoE's shapes) lasts 2.66 us profiled on the H100, against ~1.2 us for 4 rows
+# of 32 channels.
+FWHT_INSTR = {(2, 16): 257, (2, 32): 533, (2, 64): 1129, (2, 128): 2452, (2, 256): 2140, (2, 512): 1956,
+              (2, 1024): 2008, (4, 16): 232, (4, 32): 497, (4, 64): 1045, (4, 128): 2262, (4, 256): 1930,
+              (4, 512): 1748, (4, 1024): 1820}
+
+
+def fwht(rows: int, d: int, elem_bytes: int = BF16) -> Work:
+    """``kernels.fwht.fwht`` of ``rows`` rows of ``d`` channels: read once, written once, in one launch.
+
+    ``min(64, 8192 / d)`` rows a program, 4 warps (masked rows issue too). Per program the compiled kernel's
+    instructions (``FWHT_INSTR``, 16-bit elements as bf16), each a lane-op at the FMA rate; a shape it does not
+    hold counts the butterflies' ``log2(d)`` adds and the scale per element instead.
+    """
+    _positive("fwht", rows=rows, d=d)
+    if d & (d - 1):
+        raise ValueError(f"fwht: d must be a power of two, got {d}")
+    block_r = max(1, min(64, 8192 // d))
+    programs = _cdiv(rows, block_r)
+    instr = FWHT_INSTR.get((4 if elem_bytes == 4 else 2, d))
+    lane_ops = programs * 128.0 * instr if instr else rows * d * (math.log2(d) + 1)
+    return Work("fwht", hbm_bytes=2.0 * rows * d * elem_bytes, fma=lane_ops, programs=programs)
 
 
 def sdpa_decode(b: int, h: int, hkv: int, t: int, d: int) -> Work:
@@ -474,8 +568,7 @@ def kv_decode(b: int, h: int, hkv: int, t: int, d: int, bits: int, k_group: int 
     combine = Work(name, hbm_bytes=partials + q, programs=b * h)
     if not rotate:
         return chain(name, split, combine)
-    fwht = Work(name, hbm_bytes=2 * q, programs=_cdiv(b * h, max(1, min(64, 8192 // d))))
-    return chain(name, fwht, split, combine)
+    return chain(name, dataclasses.replace(fwht(b * h, d), kernel=name), split, combine)
 
 
 def fused_launch_config(d: int) -> tuple[int, int, int]:
@@ -489,10 +582,11 @@ def fused_attention(b: int, h: int, n: int, d: int, causal: bool = True, hkv: in
 
     Grid: one program per query block and head (``cdiv(n, block_m) x b*h``), 8 warps at head dims
     up to 128. Causal: a query block visits the key blocks up to and including its diagonal, so
-    the last one does the most (``crit``). Per score: two ``tl.dot`` products of depth ``d`` (at
-    the attention-loop dot rate), one exp2, and four fp32 operations (scale and subtract, max, row
-    sum, cast to bf16). K and V are re-read from L2 by every query block after the first; their
-    loads are pipelined (2-3 stages), so no iteration waits.
+    programs differ (``program_work``: visits per query block, query blocks of a head in launch
+    order). Per score: two ``tl.dot`` products of depth ``d`` (at the attention-loop dot rate), one
+    exp2, and four fp32 operations (scale and subtract, max, row sum, cast to bf16). K and V are
+    re-read from L2 by every query block after the first; their loads are pipelined (2-3 stages),
+    so no iteration waits.
     """
     _positive("fused_attention", b=b, h=h, n=n, d=d)
     hkv = hkv or h
@@ -505,7 +599,7 @@ def fused_attention(b: int, h: int, n: int, d: int, causal: bool = True, hkv: in
     hbm = BF16 * (2 * b * h * n * d + 2 * b * hkv * n * d)
     return Work("attention_fused_1pass", hbm_bytes=hbm, l2_bytes=b * h * blocks * block_n * d * BF16 * 2.0,
                 attn_flops=4.0 * scores * d, fma=4.0 * scores, exp=scores, programs=nm * b * h,
-                warps=warps, crit=max(visits) / (b * h * blocks))
+                warps=warps, program_work=tuple(float(v) for v in visits) * (b * h))
 
 
 def unfused_attention(b: int, h: int, n: int, d: int, hkv: int | None = None, l2_mib: float = 50.0) -> Work:
@@ -538,6 +632,8 @@ COUNTERS = {
     "linear_bf16": linear_bf16,
     "quant_gemv": quant_gemv,
     "spmm": spmm,
+    "embedding_bag": embedding_bag,
+    "fwht": fwht,
     "sdpa_decode": sdpa_decode,
     "kv_decode": kv_decode,
     "fused_attention": fused_attention,

@@ -85,7 +85,7 @@ def test_attention_counts():
     causal = gm.fused_attention(1, 2, 256, 64, causal=True)
     assert causal.exp == 2 * 3 * 128 * 128  # 2 query blocks visit 1 and 2 key blocks
     assert causal.hbm_bytes == 2 * 4 * 2 * 256 * 64
-    assert causal.programs == 2 * 2 and causal.crit == pytest.approx(2 / 6) and causal.warps == 8
+    assert causal.programs == 2 * 2 and causal.program_work == (1.0, 2.0) * 2 and causal.warps == 8
 
 
 def test_sdpa_and_cublas_programs():
@@ -118,7 +118,7 @@ def test_predict_occupancy_terms():
     assert p.terms["hbm"] == pytest.approx(1e6 / 100e9) and p.bound == "hbm"
     assert gm.predict(gm.Work("x", hbm_bytes=1e6, programs=10, warps=8), SPEC).terms["hbm"] == pytest.approx(5e-6)
     # the longest program (half the work) runs on one SM at 1/132 of the rate
-    p = gm.predict(gm.Work("x", exp=2e6, programs=4, crit=0.5), SPEC)
+    p = gm.predict(gm.Work("x", exp=2e6, programs=2, program_work=(1.0, 1.0)), SPEC)
     assert p.terms["compute"] == pytest.approx(1e-6 * 0.5 * 132) and p.bound == "exp/sm"
     # 300 programs of 16 warps: 4 per SM, one wave; 3 waited iterations from HBM
     p = gm.predict(gm.Work("x", programs=300, warps=16, iters=3), SPEC)
@@ -129,6 +129,65 @@ def test_predict_occupancy_terms():
     two = gm.chain("c", gm.Work("c", hbm_bytes=1e6), gm.Work("c", hbm_bytes=1e9))
     assert two.launches == 2 and two.hbm_bytes == 1e6 + 1e9
     assert gm.predict(two, SPEC).time_s == pytest.approx(4e-6 + 3e-6 + 1e-3)
+
+
+def test_tensor_products_overlap_the_issue_bound_work():
+    # many equal programs: the chip's rates; products (mma, attn) overlap fma/exp/unpack/loads, which add
+    n = 10 * SPEC.sms
+    w = gm.Work("x", attn_flops=50e12 * 1e-3, exp=2e12 * 4e-4, fma=10e12 * 3e-4, programs=n)
+    p = gm.predict(w, SPEC)
+    assert p.terms["compute"] == pytest.approx(1e-3) and p.bound == "attn"
+    more = dataclasses.replace(w, fma=10e12 * 9e-4)  # exp + fma = 1.3 ms > 1 ms of products
+    assert gm.predict(more, SPEC).terms["compute"] == pytest.approx(1.3e-3)
+    # one program alone runs its steps in series: products and softmax add
+    one = gm.predict(dataclasses.replace(w, programs=1, warps=8), SPEC)
+    assert one.terms["compute"] == pytest.approx(1.7e-3 * SPEC.sms) and one.bound == "attn/sm"
+
+
+def test_dispatch_spread_of_programs_over_sms():
+    assert gm.dispatch_spread(SPEC.sms, SPEC.sms) == 1.0
+    assert gm.dispatch_spread(SPEC.sms + 1, SPEC.sms) == pytest.approx(2 * SPEC.sms / (SPEC.sms + 1))
+    # 2 SMs, programs of work 3, 1, 1, 1 in launch order: SM0 takes 3, SM1 takes 1, 1, 1 -> 3 against a mean of 3
+    assert gm.dispatch_spread((3.0, 1.0, 1.0, 1.0), 2) == 1.0
+    # 1, 1, 1, 3: SM0 1 + 1, SM1 1 + 3 (the last goes to the SM free first): 4 against 3
+    assert gm.dispatch_spread((1.0, 1.0, 1.0, 3.0), 2) == pytest.approx(4 / 3)
+    # causal attention, one head of 32 query blocks times 16 heads (short first) on 132 SMs: 85 visits for the
+    # busiest SM against a mean of 8448 / 132 = 64
+    visits = tuple(float(i + 1) for i in range(32)) * 16
+    assert gm.dispatch_spread(visits, 132) == pytest.approx(85 / 64)
+    # the compute of many equal programs stretches by the wave quantization
+    p = gm.predict(gm.Work("x", fma=10e12 * 1e-3, programs=SPEC.sms + 1, warps=8), SPEC)
+    assert p.terms["compute"] == pytest.approx(1e-3 * 2 * SPEC.sms / (SPEC.sms + 1))
+
+
+def test_gather_rows_embedding_bag_and_fwht_counts():
+    # embedding bag: 4 bags of 8 int64 indices into a 100 x 32 fp32 table (fits in L2), block_n 32, 2 warps
+    w = gm.embedding_bag(4, 8, 32, 100, block_n=64)
+    cat, g = w.parts
+    assert w.launches == 2 and cat.hbm_bytes == 2 * 5 * 8
+    assert g.programs == 4 and g.warps == 2 and g.depth == 3
+    assert g.hbm_bytes == 5 * 8 + 32 * 8 + 4 * 32 * 4 + 100 * 32 * 4 and g.l2_bytes == 32 * 32 * 4
+    # a step per bag (8 <= 16 nonzeros): 64 threads load an index each, and the 16 x 32 tile in 4-wide vectors
+    assert g.loads == 4 * (64 + max(64, 16 * 32 // 4)) and g.fma == 4 * 16 * 32
+    big = gm.embedding_bag(4, 8, 32, 10**7)  # a 1.2 GB table: every gathered row from HBM
+    assert big.parts[1].l2_bytes == 0 and big.parts[1].hbm_bytes == 5 * 8 + 32 * 8 + 4 * 32 * 4 + 32 * 32 * 4
+    # SpMM with fp32 B of 256 columns: two 128-column blocks a row, values loaded too
+    s = gm.spmm(2, 64, 256, 10, val_bytes=4, b_bytes=4)
+    assert s.programs == 4 and s.loads == 4 * (2 * 128 + 16 * 128 // 4) and s.l2_bytes == 10 * 2 * 128 * 4
+    f = gm.fwht(1000, 128)
+    # 16 programs of 64 rows (the last partly masked) x 128 threads x the compiled kernel's instructions
+    assert f.hbm_bytes == 2 * 1000 * 128 * 2 and f.programs == 16 and f.fma == 16 * 128 * gm.FWHT_INSTR[(2, 128)]
+    assert gm.fwht(1000, 128, elem_bytes=4).fma == 16 * 128 * gm.FWHT_INSTR[(4, 128)]
+    assert gm.fwht(10, 8).fma == 10 * 8 * (3 + 1)  # not compiled: log2(d) adds and the scale a channel
+    with pytest.raises(ValueError, match="power of two"):
+        gm.fwht(4, 96)
+
+
+def test_quant_gemv_path_can_be_named():
+    assert len(gm.quant_gemv(8192, 8192, "int4", unpack="fp32").parts) == 2  # kernel + split-K sum
+    assert len(gm.quant_gemv(2048, 2048, "int4", unpack="f16acc").parts) == 3  # x pairs + kernel + sum
+    with pytest.raises(ValueError, match="unpack"):
+        gm.quant_gemv(64, 128, "int4", unpack="asm")
 
 
 def test_predict_floors_depth_and_resources():
