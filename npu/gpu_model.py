@@ -58,8 +58,8 @@ is two), and the loop iterations of its longest program that wait for their load
               quantization of equal programs, the imbalance of causal attention's); share the work of
               the longest program (1 / programs when they are equal), which runs on one SM, its steps in
               series, and issues from at most one scheduler a warp (one instruction a cycle a warp)
-    chain   = waves * iters * iter latency (dram or l2), waves = programs / (sms * programs per SM);
-              with tail_iters, ((waves - 1) * iters + max(iters, tail_iters)) * iter latency
+    chain   = waves * (iters * iter latency (dram or l2) + hops * hop), waves = programs / (sms * programs
+              per SM); with tail_iters, ((waves - 1) * iters + max(iters, tail_iters)) * iter latency + ...
     programs per SM = min(64 / warps, 32, regs_per_sm / (regs x 32 x warps), smem_per_sm / (smem + 1 KiB))
 
 Memory overlaps compute (many warps in flight stream while others compute). Of the compute terms, the
@@ -173,7 +173,9 @@ class Work:
     ``iters`` the loop iterations of the longest program that each wait for their loads (loops
     without software pipelining, or with a load that depends on the previous one); ``tail_iters``
     those of the grid's last program where it runs a different loop (it starts in the last wave, so its
-    chain follows the other waves'; 0: like the others); ``program_work`` each program's share of the
+    chain follows the other waves'; 0: like the others); ``hops`` the dependent loads in the longest program's
+    loop after its first result's path (a gather whose address is the previous load's value: each a ``hop``);
+    ``program_work`` each program's share of the
     compute in launch order (empty: programs are equal). ``parts`` is a launch
     chain: the call's time is the sum of its parts' (the other fields then hold their totals).
     """
@@ -192,6 +194,7 @@ class Work:
     warps: int = 4
     iters: int = 0
     tail_iters: int = 0
+    hops: int = 0
     program_work: tuple[float, ...] = ()
     regs: int = 0
     smem: int = 0
@@ -303,7 +306,7 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
         on_one_sm = longest >= compute
         compute = max(compute, longest)
     waves = math.ceil(w.programs / (spec.sms * programs_per_sm(w, spec))) if w.programs else 1
-    t["chain"] = ((waves - 1) * w.iters + max(w.iters, w.tail_iters)) * iter_s
+    t["chain"] = ((waves - 1) * w.iters + max(w.iters, w.tail_iters)) * iter_s + waves * w.hops * hop
     t["compute"] = compute
     body = max(t["hbm"], t["l2"], compute, t["chain"])
     if t["launch"] >= body:
@@ -420,10 +423,13 @@ def _gather_rows(name: str, m: int, k: int, ncols: int, nnz: int, *, has_vals: b
                  b_bytes: int, block_nnz: int, block_n: int, warps: int, l2_mib: float) -> Work:
     """``kernels.sparse._gather_rows_kernel``: output row ``i`` sums the rows of ``B [k, ncols]`` its nonzeros name.
 
-    One program per output row and column block, ``warps`` warps, 3 stages: the loop's loads (the gather whose
-    address is a loaded column index included) are software-pipelined, so no step waits (a first version
-    counted a wait per step: +83-93% on the H100, the measurement showed the pipelining). Three dependent loads
-    lead to a row's result: its row pointers, then its column indices, then the rows of B they name. Per step
+    One program per output row and column block, ``warps`` warps. Three dependent loads lead to a row's first
+    step: its row pointers, then its column indices, then the rows of B they name; every further step repeats
+    the last two (``hops``): Triton does not software-pipeline a loop whose load address is another load's
+    value (SASS of an offline sm_90 compile, triton 3.9: the step loads its indices, waits, gathers, waits,
+    then sums across the warp), so at few programs an SM the steps' round trips add up. (A first version
+    counted a full waited iteration, ``dram_iter_us``, per step: +83-93% on the H100 at OLMoE's shapes, where
+    16 programs an SM overlap their waits and the loads' issue bounds the kernel.) Per step
     (``block_nnz`` nonzeros times a column block) every thread loads a column index (and a value), and the
     gathered tile: ``block_nnz x block_n`` elements in 16-byte vectors along the row (Triton vectorizes the
     contiguous dim), at least one load a thread; each element is multiplied by its value or added (fp32). A
@@ -445,7 +451,7 @@ def _gather_rows(name: str, m: int, k: int, ncols: int, nnz: int, *, has_vals: b
     else:
         hbm, l2 = hbm + gathered, 0
     return Work(name, hbm_bytes=hbm, l2_bytes=l2, loads=float(loads), fma=float(steps * elems),
-                programs=m * col_blocks, warps=warps, depth=3)
+                programs=m * col_blocks, warps=warps, depth=3, hops=2 * (row_steps - 1))
 
 
 def spmm(m: int, k: int, ncols: int, nnz: int, val_bytes: int = BF16, idx_bytes: int = 8, b_bytes: int = BF16,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from simcim.validation.report import _md, mape
+from simcim.validation.report import mape, markdown_table
 
 COLUMNS = ("counter", "args", "impl", "meas_us", "source")
 
@@ -72,7 +72,7 @@ def predict_cases(cases: pd.DataFrame, spec: str) -> pd.DataFrame:
 
 def report(t: pd.DataFrame, spec: str) -> str:
     lines = [f"GPU spec: {spec}. {len(t)} benchmark medians.", ""]
-    lines += _md(t, ["call", "impl", "bound", "pred_us", "meas_us", "err_pct"])
+    lines += markdown_table(t, ["call", "impl", "bound", "pred_us", "meas_us", "err_pct"])
     lines += ["", f"MAPE over {len(t)}: **{mape(t['pred_us'], t['meas_us']):.1f}%**"]
     for kernel, g in t.groupby("kernel", sort=False):
         lines.append(f"- {kernel}: {mape(g['pred_us'], g['meas_us']):.1f}% over {len(g)}")

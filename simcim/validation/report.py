@@ -40,9 +40,9 @@ REASONS = {
     "attention_fused_1pass": "short sequences / small head dim: too few query blocks to fill 132 SMs (one wave "
                              "or less)",
     "attention_unfused_3pass": "small: the fp32 score matrix partly stays in L2",
-    "spmm": "few steps per row: 2.9-3.3 us profiled with warm caches, 3.3-5.2 us timed with inputs rotated from "
-            "HBM; three dependent loads (0.35 us a hop) do not explain it: first touches of its five buffers per "
-            "call are not modelled",
+    "spmm": "4 steps a row, each waiting for its indices and then the rows they name (the loop is not "
+            "pipelined), as counted; at 256 rows 1.9 us more than at 128 (2.9-3.3 us profiled with warm caches), "
+            "which the counts do not explain: first touches of its five buffers per call are not modelled",
 }
 
 
@@ -112,7 +112,8 @@ def _fmt(x) -> str:
     return str(x)
 
 
-def _md(t: pd.DataFrame, cols: list[str]) -> list[str]:
+def markdown_table(t: pd.DataFrame, cols: list[str]) -> list[str]:
+    """The rows of ``t`` as a Markdown table of ``cols`` (three significant digits)."""
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in t.iterrows():
         lines.append("| " + " | ".join(_fmt(r[c]).replace("|", "/") for c in cols) + " |")
@@ -164,7 +165,7 @@ def write(run_dir: str | Path, png: Path | None = None, spec: str | None = None)
     if not measured:
         lines += ["**The measured half needs a CUDA GPU: this run has the simulated half only.**", ""]
     lines += ["## Kernels (one row per distinct call of the decode step, plus prefill attention)", ""]
-    lines += _md(kt, ["model", "kernel", "call", "calls", "bound", "pred_us", "meas_us", "err_pct"]) + [""]
+    lines += markdown_table(kt, ["model", "kernel", "call", "calls", "bound", "pred_us", "meas_us", "err_pct"]) + [""]
     if measured:
         lines += [f"MAPE over {len(kt)} kernel calls: **{mape(kt['pred_us'], kt['meas_us']):.1f}%**"]
         for model, g in kt.groupby("model", sort=False):
@@ -177,7 +178,8 @@ def write(run_dir: str | Path, png: Path | None = None, spec: str | None = None)
                              f"{REASONS.get(r['kernel'], 'not analysed')}")
         lines.append("")
     lines += ["## Decode step (batch 1)", ""]
-    lines += _md(sp, ["model", "compression", "pred_us", "meas_us", "err_pct", "pred_speedup", "meas_speedup"])
+    lines += markdown_table(sp, ["model", "compression", "pred_us", "meas_us", "err_pct", "pred_speedup",
+                                 "meas_speedup"])
     lines += [""]
     if measured:
         lines += [f"MAPE of the decode step: {mape(sp['pred_us'], sp['meas_us']):.1f}%; of the speedup over bf16: "
@@ -208,7 +210,8 @@ def write(run_dir: str | Path, png: Path | None = None, spec: str | None = None)
                          f"the dense bf16 GEMV of the same matrix (measured): {_fmt(ratio)}x")
     lines += ["", "## Quality (perplexity, bundled held-out text)", ""]
     q = df[df["ppl_quantized"].notna()] if "ppl_quantized" in df.columns else df.iloc[0:0]
-    lines += _md(q, ["model", "compression", "ppl_uncompressed", "ppl_quantized", "ppl_cim", "quality_on"]) + [""]
+    lines += markdown_table(q, ["model", "compression", "ppl_uncompressed", "ppl_quantized", "ppl_cim",
+                                "quality_on"]) + [""]
     png = png or run_dir / "sim_vs_measured.png"
     if measured:
         plot(kt, sp, png)

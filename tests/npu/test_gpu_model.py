@@ -98,6 +98,13 @@ def test_sdpa_and_cublas_programs():
 def test_spmm_counts_padded_lanes():
     w = gm.spmm(2, 32, 1, 20)  # 10 nonzeros a row: one 16-wide step per row; 128 lanes issued per step
     assert w.loads == 3 * 2 * 128 and w.fma == 2 * 128 and w.programs == 2 and w.iters == 0 and w.depth == 3
+    assert w.hops == 0  # one step: its two dependent loads are on the first result's path (depth)
+    long = gm.spmm(2, 128, 1, 128)  # 64 nonzeros a row: 4 steps, the 3 after the first load indices, then rows
+    assert long.hops == 2 * 3
+    # the loop's round trips: one wave of 2 programs, 6 hops from L2 after the launch's 2
+    p = gm.predict(long, SPEC, l2_resident=True)
+    assert p.terms["chain"] == pytest.approx(6 * SPEC.l2_hop_us * 1e-6)
+    assert p.terms["launch"] == pytest.approx((SPEC.kernel_min_us + 2 * SPEC.l2_hop_us) * 1e-6)
     assert w.hbm_bytes == 3 * 8 + 20 * 10 + 32 * 2 + 2 * 2 and w.l2_bytes == 20 * 32
 
 
