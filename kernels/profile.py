@@ -8,7 +8,12 @@ counts of the kernel it launched. Cases: gemv_m1, gemv_slices, kv_decode, analog
 from __future__ import annotations
 
 import argparse
+import collections
+import os
+import re
+import subprocess
 import sys
+import tempfile
 
 import torch
 
@@ -22,12 +27,37 @@ def compiled_kernels(fn: object) -> list:
     return handles
 
 
+def sass_opcodes(handle: object) -> collections.Counter | None:
+    """Opcodes of a compiled kernel's SASS, NOPs left out (one entry per static instruction), disassembled by the
+    ``cuobjdump`` that ships with Triton; None when the kernel has no cubin or the tool is missing."""
+    asm = getattr(handle, "asm", None) or {}
+    cubin = asm.get("cubin") if isinstance(asm, dict) else None
+    if not cubin:
+        return None
+    import triton
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if not os.path.isfile(tool):
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        try:
+            sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+    ops = re.findall(r"^\s+/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass, re.M)
+    return collections.Counter(op for op in ops if op != "NOP")
+
+
 def _report(handle: object) -> None:
     regs = getattr(handle, "n_regs", "?")
     spills = getattr(handle, "n_spills", "?")
     shared = getattr(getattr(handle, "metadata", None), "shared", "?")
     name = getattr(getattr(handle, "metadata", None), "name", type(handle).__name__)
-    print(f"{name}: registers/thread={regs} spills={spills} shared bytes={shared}")
+    ops = sass_opcodes(handle)
+    sass = f" SASS instructions={sum(ops.values())}" if ops else ""
+    print(f"{name}: registers/thread={regs} spills={spills} shared bytes={shared}{sass}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -479,16 +479,18 @@ def embedding_bag(bags: int, per_bag: int, dim: int, vocab: int, elem_bytes: int
     return chain(name, cat, gather)
 
 
-# Instructions per thread of ``_fwht_kernel`` at its launch (min(64, 8192 / d) rows, 4 warps), by (bytes an
-# element, d): SASS of an offline sm_90 compile (triton 3.9's ptxas, 2026-12-02), NOPs and branches left out. 30-38
-# a channel: the butterflies' permutes and joins become shuffles, selects and index arithmetic around each add, so
-# the kernel is issue-bound (d = 128: 10.3G lane-instructions for 1.07 GB, 344 us at the FMA rate and 260 us at
-# the copy rate of the H200; measured 335 us, and 366 us on the H100, whose copy rate is 28% lower). One program
-# of 16 rows (kv_decode's query at OLMoE's shapes) lasts 2.66 us profiled on the H100, against ~1.2 us for 4 rows
-# of 32 channels.
-FWHT_INSTR = {(2, 16): 257, (2, 32): 533, (2, 64): 1129, (2, 128): 2452, (2, 256): 2140, (2, 512): 1956,
-              (2, 1024): 2008, (4, 16): 232, (4, 32): 497, (4, 64): 1045, (4, 128): 2262, (4, 256): 1930,
-              (4, 512): 1748, (4, 1024): 1820}
+# Instructions per thread of ``_fwht_kernel`` at its launch (min(64, 8192 / d) rows, 4 warps), by (bytes an element,
+# d): static SASS of an offline sm_90 compile (triton 3.9's ptxas, 2026-12-02; ``kernels.profile.sass_opcodes``, NOPs
+# left out; straight-line code but at d = 1024). 30-41 a channel: the butterflies' permutes and joins become shuffles,
+# selects and index arithmetic around each add, so the kernel is issue-bound (d = 128: 11.1G lane-instructions for
+# 1.07 GB, 371 us at the FMA rate against 260 us at the H200's copy rate; measured 335 us there and 366 us on the
+# H100, whose copy rate is 28% lower). Triton 3.6 on the device gave this kernel 105 registers at d = 128 where 3.9
+# gives 180, so its instruction count may differ: the launch profile now records it
+# (``simcim.validation.measure.triton_resources``). One program of 16 rows (kv_decode's query at OLMoE's shapes) lasts
+# 2.66 us profiled on the H100, against ~1.2 us for 4 rows of 32 channels.
+FWHT_INSTR = {(2, 16): 274, (2, 32): 566, (2, 64): 1194, (2, 128): 2642, (2, 256): 2269, (2, 512): 2085,
+              (2, 1024): 2129, (4, 16): 249, (4, 32): 530, (4, 64): 1110, (4, 128): 2453, (4, 256): 2059,
+              (4, 512): 1877, (4, 1024): 1941}
 
 
 def fwht(rows: int, d: int, elem_bytes: int = BF16) -> Work:

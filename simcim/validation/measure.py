@@ -113,12 +113,13 @@ def gpu_env() -> Env | None:
 
 
 def triton_resources() -> list[dict]:
-    """Registers per thread, spills, shared bytes and warps of every Triton kernel of ``kernels/`` compiled so far."""
+    """Registers per thread, spills, shared bytes, warps and static SASS instruction count (with the most common
+    opcodes) of every Triton kernel of ``kernels/`` compiled so far."""
     import importlib
 
     import triton
 
-    from kernels.profile import compiled_kernels
+    from kernels.profile import compiled_kernels, sass_opcodes
 
     rows = []
     for mod_name in ("attention", "fwht", "kv_quant", "quant_gemv", "sparse"):
@@ -128,9 +129,12 @@ def triton_resources() -> list[dict]:
                 continue
             for handle in compiled_kernels(fn):
                 meta = getattr(handle, "metadata", None)
+                ops = sass_opcodes(handle)
                 rows.append({"kernel": name, "regs": getattr(handle, "n_regs", None),
                              "spills": getattr(handle, "n_spills", None),
-                             "shared": getattr(meta, "shared", None), "warps": getattr(meta, "num_warps", None)})
+                             "shared": getattr(meta, "shared", None), "warps": getattr(meta, "num_warps", None),
+                             "sass_instructions": sum(ops.values()) if ops else None,
+                             "sass_top": dict(ops.most_common(8)) if ops else None})
     return rows
 
 
