@@ -8,7 +8,14 @@ import pytest
 
 from simcim.validation.bench_cases import load_cases, main, predict_cases, report
 
-CASES = Path(__file__).resolve().parent.parent / "docs" / "data" / "bench_h200_2026-12-02.csv"
+DATA = Path(__file__).resolve().parent.parent / "docs" / "data"
+CASES = DATA / "bench_h200_2026-12-02.csv"
+
+
+@pytest.mark.parametrize("name, spec", [("bench_h100_2026-11-23.csv", "h100"), ("bench_h200_2026-12-02.csv", "h200")])
+def test_every_stored_case_predicts(name, spec):
+    t = predict_cases(load_cases(DATA / name), spec)
+    assert len(t) > 10 and (t["pred_us"] > 0).all() and t["err_pct"].notna().all()
 
 
 def test_stored_cases_predict_and_report(tmp_path, capsys):
