@@ -267,6 +267,8 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
     us = 1e-6
     if w.floor not in FLOORS:
         raise ValueError(f"Work {w.kernel!r}: floor must be one of {FLOORS}, got {w.floor!r}")
+    if w.program_work and (len(w.program_work) != w.programs or min(w.program_work) < 0 or sum(w.program_work) <= 0):
+        raise ValueError(f"Work {w.kernel!r}: program_work must hold {w.programs} shares >= 0, not all 0")
     floor = {"": spec.kernel_min_us, "cublas": spec.cublas_min_us,
              "sdpa": max(spec.kernel_min_us, spec.sdpa_min_us - spec.kernel_min_us)}[w.floor] * us
     iter_s = (spec.l2_iter_us if l2_resident else spec.dram_iter_us) * us

@@ -162,6 +162,8 @@ def test_dispatch_spread_of_programs_over_sms():
     # busiest SM against a mean of 8448 / 132 = 64
     visits = tuple(float(i + 1) for i in range(32)) * 16
     assert gm.dispatch_spread(visits, 132) == pytest.approx(85 / 64)
+    with pytest.raises(ValueError, match="program_work must hold 3"):
+        gm.predict(gm.Work("x", fma=1.0, programs=3, program_work=(1.0, 2.0)), SPEC)
     # the compute of many equal programs stretches by the wave quantization
     p = gm.predict(gm.Work("x", fma=10e12 * 1e-3, programs=SPEC.sms + 1, warps=8), SPEC)
     assert p.terms["compute"] == pytest.approx(1e-3 * 2 * SPEC.sms / (SPEC.sms + 1))
