@@ -175,9 +175,9 @@ class Work:
     those of the grid's last program where it runs a different loop (it starts in the last wave, so its
     chain follows the other waves'; 0: like the others); ``hops`` the dependent loads in the longest program's
     loop after its first result's path (a gather whose address is the previous load's value: each a ``hop``);
-    ``program_work`` each program's share of the
-    compute in launch order (empty: programs are equal). ``parts`` is a launch
-    chain: the call's time is the sum of its parts' (the other fields then hold their totals).
+    ``program_work`` each program's share of the compute in launch order (empty: programs are equal).
+    ``parts`` is a launch chain: the call's time is the sum of its parts' (the other fields then hold their
+    totals).
     """
 
     kernel: str
