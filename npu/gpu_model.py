@@ -58,8 +58,9 @@ is two), and the loop iterations of its longest program that wait for their load
               quantization of equal programs, the imbalance of causal attention's); share the work of
               the longest program (1 / programs when they are equal), which runs on one SM, its steps in
               series, and issues from at most one scheduler a warp (one instruction a cycle a warp)
-    chain   = waves * (iters * iter latency (dram or l2) + hops * hop), waves = programs / (sms * programs
-              per SM); with tail_iters, ((waves - 1) * iters + max(iters, tail_iters)) * iter latency + ...
+    chain   = waves * (iters * iter latency (dram or l2) + hops * hop) + compute / iters (the last step's
+              work of each wave, after its wait), waves = programs / (sms * programs per SM); with tail_iters,
+              ((waves - 1) * iters + max(iters, tail_iters)) * iter latency + ...
     programs per SM = min(64 / warps, 32, regs_per_sm / (regs x 32 x warps), smem_per_sm / (smem + 1 KiB))
 
 Memory overlaps compute (many warps in flight stream while others compute). Of the compute terms, the
@@ -309,6 +310,10 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
         compute = max(compute, longest)
     waves = math.ceil(w.programs / (spec.sms * programs_per_sm(w, spec))) if w.programs else 1
     t["chain"] = ((waves - 1) * w.iters + max(w.iters, w.tail_iters)) * iter_s + waves * w.hops * hop
+    if w.iters:
+        # a waited loop hides a step's work under the next step's wait (its loads are issued a step ahead), but
+        # not the last step's, which comes after the last wait: one step's share of the compute per wave
+        t["chain"] += compute / w.iters
     t["compute"] = compute
     body = max(t["hbm"], t["l2"], compute, t["chain"])
     if t["launch"] >= body:

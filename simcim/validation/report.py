@@ -31,11 +31,9 @@ REASONS = {
                  "(dependent unpack and FMA chains), which no spec field measures",
     "gemv_int2": "as int4: one-group programs whose 2 warps issue below one instruction a cycle",
     "gemv_ternary": "as int4, and two trit-planes: 2.9 us profiled for one group against int4's 1.95",
-    "kv_decode_4bit": "split kernel: registers (255 at d = 128, compiled) hold it to 2 programs an SM, 4 waves, and "
-                      "the last wave ends with a full-precision program of 4 waited steps; but a wave lasts 4.6-4.9 us "
-                      "profiled (q and key-group loads, unpack, two tl.dot through shared memory, softmax, partial "
-                      "store, in series), and the model has no measured latency for such a step, only a waited load "
-                      "(1.7 us)",
+    "kv_decode_4bit": "split kernel: a program of one step waits for its loads, then runs the unpack, two tl.dot "
+                      "through shared memory, the softmax and the partial store; the model counts the wait "
+                      "(dram_iter_us) and the step's issue, not the latency of the shared-memory round trips",
     "kv_decode_2bit": "as 4-bit: the serial latency of one split-kernel step (166 registers: 3 programs an SM)",
     "attention_fused_1pass": "short sequences / small head dim: too few query blocks to fill 132 SMs (one wave "
                              "or less)",

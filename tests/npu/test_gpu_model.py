@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -64,6 +65,16 @@ def test_kv_decode_counts():
     assert long.parts[1].iters == 2 and gm.kv_decode(1, 16, 16, 32768, 128, bits=2).parts[1].iters == 4
     # the full-precision program walks its tokens 16 a step: 36 tokens -> 3 waited steps, 64 -> 4
     assert w.parts[1].tail_iters == 3 and olmoe.parts[1].tail_iters == 4 and long.parts[1].tail_iters == 4
+
+
+def test_waited_loop_leaves_its_last_step_unhidden():
+    # 4 waited steps from HBM; 1 ms of FMA work over the chip: a quarter of it, the last step's, follows the waits
+    w = gm.Work("x", fma=10e12 * 1e-3, programs=10 * SPEC.sms, iters=4)
+    p = gm.predict(w, SPEC)
+    waves = math.ceil(10 * SPEC.sms / (SPEC.sms * 16))
+    assert p.terms["chain"] == pytest.approx(waves * 4 * SPEC.dram_iter_us * 1e-6 + 1e-3 / 4)
+    one = gm.predict(dataclasses.replace(w, iters=1), SPEC)  # one step a program: wait, then all of its work
+    assert one.terms["chain"] == pytest.approx(SPEC.dram_iter_us * 1e-6 + 1e-3) and one.bound == "chain"
 
 
 def test_tail_program_chain_follows_the_other_waves():
