@@ -160,7 +160,7 @@ def remove_stale_temp_files(run_dir: Path) -> list[Path]:
         parts = f.name[1:].split(".")
         if len(parts) < 5 or parts[1] != host or not parts[2].isdigit():
             continue
-        if int(parts[2]) == os.getpid() or _pid_alive(int(parts[2])):
+        if _pid_alive(int(parts[2])):  # this process and live writers keep theirs
             continue
         with contextlib.suppress(FileNotFoundError):
             f.unlink()
