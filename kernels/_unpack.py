@@ -55,22 +55,45 @@ def _constraints(bits: int) -> str:
 def _dot_asm(bits: int) -> str:
     """PTX: one word (``$1``) times ``PW / 2`` fp16x2 input pairs (``$2`` ...) -> fp32 ``$0``.
 
-    Each pair of codes becomes fp16x2 ``1 + code / 2^bits - 1.5`` (shift, LOP3, HSUB2: exact, and centred so
-    that the products stay small) and is multiplied into one fp16x2 accumulator (HFMA2); the two halves are
-    widened and added once per word. ``PW / 2`` products per half in fp16 cost ``2^-11`` of a partial sum
-    of at most ``PW / 4`` when the inputs are scaled to magnitude <= 1 (callers do)."""
+    Each pair of codes becomes a centred fp16x2 value and is multiplied into one fp16x2 accumulator (HFMA2); the two
+    halves are widened and added once per word. 2-bit: shift, LOP3 and HSUB2 give ``1 + code / 4 - 1.5`` (exact).
+    4-bit, with no shift for half the pairs (the nibbles at bits 0-3 and 4-7 of each half are masked in place, then
+    those at 8-15 after one shift of the word): LOP3 gives ``1 + code / 1024`` or ``1 + code / 64`` and HSUB2 takes
+    ``1 + 8 / 1024`` or ``1 + 8 / 64`` off, so the value is ``(code - 8) / 1024`` or ``(code - 8) / 64`` exactly;
+    the caller stores the inputs of the first kind 64x and of the second 4x (:func:`x_pair_gain`), so every
+    product is ``(code - 8) / 16 * x`` either way. ``PW / 2`` products per half in fp16 cost ``2^-11`` of a
+    partial sum of at most ``PW / 4`` when the inputs are scaled to magnitude <= 1 (callers do)."""
     pw = 32 // bits
-    pos = 10 - bits
-    mask = ((1 << bits) - 1) << pos
-    lines = ["{", ".reg .b32 t, a;", ".reg .f16 l, h;", ".reg .f32 fl, fh;"]
-    for j in range(pw // 2):
-        sh = bits * j - pos
-        op = f"shr.u32 t, $1, {sh};" if sh > 0 else f"shl.b32 t, $1, {-sh};" if sh < 0 else "mov.b32 t, $1;"
-        lines += [op, f"lop3.b32 t, t, {mask | mask << 16}, {0x3C00 | 0x3C00 << 16}, 0xEA;"]
-        lines.append(f"sub.rn.f16x2 t, t, {0x3E00 | 0x3E00 << 16};")  # - 1.5, exact: |v - 1.5| <= 0.5
-        lines.append(f"mul.rn.f16x2 a, t, ${2 + j};" if j == 0 else f"fma.rn.f16x2 a, t, ${2 + j}, a;")
+    lines = ["{", ".reg .b32 t, a, c, d, u;", ".reg .f16 l, h;", ".reg .f32 fl, fh;"]
+    # constants go through registers: ptxas rejects an f16x2 immediate operand in some contexts
+    if bits == 4:  # the centres 1 + 8 / 1024 and 1 + 8 / 64
+        lines += [f"mov.b32 c, {0x3C08 | 0x3C08 << 16};", f"mov.b32 d, {0x3C80 | 0x3C80 << 16};", "shr.u32 u, $1, 8;"]
+        for j in range(4):
+            src = "$1" if j < 2 else "u"
+            mask = 0x000F000F if j % 2 == 0 else 0x00F000F0
+            lines.append(f"lop3.b32 t, {src}, {mask}, {0x3C00 | 0x3C00 << 16}, 0xEA;")
+            lines.append(f"sub.rn.f16x2 t, t, {'c' if j % 2 == 0 else 'd'};")
+            lines.append(f"mul.rn.f16x2 a, t, ${2 + j};" if j == 0 else f"fma.rn.f16x2 a, t, ${2 + j}, a;")
+    else:
+        pos = 10 - bits
+        mask = ((1 << bits) - 1) << pos
+        lines.append(f"mov.b32 c, {0x3E00 | 0x3E00 << 16};")
+        for j in range(pw // 2):
+            sh = bits * j - pos
+            op = f"shr.u32 t, $1, {sh};" if sh > 0 else f"shl.b32 t, $1, {-sh};" if sh < 0 else "mov.b32 t, $1;"
+            lines += [op, f"lop3.b32 t, t, {mask | mask << 16}, {0x3C00 | 0x3C00 << 16}, 0xEA;"]
+            lines.append("sub.rn.f16x2 t, t, c;")  # - 1.5, exact: |v - 1.5| <= 0.5
+            lines.append(f"mul.rn.f16x2 a, t, ${2 + j};" if j == 0 else f"fma.rn.f16x2 a, t, ${2 + j}, a;")
     lines += ["mov.b32 {l, h}, a;", "cvt.f32.f16 fl, l;", "cvt.f32.f16 fh, h;", "add.f32 $0, fl, fh;", "}"]
     return "\n".join(lines)
+
+
+def x_pair_gain(bits: int, pair: int) -> float:
+    """Factor by which :func:`word_dot_f16` expects input pair ``pair`` of a word (0 .. 16 / bits - 1) to be scaled:
+    the 4-bit unpack leaves codes at two scales (see :func:`_dot_asm`)."""
+    if bits == 4:
+        return 64.0 if pair % 2 == 0 else 4.0
+    return 1.0
 
 
 if HAVE_TRITON:
@@ -219,7 +242,8 @@ if HAVE_TRITON:
         """Per int32 word: ``sum_i (code_i / 2^BITS - 1/2) x_i`` in fp32, the products accumulated in fp16x2.
 
         ``x2`` is a tuple of ``32 / BITS / 2`` int32 tensors shaped like ``words``, each the fp16x2 pair of
-        inputs that pair ``j`` of the word multiplies (pair order: codes ``j`` and ``j + PW/2``)."""
+        inputs that pair ``j`` of the word multiplies (pair order: codes ``j`` and ``j + PW/2``), scaled by
+        ``x_pair_gain(BITS, j)``."""
         if ASM:
             if BITS == 2:
                 args = [words, x2[0], x2[1], x2[2], x2[3], x2[4], x2[5], x2[6], x2[7]]
@@ -232,9 +256,19 @@ if HAVE_TRITON:
             a_lo = tl.zeros(words.shape, tl.float16)
             a_hi = tl.zeros(words.shape, tl.float16)
             for j in tl.static_range(HALF):
-                v_lo, v_hi = _magic_pair(words, j, BITS, tl.float16)
-                c_lo = v_lo.to(tl.float16, bitcast=True) - 1.5
-                c_hi = v_hi.to(tl.float16, bitcast=True) - 1.5
+                if BITS == 4:  # the PTX path's values: (code - 8) / 1024 or (code - 8) / 64, exactly
+                    if j % 2 == 0:
+                        t = ((words >> (8 * (j // 2))) & 0x000F000F) | 0x3C003C00
+                        c_lo = (t & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True) - (1.0 + 8.0 / 1024.0)
+                        c_hi = (t >> 16).to(tl.int16).to(tl.float16, bitcast=True) - (1.0 + 8.0 / 1024.0)
+                    else:
+                        t = ((words >> (8 * (j // 2))) & 0x00F000F0) | 0x3C003C00
+                        c_lo = (t & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True) - (1.0 + 8.0 / 64.0)
+                        c_hi = (t >> 16).to(tl.int16).to(tl.float16, bitcast=True) - (1.0 + 8.0 / 64.0)
+                else:
+                    v_lo, v_hi = _magic_pair(words, j, BITS, tl.float16)
+                    c_lo = v_lo.to(tl.float16, bitcast=True) - 1.5
+                    c_hi = v_hi.to(tl.float16, bitcast=True) - 1.5
                 a_lo = (c_lo * _half(x2[j] & 0xFFFF) + a_lo).to(tl.float16)
                 a_hi = (c_hi * _half((x2[j] >> 16) & 0xFFFF) + a_hi).to(tl.float16)
             r = a_lo.to(tl.float32) + a_hi.to(tl.float32)

@@ -2,7 +2,8 @@
 
 ``ncu --kernel-name regex:NAME --launch-skip 5 --launch-count 1 python -m kernels.profile CASE`` profiles
 one warm launch; ``python -m kernels.profile CASE`` alone prints the compiler's register and spill
-counts of the kernel it launched. Cases: gemv_m1, gemv_slices, kv_decode, analog.
+counts of the kernel it launched. Cases: gemv_m1, gemv_slices (int4 8192^2), gemv_bundled (int4 256 x 128, the
+bundled model's GEMV: one lone program a block of rows), kv_decode, analog.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _report(handle: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kernels.profile")
-    parser.add_argument("case", choices=("gemv_m1", "gemv_slices", "kv_decode", "analog"))
+    parser.add_argument("case", choices=("gemv_m1", "gemv_slices", "gemv_bundled", "kv_decode", "analog"))
     parser.add_argument("--config", default="", help="comma-separated launch config for the gemv cases")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
@@ -73,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.case.startswith("gemv"):
         from kernels import quant_gemv as qg
 
-        qw = qg.quantize_groupwise(torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16) * 0.02, 4, 128)
-        x = torch.randn(1, 8192, device=dev, dtype=torch.bfloat16)
+        n, k = (256, 128) if args.case == "gemv_bundled" else (8192, 8192)
+        qw = qg.quantize_groupwise(torch.randn(n, k, device=dev, dtype=torch.bfloat16) * 0.02, 4, 128)
+        x = torch.randn(1, k, device=dev, dtype=torch.bfloat16)
         cfg = tuple(int(v) for v in args.config.split(",")) if args.config else None
-        style = "m1" if args.case == "gemv_m1" else "slices"
+        style = "slices" if args.case == "gemv_slices" else "m1"
         for _ in range(args.repeats):
             qg.quant_matmul(x, qw, config=cfg, gemv=style)
         kernel = qg._qgemv1_kernel if style == "m1" else qg._qgemv_kernel

@@ -296,17 +296,21 @@ if HAVE_TRITON:
         return ((u & FMASK) | 0x3F800000).to(tl.float32, bitcast=True)
 
     @triton.jit
-    def _x_f16_pairs_kernel(X, X2, XS, XSUM, GROUP: tl.constexpr):
+    def _x_f16_pairs_kernel(X, X2, XS, XSUM, GROUP: tl.constexpr, BITS: tl.constexpr):
         # One quantization group of x per program: x / 2^e as fp16 pairs with 2^e >= max |x| (so fp16 products
         # and partial sums of the GEMV stay in range and keep 11 bits relative to the group's largest input),
-        # the unscale 2^e, and the group's sum in fp32.
+        # each pair times the gain its unpack expects (kernels._unpack.x_pair_gain), the unscale 2^e, and the
+        # group's sum in fp32.
         g = tl.program_id(0)
         offs = tl.arange(0, GROUP)
         x = tl.load(X + g * GROUP + offs).to(tl.float32)
         amax = tl.max(tl.abs(x), 0)
         e = tl.minimum((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF, 253)  # amax < 2^(e - 126)
         inv = ((253 - e) << 23).to(tl.float32, bitcast=True)
-        xh = (x * inv).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+        xq = x * inv
+        if BITS == 4:  # even pairs of a word 64x, odd 4x (after the scaling: inv * 64 may overflow)
+            xq = xq * tl.where((offs // 2) % 2 == 0, 64.0, 4.0)
+        xh = xq.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
         lo, hi = tl.split(tl.reshape(xh, [GROUP // 2, 2]))
         tl.store(X2 + g * (GROUP // 2) + tl.arange(0, GROUP // 2), lo | (hi << 16))
         tl.store(XS + g, ((e + 1) << 23).to(tl.float32, bitcast=True))
@@ -340,8 +344,8 @@ if HAVE_TRITON:
         WP, S, Z, offs_n, s_ptrs, offs_ws, offs_gs, i, i_hi, N, g_hi, stride_wn, stride_wp, stride_sp,
         PLANES: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, HAS_ZERO: tl.constexpr,
     ):
-        """Words ``[BLOCK_N, GS * WPG]``, scales and zeros ``[BLOCK_N, GS]`` of step ``i`` (plane ``i % PLANES``,
-        groups from ``(i // PLANES) * GS``); all masked off once ``i`` reaches ``i_hi``."""
+        """Words ``[BLOCK_N, GS * WPG]``, scales and zeros ``[BLOCK_N, GS]`` (``[BLOCK_N]`` for one group) of step
+        ``i`` (plane ``i % PLANES``, groups from ``(i // PLANES) * GS``); all masked off once ``i`` reaches ``i_hi``."""
         g0 = (i // PLANES) * GS
         live = offs_n < tl.where(i < i_hi, N, 0)
         w = tl.load(
@@ -349,8 +353,14 @@ if HAVE_TRITON:
             mask=live[:, None] & (g0 * WPG + offs_ws < g_hi * WPG)[None, :],
             other=0,
         )
-        sz_off = (i % PLANES) * stride_sp + s_ptrs[:, None] + g0 + offs_gs[None, :]
-        sz_mask = live[:, None] & (g0 + offs_gs < g_hi)[None, :]
+        if GS == 1:
+            # one scale and zero a row, in the layout of the word tile's rows: a [BLOCK_N, 1] tile would need a
+            # layout conversion (shared memory and two barriers) every step to broadcast over the words
+            sz_off = (i % PLANES) * stride_sp + s_ptrs + g0
+            sz_mask = live
+        else:
+            sz_off = (i % PLANES) * stride_sp + s_ptrs[:, None] + g0 + offs_gs[None, :]
+            sz_mask = live[:, None] & (g0 + offs_gs < g_hi)[None, :]
         sc = tl.load(S + sz_off, mask=sz_mask, other=0.0).to(tl.float32)
         if HAS_ZERO:
             z = tl.load(Z + sz_off, mask=sz_mask, other=0.0).to(tl.float32)
@@ -439,24 +449,30 @@ if HAVE_TRITON:
                 WP, S, Z, offs_n, s_ptrs, offs_ws, offs_gs, i_lo, i_hi, N, g_hi, stride_wn, stride_wp, stride_sp,
                 PLANES, GS, WPG, HAS_ZERO,
             )
-            for i in range(i_lo, i_hi):
+            for i in tl.range(i_lo, i_hi, loop_unroll_factor=2):
                 g0 = (i // PLANES) * GS
                 w_n, sc_n, z_n = _f16acc_step_loads(
                     WP, S, Z, offs_n, s_ptrs, offs_ws, offs_gs, i + 1, i_hi, N, g_hi, stride_wn, stride_wp,
                     stride_sp, PLANES, GS, WPG, HAS_ZERO,
                 )
-                g_in = g0 + offs_gs < g_hi
-                xs = tl.load(XS + g0 + offs_gs, mask=g_in, other=0.0)
-                xsum = tl.load(XSUM + g0 + offs_gs, mask=g_in, other=0.0)
                 x2 = _x_pairs(xps_ptrs + g0 * (GROUP // 2), g0 * WPG + offs_ws < g_hi * WPG, BITS)
                 t = word_dot_f16(w, x2, BITS, ASM)
-                acc3 += tl.reshape(t, [BLOCK_N, GS, WPG]) * (sc * (R * xs)[None, :])[:, :, None]
                 # s (q - z) = 2^bits s (q / 2^bits - 1/2) - s (z - 2^bits / 2)
-                z_acc += tl.sum(sc * (z - R / 2) * xsum[None, :], 1)
+                if GS == 1:  # i < i_hi, so the step's group is in range
+                    xs = tl.load(XS + g0)
+                    acc += t * (sc * (R * xs))[:, None]
+                    z_acc += sc * (z - R / 2) * tl.load(XSUM + g0)
+                else:
+                    g_in = g0 + offs_gs < g_hi
+                    xs = tl.load(XS + g0 + offs_gs, mask=g_in, other=0.0)
+                    xsum = tl.load(XSUM + g0 + offs_gs, mask=g_in, other=0.0)
+                    acc3 += tl.reshape(t, [BLOCK_N, GS, WPG]) * (sc * (R * xs)[None, :])[:, :, None]
+                    z_acc += tl.sum(sc * (z - R / 2) * xsum[None, :], 1)
                 w = w_n
                 sc = sc_n
                 z = z_n
-            acc += tl.reshape(tl.sum(acc3, 1), [BLOCK_N, WPG])
+            if GS > 1:
+                acc += tl.reshape(tl.sum(acc3, 1), [BLOCK_N, WPG])
         else:
             for g in range(g_lo, g_hi):
                 x_sum = tl.zeros([WPG], tl.float32)
@@ -587,6 +603,8 @@ if HAVE_TRITON:
 
 
 GEMV_MAX_M = 8
+# the f16acc path's default (groups per step, BLOCK_N, split-K ways, num_warps, num_stages) per scheme
+F16ACC_CONFIG = {"int4": (2, 64, 4, 2, 1), "int2": (2, 32, 8, 1, 1), "ternary": (2, 32, 8, 1, 1)}
 M1_UNPACK = ("auto", "fp32", "f16acc", "asm", "int")
 # "auto" takes f16acc from this many weights up: below, its extra launch (_x_f16_pairs_kernel) costs more than
 # the fewer instructions per code save (H200 measurements in docs/benchmarks.md)
@@ -605,7 +623,10 @@ def _launch_config(m: int, qw: QuantizedWeight, gemv: str, unpack: str = "fp32")
     g = qw.group_size
     per_word = 32 // qw.bits
     if m == 1 and gemv == "m1" and unpack == "f16acc":
-        return (1, 16, 1, 4, 1) if interpreting() else (1, 64, 8, 2, 1)  # fastest on the H200 (2026-12-02)
+        if interpreting():
+            return (1, 16, 1, 4, 1)
+        # fastest on the H200 at 8192^2, 28672 x 8192 and 8192 x 28672 (2026-12-02, PTX word dot), or within 1%
+        return F16ACC_CONFIG[qw.scheme]
     if m == 1 and gemv == "m1":
         return (1, 16, 1, 4, 1) if interpreting() else (1, 64, 8, 2, 3)  # fastest on the H100 (2026-11-23)
     if m <= GEMV_MAX_M and gemv != "dot":
@@ -701,7 +722,7 @@ def quant_matmul(
             xp = torch.empty(qw.k // 2, device=x.device, dtype=torch.int32)
             xs = torch.empty(groups, device=x.device, dtype=torch.float32)
             xsum = torch.empty_like(xs)
-            _x_f16_pairs_kernel[(groups,)](x, xp, xs, xsum, GROUP=qw.group_size)
+            _x_f16_pairs_kernel[(groups,)](x, xp, xs, xsum, GROUP=qw.group_size, BITS=qw.bits)
         else:  # unread by the other paths
             xp, xs, xsum = qw.packed, qw.scales, qw.scales
         _qgemv1_kernel[(triton.cdiv(qw.n, block_n), split_k)](
@@ -728,7 +749,7 @@ def quant_matmul(
             BLOCK_N=block_n,
             SPLIT_K=split_k,
             PAIRS=unpack in ("asm", "int"),
-            ASM=unpack == "asm" and not interpreting(),
+            ASM=unpack in ("asm", "f16acc") and not interpreting(),  # f16acc: the PTX word dot (kernels._unpack)
             F16ACC=f16acc,
             GS=block_m if f16acc else 1,  # config's first field: groups per step of the f16acc loop
             num_warps=warps,

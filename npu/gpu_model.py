@@ -366,8 +366,10 @@ QUANT_SCHEMES = {"int4": (4, 1, True), "int2": (2, 1, True), "ternary": (2, 2, F
 
 
 F16ACC_MIN_WEIGHTS = 1 << 25  # kernels.quant_gemv's threshold for unpack="auto" (a test keeps the two equal)
-# registers per thread of the f16acc GEMV at its default config, as triton 3.6 compiled it on the H200 (2026-12-02)
-F16ACC_REGS = {"int4": 125, "int2": 76, "ternary": 79}
+# kernels.quant_gemv.F16ACC_CONFIG (a test keeps the two equal): groups a step, BLOCK_N, split-K ways, warps
+F16ACC_CONFIG = {"int4": (2, 64, 4, 2), "int2": (2, 32, 8, 1), "ternary": (2, 32, 8, 1)}
+# registers per thread of the f16acc GEMV at that config (offline sm_90 compile, triton 3.6, as on the device)
+F16ACC_REGS = {"int4": 168, "int2": 128, "ternary": 127}
 
 
 def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64, split_ways: int = 8,
@@ -386,12 +388,13 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
     two FMAs apply the scale and the zero point; x's group sums are recomputed by every block of
     ``block_n`` rows, which read x from L2.
 
-    From ``F16ACC_MIN_WEIGHTS`` up, the f16acc path (1, 64, 8, 2, 1): first one program per group turns
-    x into fp16 pairs with a per-group scale and sum; then per pair of codes a shift, a LOP3, an HSUB2 and
-    one fp16x2 FMA (2 lane-ops a code), per word a widening add and the scale's FMA; then the split-K sum.
-    Its loads are staged in registers one step (one group of one plane) ahead, not pipelined through shared
-    memory, and a step's work is far shorter than a load's latency: every step waits (``iters``), and the
-    programs an SM holds at once follow from the compiled registers (``F16ACC_REGS``).
+    From ``F16ACC_MIN_WEIGHTS`` up, the f16acc path at ``F16ACC_CONFIG`` (``block_n``, ``split_ways`` and
+    ``warps`` do not apply): first one program per group turns x into fp16 pairs with a per-group scale and
+    sum; then per pair of codes a LOP3, an HSUB2 and one fp16x2 FMA, and for 2-bit codes a shift (int4 shifts
+    once a word), per word two widenings, an add and the scale's FMA; then the split-K sum. Its loads are
+    staged in registers one step (two groups of one plane) ahead, not pipelined through shared memory: every
+    step waits (``iters``), and the programs an SM holds at once follow from the compiled registers
+    (``F16ACC_REGS``).
     """
     if scheme not in QUANT_SCHEMES:
         raise ValueError(f"quant_gemv: scheme must be one of {', '.join(QUANT_SCHEMES)}; got {scheme!r}")
@@ -403,17 +406,22 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
         raise ValueError(f"quant_gemv: k={k} is not a multiple of the group size {group}")
     per_word = 32 // bits
     groups = k // group
+    f16acc = n * k >= F16ACC_MIN_WEIGHTS if unpack == "auto" else unpack == "f16acc"
+    step_groups = 1
+    if f16acc:
+        step_groups, block_n, split_ways, warps = F16ACC_CONFIG[scheme]
     split = max(1, min(split_ways, groups))
     weights = planes * n * k * bits / 8 + planes * n * groups * BF16 * (2 if zeros else 1)
     name = f"gemv_{scheme}"
     blocks = _cdiv(n, block_n)
     out = split * n * 4 if split > 1 else n * BF16
-    f16acc = n * k >= F16ACC_MIN_WEIGHTS if unpack == "auto" else unpack == "f16acc"
     if f16acc:
+        pairs = per_word // 2
+        word_ops = pairs * (3 if bits == 4 else 4) + (1 if bits == 4 else 0) + 4
         prep = Work(name, hbm_bytes=k * BF16 + k * 2 + groups * 8, fma=4.0 * k, programs=groups, warps=4)
         main = Work(name, hbm_bytes=weights + k * 2 + groups * 8 + out, l2_bytes=(blocks - 1) * (k * 2 + groups * 8),
-                    fma=2.0 * planes * n * k + 3.0 * planes * n * (k // per_word), programs=blocks * split,
-                    warps=warps, iters=_cdiv(groups, split) * planes, regs=F16ACC_REGS[scheme])
+                    fma=float(word_ops * planes * n * (k // per_word)), programs=blocks * split, warps=warps,
+                    iters=_cdiv(_cdiv(groups, split), step_groups) * planes, regs=F16ACC_REGS[scheme])
         launches = [prep, main]
     else:
         main = Work(name, hbm_bytes=weights + k * BF16 + out, l2_bytes=(blocks - 1) * k * BF16,

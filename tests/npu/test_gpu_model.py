@@ -252,14 +252,21 @@ def test_quant_gemv_f16acc_chain_hand_counted():
     from kernels import quant_gemv as kq
 
     assert gm.F16ACC_MIN_WEIGHTS == kq.F16ACC_MIN_WEIGHTS  # the model follows the kernel's "auto" choice
+    assert {s: c[:4] for s, c in kq.F16ACC_CONFIG.items()} == gm.F16ACC_CONFIG  # and its default launch
     w = gm.quant_gemv(8192, 4096, "int4")  # 2^25 weights: x to fp16 pairs, the GEMV, the split-K sum
     prep, main, reduce = w.parts
     groups = 4096 // 128
     assert prep.hbm_bytes == 4096 * 2 + 4096 * 2 + groups * 8 and prep.programs == groups
     packed = 8192 * 4096 // 2 + 8192 * groups * 2 * 2  # int4 codes, bf16 scale and zero per group
-    assert main.hbm_bytes == packed + 4096 * 2 + groups * 8 + 8 * 8192 * 4
-    assert main.fma == 2.0 * 8192 * 4096 + 3.0 * 8192 * (4096 // 8) and main.unpack == 0
-    assert main.programs == 128 * 8 and reduce.hbm_bytes == 8 * 8192 * 4 + 8192 * 2
+    # int4 at (2 groups a step, 64 rows, 4 splits, 2 warps): 4 splits of 8 groups, 4 steps a program
+    assert main.hbm_bytes == packed + 4096 * 2 + groups * 8 + 4 * 8192 * 4
+    # a word: 4 pairs x (LOP3, HSUB2, HFMA2), one shift, two widenings, an add and the scale's FMA
+    assert main.fma == (4 * 3 + 1 + 4) * 8192 * (4096 // 8) and main.unpack == 0
+    assert main.programs == 128 * 4 and main.iters == 4 and main.regs == 168
+    assert reduce.hbm_bytes == 4 * 8192 * 4 + 8192 * 2
+    two = gm.quant_gemv(8192, 4096, "int2").parts[1]  # (2, 32, 8, 1): 8 splits of 4 groups, 2 steps
+    assert two.programs == 256 * 8 and two.iters == 2 and two.warps == 1
+    assert two.fma == (8 * 4 + 4) * 8192 * (4096 // 16)
     assert len(gm.quant_gemv(4096, 4096, "int4").parts) == 2  # below the threshold: the fp32 path
     assert len(gm.quant_gemv(2048, 2048, "int4").parts) == 2  # below the threshold: the fp32 path
 
