@@ -60,7 +60,7 @@ def _dot_asm(bits: int) -> str:
     4-bit, with no shift for half the pairs (the nibbles at bits 0-3 and 4-7 of each half are masked in place, then
     those at 8-15 after one shift of the word): LOP3 gives ``1 + code / 1024`` or ``1 + code / 64`` and HSUB2 takes
     ``1 + 8 / 1024`` or ``1 + 8 / 64`` off, so the value is ``(code - 8) / 1024`` or ``(code - 8) / 64`` exactly;
-    the caller stores the inputs of the first kind 64x and of the second 4x (:func:`x_pair_gain`), so every
+    the caller stores the inputs of the first kind 64x and of the second 4x (``_x_f16_pairs_kernel``), so every
     product is ``(code - 8) / 16 * x`` either way. ``PW / 2`` products per half in fp16 cost ``2^-11`` of a
     partial sum of at most ``PW / 4`` when the inputs are scaled to magnitude <= 1 (callers do)."""
     pw = 32 // bits
@@ -86,14 +86,6 @@ def _dot_asm(bits: int) -> str:
             lines.append(f"mul.rn.f16x2 a, t, ${2 + j};" if j == 0 else f"fma.rn.f16x2 a, t, ${2 + j}, a;")
     lines += ["mov.b32 {l, h}, a;", "cvt.f32.f16 fl, l;", "cvt.f32.f16 fh, h;", "add.f32 $0, fl, fh;", "}"]
     return "\n".join(lines)
-
-
-def x_pair_gain(bits: int, pair: int) -> float:
-    """Factor by which :func:`word_dot_f16` expects input pair ``pair`` of a word (0 .. 16 / bits - 1) to be scaled:
-    the 4-bit unpack leaves codes at two scales (see :func:`_dot_asm`)."""
-    if bits == 4:
-        return 64.0 if pair % 2 == 0 else 4.0
-    return 1.0
 
 
 if HAVE_TRITON:
@@ -242,8 +234,8 @@ if HAVE_TRITON:
         """Per int32 word: ``sum_i (code_i / 2^BITS - 1/2) x_i`` in fp32, the products accumulated in fp16x2.
 
         ``x2`` is a tuple of ``32 / BITS / 2`` int32 tensors shaped like ``words``, each the fp16x2 pair of
-        inputs that pair ``j`` of the word multiplies (pair order: codes ``j`` and ``j + PW/2``), scaled by
-        ``x_pair_gain(BITS, j)``."""
+        inputs that pair ``j`` of the word multiplies (pair order: codes ``j`` and ``j + PW/2``); 4-bit words take
+        even pairs 64x and odd ones 4x (see ``_dot_asm``)."""
         if ASM:
             if BITS == 2:
                 args = [words, x2[0], x2[1], x2[2], x2[3], x2[4], x2[5], x2[6], x2[7]]

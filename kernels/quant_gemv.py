@@ -299,7 +299,7 @@ if HAVE_TRITON:
     def _x_f16_pairs_kernel(X, X2, XS, XSUM, GROUP: tl.constexpr, BITS: tl.constexpr):
         # One quantization group of x per program: x / 2^e as fp16 pairs with 2^e >= max |x| (so fp16 products
         # and partial sums of the GEMV stay in range and keep 11 bits relative to the group's largest input),
-        # each pair times the gain its unpack expects (kernels._unpack.x_pair_gain), the unscale 2^e, and the
+        # each pair times the gain its unpack expects (kernels._unpack._dot_asm), the unscale 2^e, and the
         # group's sum in fp32.
         g = tl.program_id(0)
         offs = tl.arange(0, GROUP)
@@ -344,8 +344,8 @@ if HAVE_TRITON:
         WP, S, Z, offs_n, s_ptrs, offs_ws, offs_gs, i, i_hi, N, g_hi, stride_wn, stride_wp, stride_sp,
         PLANES: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, HAS_ZERO: tl.constexpr,
     ):
-        """Words ``[BLOCK_N, GS * WPG]``, scales and zeros ``[BLOCK_N, GS]`` (``[BLOCK_N]`` for one group) of step
-        ``i`` (plane ``i % PLANES``, groups from ``(i // PLANES) * GS``); all masked off once ``i`` reaches ``i_hi``."""
+        """Words ``[BLOCK_N, GS * WPG]``, scales and zeros ``[BLOCK_N, GS]`` of step ``i`` (plane ``i % PLANES``,
+        groups from ``(i // PLANES) * GS``); all masked off once ``i`` reaches ``i_hi``."""
         g0 = (i // PLANES) * GS
         live = offs_n < tl.where(i < i_hi, N, 0)
         w = tl.load(
@@ -353,14 +353,8 @@ if HAVE_TRITON:
             mask=live[:, None] & (g0 * WPG + offs_ws < g_hi * WPG)[None, :],
             other=0,
         )
-        if GS == 1:
-            # one scale and zero a row, in the layout of the word tile's rows: a [BLOCK_N, 1] tile would need a
-            # layout conversion (shared memory and two barriers) every step to broadcast over the words
-            sz_off = (i % PLANES) * stride_sp + s_ptrs + g0
-            sz_mask = live
-        else:
-            sz_off = (i % PLANES) * stride_sp + s_ptrs[:, None] + g0 + offs_gs[None, :]
-            sz_mask = live[:, None] & (g0 + offs_gs < g_hi)[None, :]
+        sz_off = (i % PLANES) * stride_sp + s_ptrs[:, None] + g0 + offs_gs[None, :]
+        sz_mask = live[:, None] & (g0 + offs_gs < g_hi)[None, :]
         sc = tl.load(S + sz_off, mask=sz_mask, other=0.0).to(tl.float32)
         if HAS_ZERO:
             z = tl.load(Z + sz_off, mask=sz_mask, other=0.0).to(tl.float32)
@@ -457,22 +451,16 @@ if HAVE_TRITON:
                 )
                 x2 = _x_pairs(xps_ptrs + g0 * (GROUP // 2), g0 * WPG + offs_ws < g_hi * WPG, BITS)
                 t = word_dot_f16(w, x2, BITS, ASM)
+                g_in = g0 + offs_gs < g_hi
+                xs = tl.load(XS + g0 + offs_gs, mask=g_in, other=0.0)
+                xsum = tl.load(XSUM + g0 + offs_gs, mask=g_in, other=0.0)
+                acc3 += tl.reshape(t, [BLOCK_N, GS, WPG]) * (sc * (R * xs)[None, :])[:, :, None]
                 # s (q - z) = 2^bits s (q / 2^bits - 1/2) - s (z - 2^bits / 2)
-                if GS == 1:  # i < i_hi, so the step's group is in range
-                    xs = tl.load(XS + g0)
-                    acc += t * (sc * (R * xs))[:, None]
-                    z_acc += sc * (z - R / 2) * tl.load(XSUM + g0)
-                else:
-                    g_in = g0 + offs_gs < g_hi
-                    xs = tl.load(XS + g0 + offs_gs, mask=g_in, other=0.0)
-                    xsum = tl.load(XSUM + g0 + offs_gs, mask=g_in, other=0.0)
-                    acc3 += tl.reshape(t, [BLOCK_N, GS, WPG]) * (sc * (R * xs)[None, :])[:, :, None]
-                    z_acc += tl.sum(sc * (z - R / 2) * xsum[None, :], 1)
+                z_acc += tl.sum(sc * (z - R / 2) * xsum[None, :], 1)
                 w = w_n
                 sc = sc_n
                 z = z_n
-            if GS > 1:
-                acc += tl.reshape(tl.sum(acc3, 1), [BLOCK_N, WPG])
+            acc += tl.reshape(tl.sum(acc3, 1), [BLOCK_N, WPG])
         else:
             for g in range(g_lo, g_hi):
                 x_sum = tl.zeros([WPG], tl.float32)
