@@ -14,9 +14,13 @@ Numerics (``x [M, K]``, ``W [N, K]`` as in ``nn.Linear``, config :class:`AnalogC
 4. **Read noise**: ``z += sqrt(read_noise^2 * sum_{k in t} (c/L)^2 + out_noise^2) * eps``, one
    standard normal ``eps`` per output and tile. This is the exact distribution of independent
    Gaussian read noise of std ``read_noise`` on every unit weight (a sum of Gaussians) plus
-   additive output noise ``out_noise``. The kernel draws ``eps`` with Philox (``tl.randn``) keyed by
-   ``seed + t`` and counter ``m * N + n``; the reference draws it with torch, so the two agree in
-   distribution, not sample by sample.
+   additive output noise ``out_noise``. The kernel draws ``eps`` with Philox4x32-10 keyed by ``seed + t``;
+   the reference draws it with torch, so the two agree in distribution, not sample by sample. On the GPU
+   one Philox call feeds four outputs a thread holds (counter: the flat offset ``m * N + n`` of the first),
+   through two Box-Muller transforms at the special-function unit's precision (inline PTX, 18 SASS
+   instructions a normal against 190 for one ``tl.randn`` an output); which four share a call follows the
+   launch config, so a seed reproduces a sample for one config. The interpreter draws ``tl.randn`` per
+   output, counter ``m * N + n``.
 5. **ADC**: ``z`` is clipped to ``[-adc_bound, adc_bound]`` and rounded to
    ``A = 2^(adc_bits-1) - 1`` levels per sign: ``q = floor(z * A / adc_bound + 1/2) * adc_bound / A``.
 6. **Digital sum**: ``y[m, n] = r_m * sum_t s[t, n] q[m, t, n] (+ bias[n])``, output in ``x``'s dtype.
@@ -49,6 +53,34 @@ __all__ = [
     "analog_matmul",
     "analog_matmul_reference",
 ]
+
+
+def _philox_normal_asm(rounds: int = 10) -> str:
+    """PTX for four outputs a call: ``$0..3 = z + std * eps`` (``z`` in ``$4..7``, ``std`` in ``$8..11``) with four
+    standard normals from one Philox4x32 call (counter ``$12``, key ``$16``; the constants and round structure
+    of ``triton.language.random.philox``, so the words equal ``tl.randint4x(key, counter)``) through two
+    Box-Muller transforms: ``sqrt(-2 ln u1) (cos, sin)(2 pi u2)``, ``u1`` in ``(0, 1]`` and ``2 pi u2`` in
+    ``[-pi, pi)`` from the top 23 bits of a word, with MUFU ``lg2``, ``sqrt``, ``sin`` and ``cos``."""
+    mul_a, mul_b, key_a, key_b = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85
+    lines = ["{", ".reg .b32 c0, c1, c2, c3, k0, k1, h0, l0, h1, l1, a, b, r, s, c;", ".reg .b64 w;",
+             "mov.b32 c0, $12;", "mov.b32 c1, 0;", "mov.b32 c2, 0;", "mov.b32 c3, 0;", "mov.b32 k0, $16;",
+             "mov.b32 k1, 0;"]
+    for i in range(rounds):
+        lines += [f"mul.wide.u32 w, c0, {mul_a};", "mov.b64 {l0, h0}, w;", f"mul.wide.u32 w, c2, {mul_b};",
+                  "mov.b64 {l1, h1}, w;", "xor.b32 c0, h1, c1;", "xor.b32 c0, c0, k0;", "xor.b32 c2, h0, c3;",
+                  "xor.b32 c2, c2, k1;", "mov.b32 c1, l1;", "mov.b32 c3, l0;"]
+        if i < rounds - 1:
+            lines += [f"add.u32 k0, k0, {key_a};", f"add.u32 k1, k1, {key_b};"]
+    for j, (u, v) in enumerate((("c0", "c1"), ("c2", "c3"))):
+        lines += [f"shr.u32 a, {u}, 9;", "or.b32 a, a, 0x3F800000;", "sub.ftz.f32 a, 0f40000000, a;",  # 2 - [1, 2)
+                  "lg2.approx.ftz.f32 a, a;", "mul.ftz.f32 a, a, 0fBFB17218;", "sqrt.approx.ftz.f32 r, a;",  # -2 ln 2
+                  f"shr.u32 b, {v}, 9;", "or.b32 b, b, 0x40000000;", "sub.ftz.f32 b, b, 0f40400000;",  # [2, 4) - 3
+                  "mul.ftz.f32 b, b, 0f40490FDB;", "sin.approx.ftz.f32 s, b;", "cos.approx.ftz.f32 c, b;",  # x pi
+                  "mul.ftz.f32 c, r, c;", "mul.ftz.f32 s, r, s;",
+                  f"fma.rn.ftz.f32 ${2 * j}, ${8 + 2 * j}, c, ${4 + 2 * j};",
+                  f"fma.rn.ftz.f32 ${2 * j + 1}, ${9 + 2 * j}, s, ${5 + 2 * j};"]
+    lines.append("}")
+    return "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +207,19 @@ def _check_x(x: torch.Tensor, aw: AnalogWeights) -> None:
 
 if HAVE_TRITON:
 
+    _NOISE_ASM = tl.constexpr(_philox_normal_asm())
+    _NOISE_CONSTRAINTS = tl.constexpr(",".join(["=r"] * 4 + ["r"] * 16))
+
+    @triton.jit
+    def add_normal_noise4(z, std, counter, key):
+        """``z + std * eps``, ``eps`` standard normal, four elements a Philox call (``_philox_normal_asm``): each
+        group of four that a thread holds takes the counter of its first element. ``std`` broadcasts to
+        ``z``; ``counter`` is int32 like ``z``, ``key`` an int32 scalar."""
+        sd = tl.full(z.shape, 0.0, tl.float32) + std
+        cnt = tl.full(z.shape, 0, tl.int32) + counter
+        k = tl.full(z.shape, 0, tl.int32) + key
+        return tl.inline_asm_elementwise(_NOISE_ASM, _NOISE_CONSTRAINTS, [z, sd, cnt, k], tl.float32, True, 4)
+
     @triton.jit
     def _dac_kernel(
         X,
@@ -226,12 +271,16 @@ if HAVE_TRITON:
         read_var,
         out_var,
         NOISE: tl.constexpr,
+        ASM: tl.constexpr,
     ):
         z = acc * inv_levels
         if NOISE:
             sq = tl.load(SQ + offs_m * n_tiles + t, mask=m_mask, other=0.0)
             std = tl.sqrt(read_var * sq + out_var)
-            z += std[:, None] * tl.randn(seed + t, rng_offs)
+            if ASM:
+                z = add_normal_noise4(z, std[:, None], rng_offs, seed + t)
+            else:
+                z += std[:, None] * tl.randn(seed + t, rng_offs)
         z = tl.minimum(tl.maximum(z, -adc_bound), adc_bound)
         q = tl.math.floor(z * (adc_levels / adc_bound) + 0.5) * (adc_bound / adc_levels)
         s = tl.load(S + t * N + offs_n, mask=n_mask, other=0.0)
@@ -260,6 +309,7 @@ if HAVE_TRITON:
         out_var,
         TILE: tl.constexpr,
         NOISE: tl.constexpr,
+        ASM: tl.constexpr,
         HAS_BIAS: tl.constexpr,
         NESTED: tl.constexpr,
         BLOCK_M: tl.constexpr,
@@ -314,6 +364,7 @@ if HAVE_TRITON:
                     read_var,
                     out_var,
                     NOISE,
+                    ASM,
                 )
         else:
             # one flat K loop; the tile epilogue runs when a chunk closes a tile
@@ -344,6 +395,7 @@ if HAVE_TRITON:
                         read_var,
                         out_var,
                         NOISE,
+                        ASM,
                     )
                     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         r = tl.load(R + offs_m, mask=m_mask, other=0.0)
@@ -382,6 +434,8 @@ def analog_matmul(
         raise ValueError(f"bias must be [{aw.n}]; got {tuple(bias.shape)}")
     if out is not None and (out.shape != (m, aw.n) or out.dtype != x.dtype or out.stride(1) != 1):
         raise ValueError(f"out must be a {x.dtype} tensor of shape ({m}, {aw.n}) with unit column stride")
+    if not (isinstance(seed, int) and 0 <= seed < 2**31):
+        raise ValueError(f"seed must be an integer in [0, 2^31); got {seed!r}")
     if m * aw.n >= 2**31:
         raise ValueError(f"M * N = {m * aw.n} is too large for the 32-bit noise counter; split the batch")
     if not use_triton("kernels.analog_matmul", x, aw.unit, aw.scales):
@@ -437,6 +491,7 @@ def analog_matmul(
         cfg.out_noise**2,
         TILE=cfg.tile_rows,
         NOISE=cfg.noisy,
+        ASM=not interpreting(),
         NESTED=nested,
         HAS_BIAS=bias is not None,
         BLOCK_M=block_m,

@@ -552,6 +552,7 @@ def bench_analog(env: Env) -> list[Row]:
                 (128, 128, 64, 8, 4, True),
                 (128, 128, 64, 8, 4, False),
                 (128, 128, 64, 4, 4, True),
+                (128, 128, 128, 8, 3, True),
             ]
             best: tuple[float, tuple | None] = (float("inf"), None)
             for c in candidates if env.cuda else [None]:

@@ -92,3 +92,40 @@ def test_bad_config_and_inputs(device):
     aw = program_weights(torch.randn(4, 32), AnalogConfig(tile_rows=32))
     with pytest.raises(ValueError, match="x must be"):
         analog_matmul(torch.randn(3, 16), aw)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the PTX noise path runs on the GPU only")
+def test_gpu_noise_is_box_muller_of_tritons_philox_words(rng):
+    """The PTX path's four normals a call are Box-Muller of the words ``tl.randint4x`` gives for the same key and
+    counter (so a wrong Philox round or constant changes every value), at MUFU precision."""
+    triton = pytest.importorskip("triton")
+    tl = triton.language
+    from kernels.analog_matmul import add_normal_noise4
+
+    @triton.jit
+    def _draw(Out, W, key, counter, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        cnt = tl.full([BLOCK], 0, tl.int32) + counter  # every group of four takes the same counter
+        # z varies, so the compiler cannot fold the call on uniform operands into one scalar call
+        tl.store(Out + offs, add_normal_noise4(offs.to(tl.float32) * 0.25, 2.0, cnt, key))
+        a, b, c, d = tl.randint4x(key, cnt)
+        tl.store(W + offs * 4, a.to(tl.int32, bitcast=True))
+        tl.store(W + offs * 4 + 1, b.to(tl.int32, bitcast=True))
+        tl.store(W + offs * 4 + 2, c.to(tl.int32, bitcast=True))
+        tl.store(W + offs * 4 + 3, d.to(tl.int32, bitcast=True))
+
+    key, counter = (int(v) for v in torch.randint(0, 2**30, (2,), generator=rng))
+    out = torch.empty(512, device="cuda")
+    words = torch.empty(512 * 4, device="cuda", dtype=torch.int32)
+    _draw[(1,)](out, words, key, counter, BLOCK=512, num_warps=4)
+    u = words[:4].cpu().double()
+    u = torch.where(u < 0, u + 2**32, u)
+    top = torch.floor(u / 512)  # the top 23 bits, as the PTX takes them
+    u1, u2 = 1.0 - top[[0, 2]] / 2**23, top[[1, 3]] / 2**23 * 2.0 - 1.0  # (0, 1] and [-1, 1)
+    r = torch.sqrt(-2.0 * torch.log(u1))
+    normals = torch.stack([r[0] * torch.cos(torch.pi * u2[0]), r[0] * torch.sin(torch.pi * u2[0]),
+                           r[1] * torch.cos(torch.pi * u2[1]), r[1] * torch.sin(torch.pi * u2[1])])
+    got = (out.cpu().double() - torch.arange(512, dtype=torch.float64) * 0.25) / 2.0
+    err = (got[:, None] - normals[None, :]).abs()
+    assert float(err.min(1).values.max()) < 2e-5  # every output is one of the four
+    assert sorted(torch.bincount(err.argmin(1), minlength=4).tolist()) == [128] * 4  # each of the four a quarter
