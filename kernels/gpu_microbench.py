@@ -24,6 +24,9 @@ constants are properties of the GPU, not of the kernels it predicts:
   in one CUDA graph, per call: what the libraries' smallest kernels cost;
 - ``dram_hop_us`` / ``l2_hop_us``: one thread chasing pointers through a random cycle of 128-byte slots
   over 256 MiB (HBM) and 1 MiB (L2), per hop;
+- ``splitk_fixup_us``: 256 launches in one CUDA graph of 16 x 8 two-warp programs that each store a 64-float partial
+  row, with and without the split-K fixup of ``kernels.quant_gemv`` after it (barrier, acq_rel atomic count, the
+  last program's reload and sum of the partials, its store, the count's reset), per call: what the fixup adds;
 - ``regs_per_sm`` / ``smem_per_sm_kib``: the device's properties.
 
 ``--out FILE`` writes the spec TOML; ``--tiny`` with ``TRITON_INTERPRET=1`` checks the script on CPU.
@@ -118,6 +121,24 @@ def _empty_kernel(Y):
 def _touch_kernel(X, Y, BLOCK: tl.constexpr):
     offs = tl.arange(0, BLOCK)
     tl.store(Y + offs, tl.load(X + offs) * 2.0 + 1.0)
+
+
+@triton.jit
+def _splitk_tail_kernel(X, P, CNT, Y, N, SPLIT: tl.constexpr, FIXUP: tl.constexpr, BLOCK: tl.constexpr):
+    # the end of a split-K program of kernels.quant_gemv: store an fp32 partial row; with FIXUP, count in (barrier,
+    # acq_rel atomic) and, as the last of the row block, sum the partials (.cg loads), store y, reset the count
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    y = tl.load(X + offs) * 2.0
+    tl.store(P + tl.program_id(1) * N + offs, y)
+    if FIXUP:
+        tl.debug_barrier()
+        arrived = tl.atomic_add(CNT + tl.program_id(0), 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT - 1:
+            y = tl.zeros([BLOCK], tl.float32)
+            for s in tl.static_range(SPLIT):
+                y += tl.load(P + s * N + offs, cache_modifier=".cg")
+            tl.store(Y + offs, y)
+            tl.atomic_xchg(CNT + tl.program_id(0), 0, sem="relaxed", scope="gpu")
 
 
 @triton.jit
@@ -221,6 +242,19 @@ def measure(env: Env) -> GPUSpec:
     dst = torch.empty_like(src)
     kernel_min = _graph_time_per_call(lambda i: _touch_kernel[(1,)](src[i], dst[i], BLOCK=1024), calls, env)
 
+    # the split-K fixup's tail: 16 row blocks of 64 x 8 splits (2 warps a program, one wave), with and without it
+    blocks, split, width = (16, 8, 64) if env.cuda else (2, 2, 16)
+    n = blocks * width
+    xk = torch.rand(calls, n, device=dev, dtype=torch.float32)
+    parts = torch.empty(calls, split, n, device=dev, dtype=torch.float32)
+    yk = torch.empty(calls, n, device=dev, dtype=torch.float32)
+    counts = torch.zeros(blocks, device=dev, dtype=torch.int32)
+    tails = [_graph_time_per_call(lambda i, f=f: _splitk_tail_kernel[(blocks, split)](
+        xk[i], parts[i], counts, yk[i], n, SPLIT=split, FIXUP=f, BLOCK=width, num_warps=2), calls, env)
+        for f in (False, True)]
+    if not torch.allclose(yk[0], 2.0 * split * xk[0]):
+        raise RuntimeError("gpu_microbench: the split-K fixup kernel summed its partials wrongly")
+
     # a loop whose iterations wait for their loads: 8 KB bf16 tiles, from L2 (1 MB window) and from HBM
     rows, cols = (64, 64) if env.cuda else (4, 8)
     tile = rows * cols
@@ -312,6 +346,7 @@ def measure(env: Env) -> GPUSpec:
         sdpa_min_us=_sig(sdpa_min * 1e6),
         dram_hop_us=_sig(dram_hop * 1e6),
         l2_hop_us=_sig(l2_hop * 1e6),
+        splitk_fixup_us=_sig(max(0.0, tails[1] - tails[0]) * 1e6),
         regs_per_sm=regs_per_sm,
         smem_per_sm_kib=_sig(smem_per_sm),
         measured=f"{name}, torch {torch.__version__}, triton {triton.__version__}, {when}; "

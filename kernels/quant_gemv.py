@@ -370,6 +370,8 @@ if HAVE_TRITON:
         Z,
         B,
         Y,
+        P,
+        CNT,
         N,
         K,
         stride_wp,
@@ -497,24 +499,25 @@ if HAVE_TRITON:
                     else:
                         acc += (sc * R)[:, None] * t - (sc * (z + R))[:, None] * x_sum[None, :]
         y = tl.sum(acc, 1) - z_acc
-        if SPLIT_K == 1:
+        if SPLIT_K > 1:
+            # split-K in the one launch: each program stores its fp32 partial row and counts itself in (an atomic
+            # per row block); the last to arrive sums the partials, writes y and resets the count for the next
+            # call. The barrier orders every thread's partial before the count's release; .cg reads skip L1.
+            tl.store(P + tl.program_id(1) * N + offs_n, y, mask=n_mask)
+            tl.debug_barrier()
+            arrived = tl.atomic_add(CNT + tl.program_id(0), 1, sem="acq_rel", scope="gpu")
+            if arrived == SPLIT_K - 1:
+                y = tl.zeros([BLOCK_N], tl.float32)
+                for s in tl.static_range(SPLIT_K):
+                    y += tl.load(P + s * N + offs_n, mask=n_mask, other=0.0, cache_modifier=".cg")
+                if HAS_BIAS:
+                    y += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+                tl.store(Y + offs_n, y.to(Y.dtype.element_ty), mask=n_mask)
+                tl.atomic_xchg(CNT + tl.program_id(0), 0, sem="relaxed", scope="gpu")
+        else:
             if HAS_BIAS:
                 y += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
             tl.store(Y + offs_n, y.to(Y.dtype.element_ty), mask=n_mask)
-        else:
-            tl.store(Y + tl.program_id(1) * N + offs_n, y, mask=n_mask)
-
-    @triton.jit
-    def _splitk_sum_kernel(P, B, Y, N, SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
-        # y = sum of the SPLIT_K fp32 partial rows (+ bias), cast to y's dtype: one launch after the GEMV.
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < N
-        y = tl.zeros([BLOCK], tl.float32)
-        for s in tl.static_range(SPLIT_K):
-            y += tl.load(P + s * N + offs, mask=mask, other=0.0)
-        if HAS_BIAS:
-            y += tl.load(B + offs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _qmm_kernel(
@@ -598,6 +601,24 @@ M1_UNPACK = ("auto", "fp32", "f16acc", "asm", "int")
 # the fewer instructions per code save (H200 measurements in docs/benchmarks.md)
 F16ACC_MIN_WEIGHTS = 1 << 25
 GEMV_KERNELS = ("m1", "slices", "dot")
+
+
+_SPLIT_COUNTS: dict[torch.device, torch.Tensor] = {}
+
+
+def _split_counts(device: torch.device, blocks: int) -> torch.Tensor:
+    """Zeroed int32 arrival counts, one per row block, for the M=1 kernel's split-K (each call leaves them zero).
+
+    One buffer per device, allocated on first use and kept (a CUDA graph that captured it replays on it), so calls
+    that use it must not run concurrently on two streams."""
+    counts = _SPLIT_COUNTS.get(device)
+    if counts is None or counts.numel() < blocks:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("quant_matmul: run it once outside CUDA-graph capture first (it allocates its "
+                               "split-K counters on first use)")
+        counts = torch.zeros(max(blocks, 1 << 14), device=device, dtype=torch.int32)
+        _SPLIT_COUNTS[device] = counts
+    return counts
 
 
 def _m1_unpack(unpack: str, qw: QuantizedWeight) -> str:
@@ -703,7 +724,12 @@ def quant_matmul(
         raise ValueError(f"gemv must be one of {', '.join(GEMV_KERNELS)}; got {gemv!r}")
     if m == 1 and gemv == "m1":
         split_k = max(1, min(block_k, qw.k // qw.group_size))  # config's third field: split-K ways
-        dest = y if split_k == 1 else torch.empty((split_k, qw.n), device=x.device, dtype=torch.float32)
+        blocks = triton.cdiv(qw.n, block_n)
+        if split_k > 1:
+            partials = torch.empty((split_k, qw.n), device=x.device, dtype=torch.float32)
+            counts = _split_counts(x.device, blocks)
+        else:  # unread
+            partials, counts = y, y
         f16acc = unpack == "f16acc"
         groups = qw.k // qw.group_size
         if f16acc:  # x as fp16 pairs scaled per group, the unscales and the group sums
@@ -713,13 +739,15 @@ def quant_matmul(
             _x_f16_pairs_kernel[(groups,)](x, xp, xs, xsum, GROUP=qw.group_size, BITS=qw.bits)
         else:  # unread by the other paths
             xp, xs, xsum = qw.packed, qw.scales, qw.scales
-        _qgemv1_kernel[(triton.cdiv(qw.n, block_n), split_k)](
+        _qgemv1_kernel[(blocks, split_k)](
             x,
             qw.packed,
             qw.scales,
             z,
             bias if bias is not None else qw.scales,
-            dest,
+            y,
+            partials,
+            counts,
             qw.n,
             qw.k,
             qw.packed.stride(0),
@@ -743,17 +771,6 @@ def quant_matmul(
             num_warps=warps,
             num_stages=stages,
         )
-        if split_k > 1:
-            block = min(1024, next_pow2(qw.n))
-            _splitk_sum_kernel[(triton.cdiv(qw.n, block),)](
-                dest,
-                bias if bias is not None else dest,
-                y,
-                qw.n,
-                SPLIT_K=split_k,
-                HAS_BIAS=bias is not None,
-                BLOCK=block,
-            )
         return y
     elif m <= GEMV_MAX_M and gemv != "dot":
         if block_m < m:

@@ -35,6 +35,9 @@ own file). Every rate in it is measured by ``python -m kernels.gpu_microbench`` 
                        in a CUDA graph: the floor of its split kernel + reduction
 - ``dram_hop_us`` / ``l2_hop_us``  one dependent load (a pointer chase by one thread, random order over
                        256 MiB / 1 MiB): the round trip a load whose address is another load's value adds
+- ``splitk_fixup_us``   what the split-K fixup adds to a launch (``quant_gemv``'s last-program sum: barrier, acq_rel
+                       atomic count, reload of the partials, store); a spec that lacks it (measured before the
+                       field existed) takes three dependent L2 round trips, ``3 x l2_hop_us``, instead
 - ``regs_per_sm`` / ``smem_per_sm_kib``  the SM's register file and shared memory (device properties): with a
                        kernel's registers per thread and shared bytes (ptxas), how many programs an SM holds
 
@@ -46,9 +49,10 @@ loads on a program's path to its first result (``depth``: a gather whose address
 is two), and the loop iterations of its longest program that wait for their loads. A launch chain
 (``parts``: e.g. a GEMV and its split-K sum) is the sum of its launches, each predicted on its own. One launch takes
 
-    floor + first + (depth - 1) * hop + max(hbm_bytes / bw, l2_bytes / l2, compute, chain)
+    floor + first + (depth - 1) * hop + fixup + max(hbm_bytes / bw, l2_bytes / l2, compute, chain)
     floor   = kernel_min (Triton), cublas_min (cuBLAS), sdpa_min - kernel_min (cuDNN's split kernel of SDPA)
     first   = dram_iter - l2_iter when its data come from HBM (the first load's extra round trip), else 0
+    fixup   = splitk_fixup_us for a launch that ends with the split-K fixup, else 0
     hop     = dram_hop (l2_hop when the data stay in L2): each further dependent load
     bw      = copy, or programs * sm_gbps when fewer programs than SMs (Little's law)
     compute = max(overlap * spread, sum * share * sms * 4 / min(4, warps)): sum = mma / mma_rate + attn /
@@ -116,6 +120,7 @@ class GPUSpec:
     l2_hop_us: float
     regs_per_sm: int
     smem_per_sm_kib: float
+    splitk_fixup_us: float = 0.0  # 0: not measured (a spec from before the field); see fixup_us()
     measured: str = ""
 
     def __post_init__(self) -> None:
@@ -147,7 +152,8 @@ def load_spec(spec: str | Path) -> GPUSpec:
     unknown = sorted(set(raw) - fields)
     if unknown:
         raise ValueError(f"GPU spec {path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
-    missing = sorted(f.name for f in dataclasses.fields(GPUSpec) if f.name not in raw and f.name != "measured")
+    missing = sorted(f.name for f in dataclasses.fields(GPUSpec)
+                     if f.name not in raw and f.default is dataclasses.MISSING)
     if missing:
         raise ValueError(f"GPU spec {path}: missing key {missing[0]!r}")
     return GPUSpec(**raw)
@@ -176,7 +182,8 @@ class Work:
     those of the grid's last program where it runs a different loop (it starts in the last wave, so its
     chain follows the other waves'; 0: like the others); ``hops`` the dependent loads in the longest program's
     loop after its first result's path (a gather whose address is the previous load's value: each a ``hop``);
-    ``program_work`` each program's share of the compute in launch order (empty: programs are equal).
+    ``program_work`` each program's share of the compute in launch order (empty: programs are equal);
+    ``splitk_fixup`` whether its programs end with ``quant_gemv``'s split-K fixup (``GPUSpec.splitk_fixup_us``).
     ``parts`` is a launch chain: the call's time is the sum of its parts' (the other fields then hold their
     totals).
     """
@@ -201,6 +208,7 @@ class Work:
     smem: int = 0
     floor: str = ""
     depth: int = 1
+    splitk_fixup: bool = False
     parts: tuple[Work, ...] = ()
 
     def __add__(self, other: Work) -> Work:
@@ -257,6 +265,12 @@ def dispatch_spread(work: int | tuple[float, ...], sms: int) -> float:
     return max(busy) * sms / total
 
 
+def fixup_us(spec: GPUSpec) -> float:
+    """The split-K fixup's cost: measured, or for a spec without the field its three dependent L2 round trips (the
+    partial's store acknowledged before the release, the atomic, the reload)."""
+    return spec.splitk_fixup_us if spec.splitk_fixup_us > 0 else 3 * spec.l2_hop_us
+
+
 def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
     """Time of ``w`` on ``spec``; with ``l2_resident`` its HBM bytes come from L2 (a working set that fits)."""
     if w.parts:
@@ -283,7 +297,7 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
         bw = min(bw, w.programs * (sm_l2 if l2_resident else sm_hbm))
         l2_bw = min(l2_bw, w.programs * sm_l2)
     t = {
-        "launch": w.launches * (floor + first) + max(0, w.depth - 1) * hop,
+        "launch": w.launches * (floor + first) + max(0, w.depth - 1) * hop + w.splitk_fixup * fixup_us(spec) * us,
         "hbm": w.hbm_bytes / bw,
         "l2": w.l2_bytes / l2_bw,
         "mma": w.mma_flops / (spec.mma_tflops * 1e12),
@@ -368,8 +382,9 @@ QUANT_SCHEMES = {"int4": (4, 1, True), "int2": (2, 1, True), "ternary": (2, 2, F
 F16ACC_MIN_WEIGHTS = 1 << 25  # kernels.quant_gemv's threshold for unpack="auto" (a test keeps the two equal)
 # kernels.quant_gemv.F16ACC_CONFIG (a test keeps the two equal): groups a step, BLOCK_N, split-K ways, warps
 F16ACC_CONFIG = {"int4": (2, 64, 4, 2), "int2": (2, 32, 8, 1), "ternary": (2, 32, 8, 1)}
-# registers per thread of the f16acc GEMV at that config (offline sm_90 compile, triton 3.6, as on the device)
-F16ACC_REGS = {"int4": 168, "int2": 128, "ternary": 127}
+# registers per thread of the f16acc GEMV at that config (offline sm_90 compile, triton 3.6, as on the device; int4's
+# 168 became 251 with the split-K fixup after the loop, for no fewer instructions: 4 programs an SM instead of 6)
+F16ACC_REGS = {"int4": 251, "int2": 128, "ternary": 127}
 
 
 def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64, split_ways: int = 8,
@@ -378,12 +393,16 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
     or "auto": as the kernel chooses).
 
     Below ``F16ACC_MIN_WEIGHTS`` weights, the fp32 path (1, 64, 8, 2, 3): the kernel on a grid of
-    ``cdiv(n, block_n) x split`` programs (2 warps; split = min(8, groups); counted with no waited
-    iterations, though Triton does not pipeline its loads: on the H200 num_stages 1 and 3 time the same.
-    At the decode-step suite's shapes a program runs 1 or 2 groups, and counting each as a wait moved the
-    suite's MAPE from 19.7% to 23.1% on the H100 and from 20.8% to 21.0% on the H200, so it is left out),
-    then, with split-K, one kernel that sums
-    the fp32 partial rows and casts into y; without, the kernel writes y itself. Per code: one unpack
+    ``cdiv(n, block_n) x split`` programs (2 warps; split = min(8, groups)). Triton does not pipeline its loads
+    (on the H200 num_stages 1 and 3 time the same), so every group of a program after its first waits for its
+    loads (``iters``; the first group's wait is the launch's first load): on the H200 a second group a program
+    adds 1.28 us (OLMoE's 2048 x 2048 against 2048 x 1024 int4, 5.47 against 4.19 us, 2026-12-02), one
+    ``dram_iter_us`` is 1.65. (Counting the first group as a wait too over-predicts the one-group programs by
+    11-42%; before the split-K sum moved into this launch, counting any wait moved the suite's MAPE from 19.7% to
+    23.1% on the H100, which the second launch's floor had hidden.)
+    With split-K, the same launch finishes the sum: each program writes its fp32 partial row and counts itself
+    in with an atomic, and the last of a row block re-reads the partials from L2, sums them and casts into y
+    (``splitk_fixup``); without, the kernel writes y. Per code: one unpack
     (shift and LOP3 into the mantissa of 1.0, and the FMA with x that consumes it); per packed word,
     two FMAs apply the scale and the zero point; x's group sums are recomputed by every block of
     ``block_n`` rows, which read x from L2.
@@ -391,7 +410,7 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
     From ``F16ACC_MIN_WEIGHTS`` up, the f16acc path at ``F16ACC_CONFIG`` (``block_n``, ``split_ways`` and
     ``warps`` do not apply): first one program per group turns x into fp16 pairs with a per-group scale and
     sum; then per pair of codes a LOP3, an HSUB2 and one fp16x2 FMA, and for 2-bit codes a shift (int4 shifts
-    once a word), per word two widenings, an add and the scale's FMA; then the split-K sum. Its loads are
+    once a word), per word two widenings, an add and the scale's FMA; the split-K sum as above. Its loads are
     staged in registers one step (two groups of one plane) ahead, not pipelined through shared memory: every
     step waits (``iters``), and the programs an SM holds at once follow from the compiled registers
     (``F16ACC_REGS``).
@@ -414,24 +433,24 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
     weights = planes * n * k * bits / 8 + planes * n * groups * BF16 * (2 if zeros else 1)
     name = f"gemv_{scheme}"
     blocks = _cdiv(n, block_n)
-    out = split * n * 4 if split > 1 else n * BF16
+    # split-K: fp32 partial rows written, re-read from L2 and summed by the last program of each row block
+    out = split * n * 4 + n * BF16 if split > 1 else n * BF16
+    fixup = dict(l2_bytes=split * n * 4, fma=split * n) if split > 1 else dict(l2_bytes=0, fma=0)
     if f16acc:
         pairs = per_word // 2
         word_ops = pairs * (3 if bits == 4 else 4) + (1 if bits == 4 else 0) + 4
         prep = Work(name, hbm_bytes=k * BF16 + k * 2 + groups * 8, fma=4.0 * k, programs=groups, warps=4)
-        main = Work(name, hbm_bytes=weights + k * 2 + groups * 8 + out, l2_bytes=(blocks - 1) * (k * 2 + groups * 8),
-                    fma=float(word_ops * planes * n * (k // per_word)), programs=blocks * split, warps=warps,
-                    iters=_cdiv(_cdiv(groups, split), step_groups) * planes, regs=F16ACC_REGS[scheme])
-        launches = [prep, main]
-    else:
-        main = Work(name, hbm_bytes=weights + k * BF16 + out, l2_bytes=(blocks - 1) * k * BF16,
-                    fma=2 * planes * n * (k // per_word) + blocks * k, unpack=planes * n * k,
-                    programs=blocks * split, warps=warps)
-        launches = [main]
-    if split > 1:
-        launches.append(Work(name, hbm_bytes=split * n * 4 + n * BF16, fma=split * n,
-                             programs=_cdiv(n, min(1024, _pow2(n)))))
-    return chain(name, *launches)
+        main = Work(name, hbm_bytes=weights + k * 2 + groups * 8 + out,
+                    l2_bytes=(blocks - 1) * (k * 2 + groups * 8) + fixup["l2_bytes"],
+                    fma=float(word_ops * planes * n * (k // per_word) + fixup["fma"]), programs=blocks * split,
+                    warps=warps, iters=_cdiv(_cdiv(groups, split), step_groups) * planes, regs=F16ACC_REGS[scheme],
+                    splitk_fixup=split > 1)
+        return chain(name, prep, main)
+    main = Work(name, hbm_bytes=weights + k * BF16 + out, l2_bytes=(blocks - 1) * k * BF16 + fixup["l2_bytes"],
+                fma=2 * planes * n * (k // per_word) + blocks * k + fixup["fma"], unpack=planes * n * k,
+                programs=blocks * split, warps=warps, splitk_fixup=split > 1,
+                iters=_cdiv(groups, split) - 1)
+    return chain(name, main)
 
 
 def _gather_rows(name: str, m: int, k: int, ncols: int, nnz: int, *, has_vals: bool, val_bytes: int, idx_bytes: int,

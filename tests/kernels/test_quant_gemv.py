@@ -62,6 +62,21 @@ def test_quant_matmul_matches_dequantized_product(scheme, m, device, rng):
         assert rel_err(y, exact) < 1e-2
 
 
+def test_split_k_in_one_launch_is_deterministic_and_leaves_its_counts_zero(device, rng):
+    # 13 row blocks of 16; 8 groups over 4 and 3 splits: the last program of each block sums the partials in split
+    # order, so a repeated call is bit-identical, and it resets the block's arrival count for the next call
+    n, k, group = 200, 256, 32
+    qw = _quantize(randn(n, k, g=rng), "int4", group).to(device)
+    x = randn(1, k, g=rng, dtype=torch.bfloat16, device=device)
+    bias = randn(n, g=rng, dtype=torch.bfloat16, device=device)
+    exact = x.double() @ dequantize(qw, torch.float64).t() + bias.double()
+    for cfg, unpack in (((1, 16, 4, 4, 1), "fp32"), ((1, 16, 3, 4, 1), "fp32"), ((2, 16, 4, 4, 1), "f16acc")):
+        first = quant_matmul(x, qw, bias, config=cfg, unpack=unpack, out=poisoned((1, n), x.dtype, device))
+        again = quant_matmul(x, qw, bias, config=cfg, unpack=unpack, out=poisoned((1, n), x.dtype, device))
+        assert rel_err(first, exact) < 1e-2 and torch.equal(first, again)
+    assert int(quant_gemv._split_counts(x.device, 1).abs().sum()) == 0
+
+
 def test_quantization_error_is_what_the_format_allows(rng):
     w = randn(64, 256, g=rng)
     err = {s: rel_err(dequantize(_quantize(w, s, 64)), w) for s in ("int4", "int2", "ternary")}
