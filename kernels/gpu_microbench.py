@@ -24,6 +24,8 @@ constants are properties of the GPU, not of the kernels it predicts:
   in one CUDA graph, per call: what the libraries' smallest kernels cost;
 - ``dram_hop_us`` / ``l2_hop_us``: one thread chasing pointers through a random cycle of 128-byte slots
   over 256 MiB (HBM) and 1 MiB (L2), per hop;
+- ``cublas_program_gbps``: cuBLAS's one-row bf16 GEMV at 64 x 8192 and 64 x 32768 (rotated past L2, CUDA graph):
+  the slope of time against weight bytes, over the programs its kernel runs (profiled with torch.profiler);
 - ``splitk_fixup_us``: 256 launches in one CUDA graph of 16 x 8 two-warp programs that each store a 64-float partial
   row, with and without the split-K fixup of ``kernels.quant_gemv`` after it (barrier, acq_rel atomic count, the
   last program's reload and sum of the partials, its store, the count's reset), per call: what the fixup adds;
@@ -172,6 +174,46 @@ def _chase_kernel(P, Y, R):
     tl.store(Y, i)
 
 
+def _kernel_grids(fn) -> list[int]:
+    """Programs of each GPU kernel one call of ``fn`` launches (torch.profiler's trace)."""
+    import json
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        prof.export_chrome_trace(f.name)
+        events = json.load(open(f.name)).get("traceEvents", [])
+    grids = [e.get("args", {}).get("grid") or [0] for e in events if e.get("cat") == "kernel"]
+    return [int(torch.tensor(g).prod()) for g in grids]
+
+
+def _cublas_program_gbps(env: Env, dtype: torch.dtype) -> float:
+    """Bytes a second one program of cuBLAS's one-row bf16 GEMV streams from HBM: ``F.linear`` of 1 x k by 64 x k at
+    k = 8192 and 32768 (1 and 4 MiB of weight, rotated past L2, in a CUDA graph), the slope of time against bytes
+    over the programs of its kernel (profiled; both sizes must launch one kernel of the same grid, else 0)."""
+    if not env.cuda:
+        return 1.0
+    times, grids, sizes = [], [], []
+    for k in (8192, 32768):
+        copies = max(2, -(-2 * env.l2_bytes // (64 * k * 2)))
+        xs = torch.randn(copies, 1, k, device=env.device, dtype=dtype)
+        ws = torch.randn(copies, 64, k, device=env.device, dtype=dtype)
+        call = lambda i, xs=xs, ws=ws: torch.nn.functional.linear(xs[i], ws[i])  # noqa: E731
+        times.append(_graph_time_per_call(call, copies, env))
+        grids.append(_kernel_grids(lambda call=call: call(0)))
+        sizes.append(64 * k * 2)
+    if len(grids[0]) != 1 or grids[0] != grids[1] or times[1] <= times[0]:
+        print(f"cublas_program_gbps: cuBLAS launched {grids}; not one kernel of one grid, left unmeasured")
+        return 0.0
+    return (sizes[1] - sizes[0]) / (times[1] - times[0]) / grids[0][0]
+
+
 def _hop_time(nbytes: int, hops: int, env: Env) -> float:
     """Seconds per dependent load over a random cycle through ``nbytes`` of 128-byte slots."""
     slot = 16  # int64 elements: 128 bytes, so every hop touches a new line
@@ -307,6 +349,7 @@ def measure(env: Env) -> GPUSpec:
     xs1 = torch.randn(calls, 1, 64, device=dev, dtype=dtype)
     ws1 = torch.randn(calls, 64, 64, device=dev, dtype=dtype)
     cublas_min = _graph_time_per_call(lambda i: torch.nn.functional.linear(xs1[i], ws1[i]), calls, env)
+    cublas_program = _cublas_program_gbps(env, dtype)
     qs1 = torch.randn(calls, 1, 1, 1, 64, device=dev, dtype=dtype)
     ks1, vs1 = (torch.randn(calls, 1, 1, 64, 64, device=dev, dtype=dtype) for _ in range(2))
     sdpa_min = _graph_time_per_call(
@@ -347,6 +390,7 @@ def measure(env: Env) -> GPUSpec:
         dram_hop_us=_sig(dram_hop * 1e6),
         l2_hop_us=_sig(l2_hop * 1e6),
         splitk_fixup_us=_sig(max(0.0, tails[1] - tails[0]) * 1e6),
+        cublas_program_gbps=_sig(cublas_program / 1e9),
         regs_per_sm=regs_per_sm,
         smem_per_sm_kib=_sig(smem_per_sm),
         measured=f"{name}, torch {torch.__version__}, triton {triton.__version__}, {when}; "

@@ -35,6 +35,10 @@ own file). Every rate in it is measured by ``python -m kernels.gpu_microbench`` 
                        in a CUDA graph: the floor of its split kernel + reduction
 - ``dram_hop_us`` / ``l2_hop_us``  one dependent load (a pointer chase by one thread, random order over
                        256 MiB / 1 MiB): the round trip a load whose address is another load's value adds
+- ``cublas_program_gbps``  bytes a second ONE program of cuBLAS's one-row GEMV kernel streams from HBM (the slope
+                       of its time against weight bytes at 64 rows, over its profiled grid): its TMA loads keep
+                       more bytes in flight than ``sm_gbps``'s Triton copy; a spec without it caps cuBLAS's programs
+                       like Triton's, ``sm_gbps x warps / 4``
 - ``splitk_fixup_us``   what the split-K fixup adds to a launch (``quant_gemv``'s last-program sum: barrier, acq_rel
                        atomic count, reload of the partials, store); a spec that lacks it (measured before the
                        field existed) takes three dependent L2 round trips, ``3 x l2_hop_us``, instead
@@ -54,7 +58,8 @@ is two), and the loop iterations of its longest program that wait for their load
     first   = dram_iter - l2_iter when its data come from HBM (the first load's extra round trip), else 0
     fixup   = splitk_fixup_us for a launch that ends with the split-K fixup, else 0
     hop     = dram_hop (l2_hop when the data stay in L2): each further dependent load
-    bw      = copy, or programs * sm_gbps when fewer programs than SMs (Little's law)
+    bw      = copy, or programs * sm_gbps when fewer programs than SMs (Little's law; cuBLAS's programs at
+              cublas_program_gbps where measured)
     compute = max(overlap * spread, sum * share * sms * 4 / min(4, warps)): sum = mma / mma_rate + attn /
               attn_rate + fma / fma_rate + unpack / unpack_rate + exp / exp_rate + loads / load_rate;
               overlap = max(mma and attn terms, the others' sum); spread = the busiest SM's work over the
@@ -121,6 +126,7 @@ class GPUSpec:
     regs_per_sm: int
     smem_per_sm_kib: float
     splitk_fixup_us: float = 0.0  # 0: not measured (a spec from before the field); see fixup_us()
+    cublas_program_gbps: float = 0.0  # 0: not measured; cuBLAS programs are then capped like Triton's (sm_gbps)
     measured: str = ""
 
     def __post_init__(self) -> None:
@@ -293,6 +299,8 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
     l2_bw = spec.l2_gbps * 1e9
     if 0 < w.programs < spec.sms:  # Little's law: only `programs` SMs keep bytes in flight
         sm_hbm = spec.sm_gbps * 1e9 * w.warps / 4  # bytes in flight grow with the warps issuing loads
+        if w.floor == "cublas" and spec.cublas_program_gbps > 0:
+            sm_hbm = spec.cublas_program_gbps * 1e9  # the library kernel's own measured rate a program
         sm_l2 = sm_hbm * spec.dram_iter_us / max(spec.l2_iter_us, 1e-3)  # same bytes, shorter wait
         bw = min(bw, w.programs * (sm_l2 if l2_resident else sm_hbm))
         l2_bw = min(l2_bw, w.programs * sm_l2)

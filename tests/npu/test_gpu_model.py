@@ -45,6 +45,17 @@ def test_quant_gemv_int4_counts():
     assert w.parts[0].iters == 0 and big.parts[0].iters == 1  # a program's groups after its first wait for loads
 
 
+def test_cublas_programs_stream_at_their_measured_rate():
+    # 64 x 2048 runs one 12-warp cuBLAS program: capped at 3 x sm_gbps, or at cublas_program_gbps where measured
+    w = gm.linear_bf16(1, 64, 2048)
+    assert w.programs == 1 and w.warps == 12
+    assert gm.predict(w, SPEC).terms["hbm"] == pytest.approx(w.hbm_bytes / (SPEC.sm_gbps * 3e9))
+    fast = dataclasses.replace(SPEC, cublas_program_gbps=90.0)
+    assert gm.predict(w, fast).terms["hbm"] == pytest.approx(w.hbm_bytes / 90e9)
+    triton = gm.quant_gemv(128, 128, "int4").parts[0]  # a Triton launch keeps the Little's-law cap
+    assert gm.predict(triton, fast).terms["hbm"] == pytest.approx(gm.predict(triton, SPEC).terms["hbm"])
+
+
 def test_quant_gemv_ternary_has_two_planes_and_no_zeros():
     w = gm.quant_gemv(4, 128, "ternary")
     assert w.unpack == 2 * 4 * 128
