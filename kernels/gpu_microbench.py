@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import sys
 from pathlib import Path
 
@@ -47,6 +48,7 @@ import triton.language as tl
 
 from kernels._common import codes_to_float, interpreting
 from kernels.bench import Env, bench, bench_roofline
+from kernels.profile import launched_kernels
 from npu.gpu_model import GPUSpec, write_spec
 
 
@@ -174,25 +176,6 @@ def _chase_kernel(P, Y, R):
     tl.store(Y, i)
 
 
-def _kernel_grids(fn) -> list[int]:
-    """Programs of each GPU kernel one call of ``fn`` launches (torch.profiler's trace)."""
-    import json
-    import tempfile
-
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        prof.export_chrome_trace(f.name)
-        events = json.load(open(f.name)).get("traceEvents", [])
-    grids = [e.get("args", {}).get("grid") or [0] for e in events if e.get("cat") == "kernel"]
-    return [int(torch.tensor(g).prod()) for g in grids]
-
-
 def _cublas_program_gbps(env: Env, dtype: torch.dtype) -> float:
     """Bytes a second one program of cuBLAS's one-row bf16 GEMV streams from HBM: ``F.linear`` of 1 x k by 64 x k at
     k = 8192 and 32768 (1 and 4 MiB of weight, rotated past L2, in a CUDA graph), the slope of time against bytes
@@ -206,7 +189,7 @@ def _cublas_program_gbps(env: Env, dtype: torch.dtype) -> float:
         ws = torch.randn(copies, 64, k, device=env.device, dtype=dtype)
         call = lambda i, xs=xs, ws=ws: torch.nn.functional.linear(xs[i], ws[i])  # noqa: E731
         times.append(_graph_time_per_call(call, copies, env))
-        grids.append(_kernel_grids(lambda call=call: call(0)))
+        grids.append([math.prod(k["grid"] or [0]) for k in launched_kernels(lambda call=call: call(0))])
         sizes.append(64 * k * 2)
     if len(grids[0]) != 1 or grids[0] != grids[1] or times[1] <= times[0]:
         print(f"cublas_program_gbps: cuBLAS launched {grids}; not one kernel of one grid, left unmeasured")

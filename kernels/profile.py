@@ -19,6 +19,24 @@ import tempfile
 import torch
 
 
+def launched_kernels(fn) -> list[dict]:
+    """The GPU kernels one call of ``fn`` launches, from a torch.profiler trace: name, grid, block and duration (us)."""
+    import json
+
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        prof.export_chrome_trace(f.name)
+        events = json.load(open(f.name)).get("traceEvents", [])
+    return [{"name": e["name"][:120], "grid": e.get("args", {}).get("grid"), "block": e.get("args", {}).get("block"),
+             "us": e.get("dur")} for e in events if e.get("cat") == "kernel"]
+
+
 def compiled_kernels(fn: object) -> list:
     """The compiled kernels a Triton ``JITFunction`` holds (one per specialization launched so far)."""
     handles = []

@@ -146,25 +146,14 @@ def launch_profile(ops: list[Op], env: Env, path) -> dict:
     calls (cuBLAS GEMV, PyTorch SDPA) and for the launch chains of ``kernels/``.
     """
     import json
-    import tempfile
 
-    from torch.profiler import ProfilerActivity, profile
+    from kernels.profile import launched_kernels
 
     gen = torch.Generator(device=env.device).manual_seed(0)
     out = []
     for op in ops:
         call = build(op, gen, env.device)
-        call()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            call()
-            torch.cuda.synchronize()
-        with tempfile.NamedTemporaryFile(suffix=".json") as f:
-            prof.export_chrome_trace(f.name)
-            events = json.load(open(f.name)).get("traceEvents", [])
-        kernels = [{"name": e["name"][:120], "grid": e.get("args", {}).get("grid"),
-                    "block": e.get("args", {}).get("block"), "us": e.get("dur")}
-                   for e in events if e.get("cat") == "kernel"]
+        kernels = launched_kernels(call)
         out.append({"call": op.key, "kernels": kernels})
         print(op.key, "->", "; ".join(f"{k['name'][:60]} grid={k['grid']} block={k['block']}" for k in kernels),
               flush=True)
