@@ -183,7 +183,7 @@ def _cublas_program_gbps(env: Env, dtype: torch.dtype) -> float:
     if not env.cuda:
         return 1.0
     times, grids, sizes = [], [], []
-    for k in (8192, 32768):
+    for k in (512, 1536):
         copies = max(2, -(-2 * env.l2_bytes // (64 * k * 2)))
         xs = torch.randn(copies, 1, k, device=env.device, dtype=dtype)
         ws = torch.randn(copies, 64, k, device=env.device, dtype=dtype)
