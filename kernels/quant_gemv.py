@@ -604,6 +604,7 @@ GEMV_KERNELS = ("m1", "slices", "dot")
 
 
 _SPLIT_COUNTS: dict[torch.device, torch.Tensor] = {}
+_RETIRED_COUNTS: list[torch.Tensor] = []  # outgrown buffers stay allocated: a captured CUDA graph may still use one
 
 
 def _split_counts(device: torch.device, blocks: int) -> torch.Tensor:
@@ -616,6 +617,8 @@ def _split_counts(device: torch.device, blocks: int) -> torch.Tensor:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             raise RuntimeError("quant_matmul: run it once outside CUDA-graph capture first (it allocates its "
                                "split-K counters on first use)")
+        if device in _SPLIT_COUNTS:
+            _RETIRED_COUNTS.append(_SPLIT_COUNTS[device])
         counts = torch.zeros(max(blocks, 1 << 14), device=device, dtype=torch.int32)
         _SPLIT_COUNTS[device] = counts
     return counts
