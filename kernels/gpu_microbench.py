@@ -29,6 +29,9 @@ constants are properties of the GPU, not of the kernels it predicts:
 - ``splitk_fixup_us``: 256 launches in one CUDA graph of 16 x 8 two-warp programs that each store a 64-float partial
   row, with and without the split-K fixup of ``kernels.quant_gemv`` after it (barrier, acq_rel atomic count, the
   last program's reload and sum of the partials, its store, the count's reset), per call: what the fixup adds;
+- ``lone_instr_ns``: one program of 2 warps running straight-line code once (16 and 64 unrolled steps of unpack and
+  FMA on 4 words a thread, each call on its own words, 256 calls in one CUDA graph), the slope of its time against
+  the compiled kernel's SASS instruction count (cuobjdump): what an instruction costs a lone program on its one pass;
 - ``regs_per_sm`` / ``smem_per_sm_kib``: the device's properties.
 
 ``--out FILE`` writes the spec TOML; ``--tiny`` with ``TRITON_INTERPRET=1`` checks the script on CPU.
@@ -48,7 +51,7 @@ import triton.language as tl
 
 from kernels._common import codes_to_float, interpreting
 from kernels.bench import Env, bench, bench_roofline
-from kernels.profile import launched_kernels
+from kernels.profile import compiled_kernels, launched_kernels, sass_opcodes
 from npu.gpu_model import GPUSpec, write_spec
 
 
@@ -114,6 +117,22 @@ def _load_kernel(T, Y, R, TABLE: tl.constexpr, BLOCK: tl.constexpr):
         acc0 += tl.load(T + i0)
         acc1 += tl.load(T + i1)
     tl.store(Y + offs, acc0 + acc1)
+
+
+@triton.jit
+def _straight_kernel(W, Y, STEPS: tl.constexpr, BLOCK: tl.constexpr):
+    # unrolled, so each step is new code: the program issues every instruction once, as a one-group GEMV does
+    offs = tl.arange(0, BLOCK)
+    w = tl.load(W + offs)
+    a0 = tl.zeros([BLOCK], tl.float32)
+    a1 = tl.zeros([BLOCK], tl.float32)
+    for j in tl.static_range(STEPS):
+        c = codes_to_float(((w ^ ((j * 40503 + 1) & 0xFFFF)) >> (4 * (j % 7))) & 15)
+        if j % 2 == 0:
+            a0 = a0 * 0.5 + c
+        else:
+            a1 = a1 * 0.5 + c
+    tl.store(Y + offs, a0 + a1)
 
 
 @triton.jit
@@ -195,6 +214,26 @@ def _cublas_program_gbps(env: Env, dtype: torch.dtype) -> float:
         print(f"cublas_program_gbps: cuBLAS launched {grids}; not one kernel of one grid, left unmeasured")
         return 0.0
     return (sizes[1] - sizes[0]) / (times[1] - times[0]) / grids[0][0]
+
+
+def _lone_instr_s(env: Env) -> float:
+    """Seconds per SASS instruction of straight-line code one 2-warp program issues once: ``_straight_kernel`` at 16
+    and 64 steps, 256 calls on distinct words in one CUDA graph; 0 where the SASS cannot be read (no cuobjdump)."""
+    calls = 256 if env.cuda else 2
+    words = torch.randint(0, 2**31 - 1, (calls, 256), device=env.device, dtype=torch.int32)
+    out = torch.empty(calls, 256, device=env.device, dtype=torch.float32)
+    times, instr = [], []
+    for steps in (16, 64):
+        launch = lambda i, s=steps: _straight_kernel[(1,)](words[i], out[i], STEPS=s, BLOCK=256, num_warps=2)  # noqa: E731
+        launch(0)
+        ops = sass_opcodes(compiled_kernels(_straight_kernel)[-1])
+        if not ops:
+            return 0.0
+        instr.append(sum(ops.values()))
+        times.append(_graph_time_per_call(launch, calls, env))
+    if instr[1] <= instr[0]:
+        return 0.0
+    return max(0.0, times[1] - times[0]) / (instr[1] - instr[0])
 
 
 def _hop_time(nbytes: int, hops: int, env: Env) -> float:
@@ -340,6 +379,7 @@ def measure(env: Env) -> GPUSpec:
 
     dram_hop = _hop_time(256 << 20 if env.cuda else 4096, 20000 if env.cuda else 4, env)
     l2_hop = _hop_time(1 << 20 if env.cuda else 4096, 20000 if env.cuda else 4, env)
+    lone_instr = _lone_instr_s(env) if env.cuda else 0.0
     regs_per_sm = int(getattr(props, "regs_per_multiprocessor", 65536)) if props else 65536
     smem_per_sm = (getattr(props, "shared_memory_per_multiprocessor", 233472) if props else 233472) / 1024
 
@@ -374,6 +414,7 @@ def measure(env: Env) -> GPUSpec:
         l2_hop_us=_sig(l2_hop * 1e6),
         splitk_fixup_us=_sig(max(0.0, tails[1] - tails[0]) * 1e6),
         cublas_program_gbps=_sig(cublas_program / 1e9),
+        lone_instr_ns=_sig(lone_instr * 1e9),
         regs_per_sm=regs_per_sm,
         smem_per_sm_kib=_sig(smem_per_sm),
         measured=f"{name}, torch {torch.__version__}, triton {triton.__version__}, {when}; "

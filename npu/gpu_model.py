@@ -42,6 +42,9 @@ own file). Every rate in it is measured by ``python -m kernels.gpu_microbench`` 
 - ``splitk_fixup_us``   what the split-K fixup adds to a launch (``quant_gemv``'s last-program sum: barrier, acq_rel
                        atomic count, reload of the partials, store); a spec that lacks it (measured before the
                        field existed) takes three dependent L2 round trips, ``3 x l2_hop_us``, instead
+- ``lone_instr_ns``     what one SASS instruction costs a lone program that issues it once: straight-line unpack-and-FMA
+                       code of a 2-warp program, the slope of its time against its compiled instruction count (a
+                       spec without it, 0, leaves the term out)
 - ``regs_per_sm`` / ``smem_per_sm_kib``  the SM's register file and shared memory (device properties): with a
                        kernel's registers per thread and shared bytes (ptxas), how many programs an SM holds
 
@@ -60,13 +63,14 @@ is two), and the loop iterations of its longest program that wait for their load
     hop     = dram_hop (l2_hop when the data stay in L2): each further dependent load
     bw      = copy, or programs * sm_gbps when fewer programs than SMs (Little's law; cuBLAS's programs at
               cublas_program_gbps where measured)
-    compute = max(overlap * spread, sum * share * sms * 4 / min(4, warps)): sum = mma / mma_rate + attn /
-              attn_rate + fma / fma_rate + unpack / unpack_rate + exp / exp_rate + loads / load_rate;
+    compute = max(overlap * spread, sum * share * sms * 4 / min(4, warps), instr * lone_instr): sum = mma /
+              mma_rate + attn / attn_rate + fma / fma_rate + unpack / unpack_rate + exp / exp_rate + loads / load_rate;
               overlap = max(mma and attn terms, the others' sum); spread = the busiest SM's work over the
               mean when programs go, in launch order, to the SM free first (dispatch_spread: the wave
               quantization of equal programs, the imbalance of causal attention's); share the work of
               the longest program (1 / programs when they are equal), which runs on one SM, its steps in
-              series, and issues from at most one scheduler a warp (one instruction a cycle a warp)
+              series, and issues from at most one scheduler a warp (one instruction a cycle a warp); and it
+              issues each of its kernel's ``instr`` instructions at least once, at a lone program's rate
     chain   = waves * (iters * iter latency (dram or l2) + hops * hop) + compute / iters (the last step's
               work of each wave, after its wait), waves = programs / (sms * programs per SM); with tail_iters,
               ((waves - 1) * iters + max(iters, tail_iters)) * iter latency + ...
@@ -127,6 +131,7 @@ class GPUSpec:
     smem_per_sm_kib: float
     splitk_fixup_us: float = 0.0  # 0: not measured (a spec from before the field); see fixup_us()
     cublas_program_gbps: float = 0.0  # 0: not measured; cuBLAS programs are then capped like Triton's (sm_gbps)
+    lone_instr_ns: float = 0.0  # 0: not measured; a program's one pass through its code is then not a bound
     measured: str = ""
 
     def __post_init__(self) -> None:
@@ -189,7 +194,9 @@ class Work:
     chain follows the other waves'; 0: like the others); ``hops`` the dependent loads in the longest program's
     loop after its first result's path (a gather whose address is the previous load's value: each a ``hop``);
     ``program_work`` each program's share of the compute in launch order (empty: programs are equal);
-    ``splitk_fixup`` whether its programs end with ``quant_gemv``'s split-K fixup (``GPUSpec.splitk_fixup_us``).
+    ``splitk_fixup`` whether its programs end with ``quant_gemv``'s split-K fixup (``GPUSpec.splitk_fixup_us``);
+    ``instr`` the static SASS instructions of its compiled kernel (a thread's code; 0: not known), each of which the
+    longest program issues at least once (``GPUSpec.lone_instr_ns``).
     ``parts`` is a launch chain: the call's time is the sum of its parts' (the other fields then hold their
     totals).
     """
@@ -215,6 +222,7 @@ class Work:
     floor: str = ""
     depth: int = 1
     splitk_fixup: bool = False
+    instr: int = 0
     parts: tuple[Work, ...] = ()
 
     def __add__(self, other: Work) -> Work:
@@ -237,7 +245,7 @@ def chain(kernel: str, *parts: Work) -> Work:
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     time_s: float
-    bound: str  # launch, hbm, l2, mma, attn, fma, unpack, exp, loads, chain
+    bound: str  # launch, hbm, l2, mma, attn, fma, unpack, exp, loads, chain, code (a program's pass through its code)
     terms: dict[str, float]
 
 
@@ -318,7 +326,7 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
     serial = sum(t[k] for k in COMPUTE)
     # across the warps of an SM, tensor-core products (issued asynchronously) overlap the issue-bound work
     compute = max(t["mma"] + t["attn"], serial - t["mma"] - t["attn"])
-    on_one_sm = False
+    on_one_sm = code_bound = False
     if w.programs:
         # programs go to SMs in launch order as SMs free up: an SM that draws more work finishes later
         compute *= dispatch_spread(w.program_work or w.programs, spec.sms)
@@ -328,6 +336,12 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
         issue = 4 / min(4, w.warps)
         share = max(w.program_work) / sum(w.program_work) if w.program_work else 1.0 / w.programs
         longest = serial * share * spec.sms * issue
+        # nor can it finish before it has issued its code once, at a lone program's rate: this is what bounds a
+        # program that runs its loop body once or twice (the bundled GEMVs), where the lane-op rates, measured on
+        # loops that many warps run hot, do not
+        code = w.instr * spec.lone_instr_ns * 1e-9
+        code_bound = code > longest and code >= compute
+        longest = max(longest, code)
         on_one_sm = longest >= compute
         compute = max(compute, longest)
     waves = math.ceil(w.programs / (spec.sms * programs_per_sm(w, spec))) if w.programs else 1
@@ -341,7 +355,7 @@ def predict(w: Work, spec: GPUSpec, l2_resident: bool = False) -> Prediction:
     if t["launch"] >= body:
         bound = "launch"
     elif body == compute:
-        bound = max(COMPUTE, key=lambda k: t[k])
+        bound = "code" if code_bound else max(COMPUTE, key=lambda k: t[k])
         bound = f"{bound}/sm" if on_one_sm else bound
     else:
         bound = next(k for k in ("hbm", "l2", "chain") if body == t[k])
@@ -393,6 +407,11 @@ F16ACC_CONFIG = {"int4": (2, 64, 4, 2), "int2": (2, 32, 8, 1), "ternary": (2, 32
 # registers per thread of the f16acc GEMV at that config (offline sm_90 compile, triton 3.6, as on the device; int4's
 # 168 became 251 with the split-K fixup after the loop, for no fewer instructions: 4 programs an SM instead of 6)
 F16ACC_REGS = {"int4": 251, "int2": 128, "ternary": 127}
+# static SASS instructions of the fp32-path kernel at (1, 64, split, 2), by scheme and whether it ends with the split-K
+# fixup: the launch profile of the H200 run (triton 3.6, tests/data/sim_vs_measured_h200/kernel_grids.json; a test
+# keeps the two equal). A one-group program issues about this many once, which is what bounds it.
+QGEMV1_INSTR = {("int4", False): 846, ("int2", False): 834, ("ternary", False): 1427,
+                ("int4", True): 942, ("int2", True): 937, ("ternary", True): 1487}
 
 
 def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64, split_ways: int = 8,
@@ -457,7 +476,7 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
     main = Work(name, hbm_bytes=weights + k * BF16 + out, l2_bytes=(blocks - 1) * k * BF16 + fixup["l2_bytes"],
                 fma=2 * planes * n * (k // per_word) + blocks * k + fixup["fma"], unpack=planes * n * k,
                 programs=blocks * split, warps=warps, splitk_fixup=split > 1,
-                iters=_cdiv(groups, split) - 1)
+                iters=_cdiv(groups, split) - 1, instr=QGEMV1_INSTR.get((scheme, split > 1), 0))
     return chain(name, main)
 
 
@@ -522,15 +541,13 @@ def embedding_bag(bags: int, per_bag: int, dim: int, vocab: int, elem_bytes: int
 
 
 # Instructions per thread of ``_fwht_kernel`` at its launch (min(64, 8192 / d) rows, 4 warps), by (bytes an element,
-# d): static SASS of an offline sm_90 compile (triton 3.9's ptxas, 2026-12-02; ``kernels.profile.sass_opcodes``, NOPs
-# left out; straight-line code but at d = 1024). 30-41 a channel: the butterflies' permutes and joins become shuffles,
-# selects and index arithmetic around each add, so the kernel is issue-bound (d = 128: 11.1G lane-instructions for
-# 1.07 GB, 371 us at the FMA rate against 260 us at the H200's copy rate; measured 335 us there and 366 us on the
-# H100, whose copy rate is 28% lower). Triton 3.6 on the device gave this kernel 105 registers at d = 128 where 3.9
-# gives 180, so its instruction count may differ: the launch profile now records it
-# (``simcim.validation.measure.triton_resources``). One program of 16 rows (kv_decode's query at OLMoE's shapes) lasts
-# 2.66 us profiled on the H100, against ~1.2 us for 4 rows of 32 channels.
-FWHT_INSTR = {(2, 16): 274, (2, 32): 566, (2, 64): 1194, (2, 128): 2642, (2, 256): 2269, (2, 512): 2085,
+# d): static SASS, NOPs left out. 16-bit at d = 32 and 128: as triton 3.6 compiled it on the H200 (the launch profile,
+# tests/data/sim_vs_measured_h200/kernel_grids.json; a test keeps them equal); the rest from an offline sm_90 compile
+# with triton 3.9's ptxas (2026-12-02), which gave about twice as many (2642 at d = 128, 180 registers against 3.6's
+# 1290 and 105). Straight-line code but at d = 1024. At the device's count the FWHT is not issue-bound: 2M rows of
+# 128 are 5.4G lane-instructions, 181 us at the H200's FMA rate. It is bytes-bound on the H100 (366 us measured, 362
+# at the copy rate) and reaches 77% of the H200's copy rate (335 us against 259), for a reason not counted here.
+FWHT_INSTR = {(2, 16): 274, (2, 32): 254, (2, 64): 1194, (2, 128): 1290, (2, 256): 2269, (2, 512): 2085,
               (2, 1024): 2129, (4, 16): 249, (4, 32): 530, (4, 64): 1110, (4, 128): 2453, (4, 256): 2059,
               (4, 512): 1877, (4, 1024): 1941}
 
@@ -549,7 +566,7 @@ def fwht(rows: int, d: int, elem_bytes: int = BF16) -> Work:
     programs = _cdiv(rows, block_r)
     instr = FWHT_INSTR.get((4 if elem_bytes == 4 else 2, d))
     lane_ops = programs * 128.0 * instr if instr else rows * d * (math.log2(d) + 1)
-    return Work("fwht", hbm_bytes=2.0 * rows * d * elem_bytes, fma=lane_ops, programs=programs)
+    return Work("fwht", hbm_bytes=2.0 * rows * d * elem_bytes, fma=lane_ops, programs=programs, instr=instr or 0)
 
 
 def sdpa_decode(b: int, h: int, hkv: int, t: int, d: int) -> Work:
@@ -578,6 +595,12 @@ def sdpa_decode(b: int, h: int, hkv: int, t: int, d: int) -> Work:
 # 3.6's 166 at 2 bits, d = 128). 255 registers at 4 bits and d = 128 leave room for 2 programs an SM, not 16.
 KV_SPLIT_RESOURCES = {(4, 128): (255, 24576), (2, 128): (166, 24576), (4, 64): (180, 12288), (2, 64): (107, 12288),
                       (4, 32): (164, 6144), (2, 32): (116, 6144)}
+
+
+# static SASS instructions of the split kernel by (bits, head dim) and of the combine kernel by head dim, at the
+# default launch: the launch profile of the H200 run (triton 3.6; a test keeps them equal to it)
+KV_SPLIT_INSTR = {(4, 128): 2836, (2, 128): 1628, (4, 32): 1249, (2, 32): 882}
+KV_COMBINE_INSTR = {128: 541, 32: 155}
 
 
 def kv_decode(b: int, h: int, hkv: int, t: int, d: int, bits: int, k_group: int = 64, v_group: int = 64,
@@ -614,8 +637,8 @@ def kv_decode(b: int, h: int, hkv: int, t: int, d: int, bits: int, k_group: int 
     regs, smem = KV_SPLIT_RESOURCES.get((bits, d), (0, 0))
     split = Work(name, hbm_bytes=cache + partials + q, attn_flops=4.0 * scores * d, unpack=2.0 * heads * t_q * d,
                  fma=4.0 * scores, exp=float(scores), programs=(splits + 1) * heads, iters=iters, tail_iters=tail,
-                 regs=regs, smem=smem)
-    combine = Work(name, hbm_bytes=partials + q, programs=b * h)
+                 regs=regs, smem=smem, instr=KV_SPLIT_INSTR.get((bits, d), 0))
+    combine = Work(name, hbm_bytes=partials + q, programs=b * h, instr=KV_COMBINE_INSTR.get(d, 0))
     if not rotate:
         return chain(name, split, combine)
     return chain(name, dataclasses.replace(fwht(b * h, d), kernel=name), split, combine)

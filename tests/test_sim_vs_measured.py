@@ -71,6 +71,20 @@ def test_report_from_gpu_run(tmp_path, gpu):
     assert "Over 20% error" in text and f"Measured on: NVIDIA {gpu.upper()}" in text
 
 
+def test_instruction_counts_match_the_h200_compile():
+    # the model's SASS counts are what triton compiled on the H200 in the stored run, told apart by their registers
+    from npu.gpu_model import FWHT_INSTR, KV_COMBINE_INSTR, KV_SPLIT_INSTR, KV_SPLIT_RESOURCES, QGEMV1_INSTR
+
+    grids = json.loads((DATA / "sim_vs_measured_h200" / "kernel_grids.json").read_text())
+    compiled = {}
+    for r in grids["triton_resources"]:
+        compiled.setdefault(r["kernel"], set()).add((r["regs"], r["sass_instructions"]))
+    assert {KV_SPLIT_RESOURCES[key][0]: n for key, n in KV_SPLIT_INSTR.items()} == dict(compiled["_kv_split_kernel"])
+    assert set(KV_COMBINE_INSTR.values()) == {n for _, n in compiled["_kv_combine_kernel"]}
+    assert set(QGEMV1_INSTR.values()) == {n for _, n in compiled["_qgemv1_kernel"]}
+    assert {FWHT_INSTR[(2, 32)], FWHT_INSTR[(2, 128)]} == {n for _, n in compiled["_fwht_kernel"]}  # bf16 q
+
+
 def test_kv_split_registers_match_the_h100_compile():
     # the model's register table holds what triton compiled on the H100 in the stored run (d = 32 and 128)
     from npu.gpu_model import KV_SPLIT_RESOURCES

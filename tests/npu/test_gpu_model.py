@@ -300,3 +300,25 @@ def test_longest_program_issues_one_instruction_a_cycle_a_warp():
     # many programs: the chip's rate bounds it, not one program's
     many = gm.predict(gm.Work("x", fma=1e6, programs=10 * SPEC.sms, warps=2), SPEC)
     assert many.terms["compute"] == pytest.approx(1e6 / (SPEC.fma_tops * 1e12))
+
+
+def test_a_program_issues_its_code_once_at_the_lone_program_rate():
+    # 1000 static instructions at 1.5 ns: a 1.5 us floor on the longest program, above its lane-op time here
+    w = gm.Work("x", fma=1e3, programs=2, warps=2, instr=1000)
+    assert gm.predict(w, SPEC).terms["compute"] < 1e-7  # a spec without the field: no such bound
+    timed = dataclasses.replace(SPEC, lone_instr_ns=1.5)
+    p = gm.predict(w, timed)
+    first = (SPEC.dram_iter_us - SPEC.l2_iter_us) * 1e-6
+    assert p.terms["compute"] == pytest.approx(1.5e-6) and p.time_s == pytest.approx(2e-6 + first + 1.5e-6)
+    assert gm.predict(w, dataclasses.replace(timed, kernel_min_us=0.1)).bound == "code/sm"
+    # the lane-op time wins when it is longer: 1e8 FMAs on one SM at 2 warps
+    heavy = gm.predict(dataclasses.replace(w, fma=1e8), timed)
+    assert heavy.terms["compute"] == pytest.approx(1e8 / (SPEC.fma_tops * 1e12) * SPEC.sms / 2 * 2)
+    # a waited loop adds the pass's share after its last wait, like the lane-op work
+    looped = gm.predict(dataclasses.replace(w, iters=2), timed)
+    assert looped.terms["chain"] == pytest.approx(2 * SPEC.dram_iter_us * 1e-6 + 1.5e-6 / 2)
+    # the counters carry the compiled counts: fp32 GEMV with and without the fixup, KV split and combine kernels
+    assert gm.quant_gemv(128, 128, "int4").parts[0].instr == gm.QGEMV1_INSTR[("int4", False)]
+    assert gm.quant_gemv(2048, 1024, "ternary").parts[0].instr == gm.QGEMV1_INSTR[("ternary", True)]
+    kv = gm.kv_decode(1, 16, 16, 4096, 128, bits=2)
+    assert [p.instr for p in kv.parts[1:]] == [gm.KV_SPLIT_INSTR[(2, 128)], gm.KV_COMBINE_INSTR[128]]
