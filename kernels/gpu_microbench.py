@@ -31,7 +31,8 @@ constants are properties of the GPU, not of the kernels it predicts:
   last program's reload and sum of the partials, its store, the count's reset), per call: what the fixup adds;
 - ``lone_instr_ns``: one program of 2 warps running straight-line code once (16 and 64 unrolled steps of unpack and
   FMA on 4 words a thread, each call on its own words, 256 calls in one CUDA graph), the slope of its time against
-  the compiled kernel's SASS instruction count (cuobjdump): what an instruction costs a lone program on its one pass;
+  the compiled kernel's SASS instruction count (cuobjdump), median of five after one discarded: what an instruction
+  costs a lone program on its one pass;
 - ``regs_per_sm`` / ``smem_per_sm_kib``: the device's properties.
 
 ``--out FILE`` writes the spec TOML; ``--tiny`` with ``TRITON_INTERPRET=1`` checks the script on CPU.
@@ -42,6 +43,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -51,7 +53,7 @@ import triton.language as tl
 
 from kernels._common import codes_to_float, interpreting
 from kernels.bench import Env, bench, bench_roofline
-from kernels.profile import compiled_kernels, launched_kernels, sass_opcodes
+from kernels.profile import launched_kernels, sass_opcodes
 from npu.gpu_model import GPUSpec, write_spec
 
 
@@ -218,22 +220,24 @@ def _cublas_program_gbps(env: Env, dtype: torch.dtype) -> float:
 
 def _lone_instr_s(env: Env) -> float:
     """Seconds per SASS instruction of straight-line code one 2-warp program issues once: ``_straight_kernel`` at 16
-    and 64 steps, 256 calls on distinct words in one CUDA graph; 0 where the SASS cannot be read (no cuobjdump)."""
+    and 64 steps, 256 calls on distinct words in one CUDA graph, the median of five slopes after one discarded (a first
+    timing in a process ran 50% slow on the H200 while its clock ramped); 0 where the SASS cannot be read."""
     calls = 256 if env.cuda else 2
     words = torch.randint(0, 2**31 - 1, (calls, 256), device=env.device, dtype=torch.int32)
     out = torch.empty(calls, 256, device=env.device, dtype=torch.float32)
-    times, instr = [], []
+    launches, instr = [], []
     for steps in (16, 64):
-        launch = lambda i, s=steps: _straight_kernel[(1,)](words[i], out[i], STEPS=s, BLOCK=256, num_warps=2)  # noqa: E731
-        launch(0)
-        ops = sass_opcodes(compiled_kernels(_straight_kernel)[-1])
+        handle = _straight_kernel.warmup(words[0], out[0], STEPS=steps, BLOCK=256, num_warps=2, grid=(1,))
+        ops = sass_opcodes(handle)
         if not ops:
             return 0.0
         instr.append(sum(ops.values()))
-        times.append(_graph_time_per_call(launch, calls, env))
+        launches.append(lambda i, s=steps: _straight_kernel[(1,)](words[i], out[i], STEPS=s, BLOCK=256, num_warps=2))
     if instr[1] <= instr[0]:
         return 0.0
-    return max(0.0, times[1] - times[0]) / (instr[1] - instr[0])
+    slopes = [(_graph_time_per_call(launches[1], calls, env) - _graph_time_per_call(launches[0], calls, env))
+              / (instr[1] - instr[0]) for _ in range(6)][1:]
+    return max(0.0, statistics.median(slopes))
 
 
 def _hop_time(nbytes: int, hops: int, env: Env) -> float:
