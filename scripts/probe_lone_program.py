@@ -15,15 +15,11 @@ import sys
 import torch
 
 from kernels import quant_gemv as qg
-from kernels.bench import Env, bench
-from kernels.gpu_microbench import _straight_kernel
+from kernels.bench import Env
+from kernels.gpu_microbench import _graph_time_per_call, _straight_kernel
 from kernels.profile import compiled_kernels, sass_opcodes
 
 CALLS = 256
-
-
-def per_call_us(fn, calls: int, env: Env) -> float:
-    return bench(lambda: [fn(i) for i in range(calls)], env, graph=True) * 1e3 / calls
 
 
 def straight_line(env: Env) -> None:
@@ -41,7 +37,7 @@ def straight_line(env: Env) -> None:
                 launch(0)
                 handle = compiled_kernels(_straight_kernel)[-1]
                 ops = sass_opcodes(handle)
-                us = per_call_us(launch, CALLS, env)
+                us = _graph_time_per_call(launch, CALLS, env) * 1e6
                 print(f"{warps:5d}  {per_thread:12d}  {steps:5d}  {us:7.3f}  {sum(ops.values()) if ops else -1:4d}  "
                       f"{handle.n_regs}")
 
@@ -65,7 +61,7 @@ def lone_gemv(env: Env, l2_bytes: int) -> None:
 
                 ref = qg.quant_matmul_reference(xs[0].float(), qws[0]).float()
                 err = float((call(0).float() - ref).norm() / ref.norm())
-                us = per_call_us(call, copies, env)
+                us = _graph_time_per_call(call, copies, env) * 1e6
                 resident = "L2" if copies * nbytes < l2_bytes else "HBM"
                 print(f"{scheme:8s} {resident:7s}  {k:4d}  {k // 128:6d}  {us:7.3f}  {copies:6d}  {err:.1e}")
 

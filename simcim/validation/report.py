@@ -26,7 +26,7 @@ REASONS = {
     "sdpa_decode_bf16": "at 1024+ keys cuDNN runs a split kernel (3.5 us profiled at 32 programs) and a reduction "
                         "(1.8 us); the 64-key call that measures sdpa_min_us (2.7 us) is cheaper than that chain",
     "gemv_int4": "programs of one group each (the bundled shapes, OLMoE's 2048 x 1024) are bound by one pass through "
-                 "the kernel's 846-942 SASS instructions at a lone program's measured rate (lone_instr_ns, 1.23 ns on "
+                 "the kernel's 846-942 SASS instructions at a lone program's measured rate (lone_instr_ns, 1.14 ns on "
                  "the H200); a spec without that field (the H100's) leaves it out and under-predicts them by 20-35%",
     "gemv_int2": "as int4 (834-937 instructions a pass)",
     "gemv_ternary": "as int4, with two trit-planes: 1427-1487 instructions a pass",
