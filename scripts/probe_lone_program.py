@@ -17,7 +17,7 @@ import torch
 from kernels import quant_gemv as qg
 from kernels.bench import Env
 from kernels.gpu_microbench import _graph_time_per_call, _straight_kernel
-from kernels.profile import compiled_kernels, sass_opcodes
+from kernels.profile import sass_opcodes
 
 CALLS = 256
 
@@ -34,8 +34,8 @@ def straight_line(env: Env) -> None:
                 def launch(i, s=steps, b=block, w=warps):
                     _straight_kernel[(1,)](words[i], out[i], STEPS=s, BLOCK=b, num_warps=w)
 
-                launch(0)
-                handle = compiled_kernels(_straight_kernel)[-1]
+                handle = _straight_kernel.warmup(words[0], out[0], STEPS=steps, BLOCK=block, num_warps=warps,
+                                                 grid=(1,))
                 ops = sass_opcodes(handle)
                 us = _graph_time_per_call(launch, CALLS, env) * 1e6
                 print(f"{warps:5d}  {per_thread:12d}  {steps:5d}  {us:7.3f}  {sum(ops.values()) if ops else -1:4d}  "
@@ -50,7 +50,7 @@ def lone_gemv(env: Env, l2_bytes: int) -> None:
                 w = torch.randn(64, k, device="cuda", dtype=torch.bfloat16) * 0.02
                 qw = qg.quantize_ternary(w) if scheme == "ternary" else qg.quantize_groupwise(
                     w, 4 if scheme == "int4" else 2, 128)
-                nbytes = qw.packed.numel() * 4 + qw.scales.numel() * 2 * 2
+                nbytes = qw.nbytes()
                 copies = CALLS if where == "l2" else min(4096, max(CALLS, 2 * l2_bytes // nbytes + 1))
                 qws = [dataclasses.replace(qw, packed=qw.packed.clone(), scales=qw.scales.clone(),
                                            zeros=None if qw.zeros is None else qw.zeros.clone()) for _ in range(copies)]
