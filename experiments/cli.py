@@ -11,7 +11,7 @@ import time
 import typing
 from pathlib import Path
 
-from experiments.config import ConfigError, _type_name, load_config, parse_override
+from simcim.experiments.config import ConfigError, _type_name, load_config, parse_override
 
 RESULTS_ENV = "SIMCIM_RESULTS"
 
@@ -45,7 +45,7 @@ def _load(args: argparse.Namespace, config: Path):
 
 
 def _run(args: argparse.Namespace, config: Path, sweep: bool) -> int:
-    from experiments.runner import run_trials, write_run_manifest
+    from simcim.experiments.runner import run_trials, write_run_manifest
 
     cfg = _load(args, config)
     if args.workers < 0:
@@ -71,7 +71,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from experiments.report import write_report
+    from simcim.experiments.report import write_report
 
     if not (args.run_dir / "trials").is_dir():
         raise ConfigError(f"{args.run_dir}: not a run folder (no trials/ inside)")
@@ -85,7 +85,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from experiments.report import write_report
+    from simcim.experiments.report import write_report
 
     config = bundled_config("quickstart.toml")
     args.out = args.out or results_root() / "quickstart"
@@ -102,7 +102,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from importlib.metadata import PackageNotFoundError, version
 
-    from experiments.kinds import KINDS, kind_module
+    from simcim.experiments.kinds import KINDS, kind_module
 
     if args.kind:
         module = kind_module(args.kind, where="--kind")
@@ -129,7 +129,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("GPU: none (CPU only; Triton kernels fall back to their PyTorch references)")
     print(f"results go to: {results_root().resolve()}  (set ${RESULTS_ENV} or --out to change)")
     print(f"experiment kinds: {', '.join(sorted(KINDS))}  (simcim info --kind NAME lists parameters)")
-    from noise_models import PRESETS
+    from simcim.noise_models.presets import PRESETS
 
     print(f"noise models: {', '.join(sorted(PRESETS))}")
     print(f"bundled configs: {bundled_config('')}")

@@ -263,7 +263,7 @@ class ExperimentConfig:
 
     def trials(self, *, sweep: bool = True) -> list[Trial]:
         """Expand into validated trials: every sweep combination times every seed."""
-        from experiments.kinds import params_class
+        from simcim.experiments.kinds import params_class
 
         cls = params_class(self.kind, where=f"{self.source}: experiment.kind")
         combos: list[tuple[dict[str, Any], dict[str, str]]] = [({}, {})]
@@ -335,7 +335,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
     kind = exp.get("kind")
     if not isinstance(kind, str):
         raise err("experiment.kind", f"expected a string naming an experiment kind, got {kind!r}")
-    from experiments.kinds import KINDS
+    from simcim.experiments.kinds import KINDS
 
     if kind not in KINDS:
         raise err("experiment.kind", f"unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})")
@@ -359,7 +359,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
         raise err("experiment.seeds", f"expected a count >= 1 or a non-empty list of integers >= 0, "
                                       f"got {seeds_raw!r}")
 
-    from experiments.kinds import params_class
+    from simcim.experiments.kinds import params_class
 
     cls = params_class(kind, where=f"{source}: experiment.kind")
     field_names = {f.name for f in dataclasses.fields(cls)}

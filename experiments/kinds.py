@@ -3,7 +3,7 @@
 A kind is a module exposing
 
     Params                      a dataclass of the kind's parameters (fields built with
-                                ``experiments.config.param`` carry bounds and help text)
+                                ``simcim.experiments.config.param`` carry bounds and help text)
     run_trial(params, seed, ctx) -> dict[str, float | int | str | list]
                                 runs one trial and returns its metrics
     DEFAULT_METRICS             (optional) the metrics a report shows first
@@ -23,10 +23,10 @@ from typing import Any
 KINDS: dict[str, str] = {
     "noise_injection": "simcim.noise_injection",
     "moe_noise": "simcim.moe.experiment",
-    "npu_sim": "npu.experiment",
-    "fusemax": "npu.dataflow.experiment",
+    "npu_sim": "simcim.npu.experiment",
+    "fusemax": "simcim.npu.dataflow.experiment",
     "sim_vs_measured": "simcim.validation.experiment",
-    "selftest": "experiments.selftest",
+    "selftest": "simcim.experiments.selftest",
 }
 
 
@@ -45,7 +45,7 @@ class TrialContext:
 
 
 def kind_module(kind: str, where: str = "experiment.kind") -> ModuleType:
-    from experiments.config import ConfigError
+    from simcim.experiments.config import ConfigError
 
     if kind not in KINDS:
         raise ConfigError(f"{where}: unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})")

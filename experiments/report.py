@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from experiments.store import IDENTITY_COLUMNS, load
+from simcim.experiments.store import IDENTITY_COLUMNS, load
 
 
 def _manifest(run_dir: Path) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from experiments.config import ExperimentConfig, Trial
-from experiments.kinds import TrialContext, kind_module
-from experiments.store import make_record, remove_stale_temp_files, stored_status, trial_path, write_record
+from simcim.experiments.config import ExperimentConfig, Trial
+from simcim.experiments.kinds import TrialContext, kind_module
+from simcim.experiments.store import make_record, remove_stale_temp_files, stored_status, trial_path, write_record
 
 THREADS_ENV = "SIMCIM_TORCH_THREADS"
 

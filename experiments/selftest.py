@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.config import param
-from experiments.kinds import TrialContext
+from simcim.experiments.config import param
+from simcim.experiments.kinds import TrialContext
 
 
 @dataclasses.dataclass(frozen=True)

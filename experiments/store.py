@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from experiments.config import Trial, _jsonable
+from simcim.experiments.config import Trial, _jsonable
 
 TRIALS_DIR = "trials"
 IDENTITY_COLUMNS = ("trial_id", "kind", "seed", "status", "error", "wall_time_s", "started_at",

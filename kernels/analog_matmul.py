@@ -36,13 +36,13 @@ import dataclasses
 
 import torch
 
-from kernels._common import HAVE_TRITON, interpreting, use_triton
+from simcim.kernels._common import HAVE_TRITON, interpreting, use_triton
 
 if HAVE_TRITON:
     import triton
     import triton.language as tl
 
-    from kernels._common import mma
+    from simcim.kernels._common import mma
 
 __all__ = [
     "AnalogConfig",
@@ -438,7 +438,7 @@ def analog_matmul(
         raise ValueError(f"seed must be an integer in [0, 2^31); got {seed!r}")
     if m * aw.n >= 2**31:
         raise ValueError(f"M * N = {m * aw.n} is too large for the 32-bit noise counter; split the batch")
-    if not use_triton("kernels.analog_matmul", x, aw.unit, aw.scales):
+    if not use_triton("simcim.kernels.analog_matmul", x, aw.unit, aw.scales):
         g = torch.Generator().manual_seed(seed)
         y = analog_matmul_reference(x, aw, bias, g)
         return y if out is None else out.copy_(y)

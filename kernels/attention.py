@@ -22,10 +22,10 @@ import math
 
 import torch
 
-from kernels._common import HAVE_TRITON, interpreting, use_triton
+from simcim.kernels._common import HAVE_TRITON, interpreting, use_triton
 
 if HAVE_TRITON:
-    from kernels._common import mma
+    from simcim.kernels._common import mma
 
 if HAVE_TRITON:
     import triton
@@ -249,7 +249,7 @@ def fused_attention(
 ) -> torch.Tensor:
     """One-pass attention forward. ``block`` overrides (BLOCK_M, BLOCK_N, num_warps, num_stages)."""
     _check(q, k, v, causal)
-    if not use_triton("kernels.attention", q, k, v):
+    if not use_triton("simcim.kernels.attention", q, k, v):
         return _out(out, q).copy_(attention_reference(q, k, v, causal, sm_scale))
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
@@ -437,7 +437,7 @@ def unfused_attention(
 ) -> torch.Tensor:
     """Three-pass attention: scores to memory (fp32), softmax to memory (input dtype), then P @ V."""
     _check(q, k, v, causal)
-    if not use_triton("kernels.attention", q, k, v):
+    if not use_triton("simcim.kernels.attention", q, k, v):
         return _out(out, q).copy_(attention_reference(q, k, v, causal, sm_scale))
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     b, h, m, d = q.shape

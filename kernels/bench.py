@@ -1,4 +1,6 @@
-"""Benchmark every kernel beside its baseline in one run: ``python -m kernels.bench [--kernel NAME] [--csv PATH]``.
+"""Benchmark every kernel beside its baseline in one run.
+
+``python -m simcim.kernels.bench [--kernel NAME] [--csv PATH]``.
 
 Each row is one implementation on one case: median time (``triton.testing.do_bench``, or replays
 of a CUDA graph for launches shorter than ~50 us), achieved TFLOP/s and GB/s, the fraction of the
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from kernels._common import interpreting
+from simcim.kernels._common import interpreting
 
 KERNELS = ("roofline", "attention", "quant_gemv", "quant_gemv_sizes", "kv_decode", "analog", "sparse", "fwht")
 
@@ -163,7 +165,7 @@ def bench_attention(env: Env) -> list[Row]:
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from kernels.attention import fused_attention, unfused_attention
+    from simcim.kernels.attention import fused_attention, unfused_attention
 
     rows: list[Row] = []
     d, h = 128, 16
@@ -250,7 +252,7 @@ def bench_attention(env: Env) -> list[Row]:
 def bench_quant_gemv(env: Env) -> list[Row]:
     import torch.nn.functional as F
 
-    from kernels.quant_gemv import dequantize, quant_matmul, quantize_groupwise, quantize_ternary
+    from simcim.kernels.quant_gemv import dequantize, quant_matmul, quantize_groupwise, quantize_ternary
 
     rows: list[Row] = []
     shapes = ((8192, 8192), (28672, 8192), (8192, 28672)) if not env.tiny else ((96, 128),)
@@ -348,10 +350,10 @@ def bench_quant_gemv(env: Env) -> list[Row]:
 
 def bench_quant_gemv_sizes(env: Env) -> list[Row]:
     """int4 GEMV (M=1) across weight sizes, the fp32 and f16acc paths at their default configs beside bf16:
-    where ``unpack="auto"`` switches (``kernels.quant_gemv.F16ACC_MIN_WEIGHTS``)."""
+    where ``unpack="auto"`` switches (``simcim.kernels.quant_gemv.F16ACC_MIN_WEIGHTS``)."""
     import torch.nn.functional as F
 
-    from kernels.quant_gemv import dequantize, quant_matmul, quantize_groupwise
+    from simcim.kernels.quant_gemv import dequantize, quant_matmul, quantize_groupwise
 
     rows: list[Row] = []
     shapes = ((2048, 1024), (2048, 2048), (4096, 4096), (8192, 4096), (8192, 8192)) if not env.tiny else ((64, 128),)
@@ -386,7 +388,7 @@ def bench_quant_gemv_sizes(env: Env) -> list[Row]:
 def bench_kv_decode(env: Env) -> list[Row]:
     import torch.nn.functional as F
 
-    from kernels.kv_quant import kv_decode, kv_decode_reference, quantize_kv
+    from simcim.kernels.kv_quant import kv_decode, kv_decode_reference, quantize_kv
 
     rows: list[Row] = []
     b, h, hkv, d = (8, 32, 8, 128) if not env.tiny else (1, 4, 2, 64)
@@ -516,7 +518,7 @@ def _aihwkit_lightning_linear(w: torch.Tensor, cfg, env: Env):
 
 
 def bench_analog(env: Env) -> list[Row]:
-    from kernels.analog_matmul import AnalogConfig, analog_matmul, analog_matmul_reference, program_weights
+    from simcim.kernels.analog_matmul import AnalogConfig, analog_matmul, analog_matmul_reference, program_weights
 
     rows: list[Row] = []
     shapes = tuple((d, d, d) for d in env.analog_sizes) if not env.tiny else ((64, 96, 128),)
@@ -614,7 +616,7 @@ def bench_analog(env: Env) -> list[Row]:
 def bench_sparse(env: Env) -> list[Row]:
     import torch.nn.functional as F
 
-    from kernels.sparse import embedding_bag, spmm
+    from simcim.kernels.sparse import embedding_bag, spmm
 
     rows: list[Row] = []
     g = torch.Generator().manual_seed(0)
@@ -723,7 +725,7 @@ def bench_sparse(env: Env) -> list[Row]:
 
 
 def bench_fwht(env: Env) -> list[Row]:
-    from kernels.fwht import fwht, hadamard_matrix
+    from simcim.kernels.fwht import fwht, hadamard_matrix
 
     rows: list[Row] = []
     d = 128
@@ -826,7 +828,7 @@ def write_csv(rows: list[Row], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m simcim.kernels.bench", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--kernel", action="append", choices=KERNELS + ("all",), help="which benchmark (repeatable; default all)"
     )

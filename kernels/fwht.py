@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from kernels._common import HAVE_TRITON, interpreting, use_triton
+from simcim.kernels._common import HAVE_TRITON, interpreting, use_triton
 
 if HAVE_TRITON:
     import triton
@@ -70,7 +70,7 @@ def fwht(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         raise ValueError(f"fwht: dtype {x.dtype} is not supported (fp16, bf16, fp32)")
     if out is not None and (out.shape != x.shape or out.dtype != x.dtype or not out.is_contiguous()):
         raise ValueError(f"fwht: out must be a contiguous {x.dtype} tensor of shape {tuple(x.shape)}")
-    if not use_triton("kernels.fwht", x):
+    if not use_triton("simcim.kernels.fwht", x):
         y = fwht_reference(x)
         return y if out is None else out.copy_(y)
     x2 = x.reshape(-1, d)

@@ -1,9 +1,11 @@
-"""Measure a GPU's spec for the performance model (``npu.gpu_model.GPUSpec``): ``python -m kernels.gpu_microbench``.
+"""Measure a GPU's spec for the performance model (``simcim.npu.gpu_model.GPUSpec``).
+
+``python -m simcim.kernels.gpu_microbench``.
 
 Each rate comes from one small kernel that does nothing but that operation, so the model's
 constants are properties of the GPU, not of the kernels it predicts:
 
-- copy bandwidth and bf16 matmul rate: ``kernels.bench.bench_roofline`` (512 MiB copy, 8192^3);
+- copy bandwidth and bf16 matmul rate: ``simcim.kernels.bench.bench_roofline`` (512 MiB copy, 8192^3);
 - ``mem_latency_us``: copies of 1 to 64 MiB (rotated past L2, CUDA-graph replays), a least-squares
   line time = a + bytes / bandwidth; the intercept a less one launch;
 - ``l2_gbps``: the same copy on 8 MiB buffers that stay in L2;
@@ -27,7 +29,7 @@ constants are properties of the GPU, not of the kernels it predicts:
 - ``cublas_program_gbps``: cuBLAS's one-row bf16 GEMV at 64 x 8192 and 64 x 32768 (rotated past L2, CUDA graph):
   the slope of time against weight bytes, over the programs its kernel runs (profiled with torch.profiler);
 - ``splitk_fixup_us``: 256 launches in one CUDA graph of 16 x 8 two-warp programs that each store a 64-float partial
-  row, with and without the split-K fixup of ``kernels.quant_gemv`` after it (barrier, acq_rel atomic count, the
+  row, with and without the split-K fixup of ``simcim.kernels.quant_gemv`` after it (barrier, acq_rel atomic count, the
   last program's reload and sum of the partials, its store, the count's reset), per call: what the fixup adds;
 - ``lone_instr_ns``: one program of 2 warps running straight-line code once (16 and 64 unrolled steps of unpack and
   FMA on 4 words a thread, each call on its own words, 256 calls in one CUDA graph), the slope of its time against
@@ -51,10 +53,10 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import codes_to_float, interpreting
-from kernels.bench import Env, bench, bench_roofline
-from kernels.profile import launched_kernels, sass_opcodes
-from npu.gpu_model import GPUSpec, write_spec
+from simcim.kernels._common import codes_to_float, interpreting
+from simcim.kernels.bench import Env, bench, bench_roofline
+from simcim.kernels.profile import launched_kernels, sass_opcodes
+from simcim.npu.gpu_model import GPUSpec, write_spec
 
 
 @triton.jit
@@ -150,8 +152,9 @@ def _touch_kernel(X, Y, BLOCK: tl.constexpr):
 
 @triton.jit
 def _splitk_tail_kernel(X, P, CNT, Y, N, SPLIT: tl.constexpr, FIXUP: tl.constexpr, BLOCK: tl.constexpr):
-    # the end of a split-K program of kernels.quant_gemv: store an fp32 partial row; with FIXUP, count in (barrier,
-    # acq_rel atomic) and, as the last of the row block, sum the partials (.cg loads), store y, reset the count
+    # the end of a split-K program of simcim.kernels.quant_gemv: store an fp32 partial row; with FIXUP,
+    # count in (barrier, acq_rel atomic) and, as the last of the row block, sum the partials (.cg loads),
+    # store y, reset the count
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     y = tl.load(X + offs) * 2.0
     tl.store(P + tl.program_id(1) * N + offs, y)
@@ -422,18 +425,18 @@ def measure(env: Env) -> GPUSpec:
         regs_per_sm=regs_per_sm,
         smem_per_sm_kib=_sig(smem_per_sm),
         measured=f"{name}, torch {torch.__version__}, triton {triton.__version__}, {when}; "
-        f"python -m kernels.gpu_microbench; copy line slope {2 / float(slope) / 1e9:.0f} GB/s",
+        f"python -m simcim.kernels.gpu_microbench; copy line slope {2 / float(slope) / 1e9:.0f} GB/s",
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kernels.gpu_microbench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m simcim.kernels.gpu_microbench", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, help="write the spec TOML here")
     ap.add_argument("--tiny", action="store_true", help="small sizes, to check the script (TRITON_INTERPRET=1)")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     if not cuda and not (args.tiny and interpreting()):
-        print("error: kernels.gpu_microbench needs a CUDA GPU (or --tiny with TRITON_INTERPRET=1)", file=sys.stderr)
+        print("error: gpu_microbench needs a CUDA GPU (or --tiny with TRITON_INTERPRET=1)", file=sys.stderr)
         return 2
     env = Env(torch.device("cuda" if cuda else "cpu"), tiny=args.tiny)
     if cuda:

@@ -15,14 +15,14 @@ Cache format (``B`` batch, ``HKV`` kv heads, ``D`` head dim, per batch and head)
   tokens, so their order does not matter once RoPE has been applied.
 
 Codes are packed ``32 / bits`` to an int32 along the head dim, in the order the kernel unpacks them two
-at a time (:mod:`kernels._unpack`): within a word, channel ``2j`` sits at code ``j`` and channel
+at a time (:mod:`simcim.kernels._unpack`): within a word, channel ``2j`` sits at code ``j`` and channel
 ``2j + 1`` at code ``j + 16 / bits``, so unpacked words come out in channel order. Steps and offsets are
 stored in the cache dtype and the codes are computed against those rounded values.
 
 Decode (:func:`kv_decode`) splits the quantized tokens over ``num_splits`` programs per kv head
 (FlashDecoding); one more program takes the full-precision tokens; a second kernel merges the
 partial softmax states. Per kv head, all its query heads (GQA) are processed together. Codes become
-floats two per shift, LOP3 and packed FMA (:mod:`kernels._unpack`). For keys the step is folded into
+floats two per shift, LOP3 and packed FMA (:mod:`simcim.kernels._unpack`). For keys the step is folded into
 the query (``q . k = (q s R) . (c / R) + q . lo``, ``c / R`` exact), and ``q . lo`` reaches every
 token of a group through a product with a ones matrix rather than a cross-warp sum; values are
 dequantized by the packed FMA; row sums are kept per score position and reduced once at the end.
@@ -36,17 +36,17 @@ import math
 
 import torch
 
-from kernels._common import HAVE_TRITON, interpreting, next_pow2, use_triton
-from kernels.fwht import fwht
-from kernels.quant_gemv import pack_codes_paired as _pack_pairs
-from kernels.quant_gemv import unpack_codes_paired as _unpack_pairs
+from simcim.kernels._common import HAVE_TRITON, interpreting, next_pow2, use_triton
+from simcim.kernels.fwht import fwht
+from simcim.kernels.quant_gemv import pack_codes_paired as _pack_pairs
+from simcim.kernels.quant_gemv import unpack_codes_paired as _unpack_pairs
 
 if HAVE_TRITON:
     import triton
     import triton.language as tl
 
-    from kernels._common import mma
-    from kernels._unpack import unpack_pairs
+    from simcim.kernels._common import mma
+    from simcim.kernels._unpack import unpack_pairs
 
 __all__ = [
     "QuantizedKVCache",
@@ -499,7 +499,7 @@ def kv_decode(
     if out is not None and (out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous()):
         raise ValueError(f"out must be a contiguous {q.dtype} tensor of shape {tuple(q.shape)}")
     tensors = (q, cache.k_words, cache.v_words, cache.fp_k)
-    if not use_triton("kernels.kv_quant", *tensors):
+    if not use_triton("simcim.kernels.kv_quant", *tensors):
         y = kv_decode_reference(q, cache, sm_scale)
         return y if out is None else out.copy_(y)
     b, h, d = q.shape

@@ -1,7 +1,7 @@
 """Run one kernel at its benchmark size a few times, for a profiler to look at.
 
-``ncu --kernel-name regex:NAME --launch-skip 5 --launch-count 1 python -m kernels.profile CASE`` profiles
-one warm launch; ``python -m kernels.profile CASE`` alone prints the compiler's register and spill
+``ncu --kernel-name regex:NAME --launch-skip 5 --launch-count 1 python -m simcim.kernels.profile CASE`` profiles
+one warm launch; ``python -m simcim.kernels.profile CASE`` alone prints the compiler's register and spill
 counts of the kernel it launched. Cases: gemv_m1, gemv_slices (int4 8192^2), gemv_bundled (int4 256 x 128, the
 bundled model's GEMV: one lone program a block of rows), kv_decode, analog.
 """
@@ -80,17 +80,17 @@ def _report(handle: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.profile")
+    parser = argparse.ArgumentParser(prog="python -m simcim.kernels.profile")
     parser.add_argument("case", choices=("gemv_m1", "gemv_slices", "gemv_bundled", "kv_decode", "analog"))
     parser.add_argument("--config", default="", help="comma-separated launch config for the gemv cases")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        print("error: kernels.profile needs a CUDA GPU", file=sys.stderr)
+        print("error: simcim.kernels.profile needs a CUDA GPU", file=sys.stderr)
         return 2
     dev = "cuda"
     if args.case.startswith("gemv"):
-        from kernels import quant_gemv as qg
+        from simcim.kernels import quant_gemv as qg
 
         n, k = (256, 128) if args.case == "gemv_bundled" else (8192, 8192)
         qw = qg.quantize_groupwise(torch.randn(n, k, device=dev, dtype=torch.bfloat16) * 0.02, 4, 128)
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             qg.quant_matmul(x, qw, config=cfg, gemv=style)
         kernel = qg._qgemv1_kernel if style == "m1" else qg._qgemv_kernel
     elif args.case == "kv_decode":
-        from kernels import kv_quant as kq
+        from simcim.kernels import kv_quant as kq
 
         k = torch.randn(8, 8, 32768, 128, device=dev, dtype=torch.bfloat16)
         cache = kq.quantize_kv(k, torch.randn_like(k), 2, 64, 64, n_sink=4)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             kq.kv_decode(q, cache, num_splits=16)
         kernel = kq._kv_split_kernel
     else:
-        from kernels import analog_matmul as am
+        from simcim.kernels import analog_matmul as am
 
         cfg_a = am.AnalogConfig(read_noise=0.02, out_noise=0.01)
         aw = am.program_weights(torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16), cfg_a)

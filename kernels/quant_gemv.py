@@ -11,7 +11,7 @@ Formats (a weight is ``[N, K]``, out x in, as in ``nn.Linear``):
 
 Packing: codes of ``bits`` bits, ``PW = 32 / bits`` per int32 word (:func:`pack_codes` puts code ``j``
 at bit ``j * bits``), each word holding ``PW`` consecutive weights along K in the order the kernels
-unpack them two at a time (:mod:`kernels._unpack`): weight ``2i`` of a word is code ``i`` and weight
+unpack them two at a time (:mod:`simcim.kernels._unpack`): weight ``2i`` of a word is code ``i`` and weight
 ``2i + 1`` is code ``i + PW/2`` (:func:`pack_codes_paired`). Packed weights are ``[P, N, K*bits/32]``
 int32 (``P`` planes; 1 for int4/int2), scales and zeros ``[P, N, K/G]``.
 
@@ -30,14 +30,14 @@ from typing import Literal
 
 import torch
 
-from kernels._common import HAVE_TRITON, interpreting, next_pow2, use_triton
+from simcim.kernels._common import HAVE_TRITON, interpreting, next_pow2, use_triton
 
 if HAVE_TRITON:
     import triton
     import triton.language as tl
 
-    from kernels._common import codes_to_float, mma
-    from kernels._unpack import pair_codes, word_dot_f16
+    from simcim.kernels._common import codes_to_float, mma
+    from simcim.kernels._unpack import pair_codes, word_dot_f16
 
 __all__ = [
     "QuantizedWeight",
@@ -83,7 +83,7 @@ def unpack_codes(words: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def pair_positions(d: int, bits: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Code index (within the row) that holds channel ``c``: :mod:`kernels._unpack` unpacks the codes of a
+    """Code index (within the row) that holds channel ``c``: :mod:`simcim.kernels._unpack` unpacks the codes of a
     word as ``[c0, c_{PW/2}, c1, c_{PW/2+1}, ...]``, so channel ``c`` is stored there."""
     pw = 32 // bits
     c = torch.arange(d, device=device)
@@ -91,7 +91,7 @@ def pair_positions(d: int, bits: int, device: torch.device | str | None = None) 
 
 
 def pack_codes_paired(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """:func:`pack_codes` with each word's codes in pair order, so :mod:`kernels._unpack` yields channel order."""
+    """:func:`pack_codes` with each word's codes in pair order, so :mod:`._unpack` yields channel order."""
     stored = torch.empty_like(codes)
     stored[..., pair_positions(codes.shape[-1], bits, codes.device)] = codes
     return pack_codes(stored, bits)
@@ -299,7 +299,7 @@ if HAVE_TRITON:
     def _x_f16_pairs_kernel(X, X2, XS, XSUM, GROUP: tl.constexpr, BITS: tl.constexpr):
         # One quantization group of x per program: x / 2^e as fp16 pairs with 2^e >= max |x| (so fp16 products
         # and partial sums of the GEMV stay in range and keep 11 bits relative to the group's largest input),
-        # each pair times the gain its unpack expects (kernels._unpack._dot_asm), the unscale 2^e, and the
+        # each pair times the gain its unpack expects (simcim.kernels._unpack._dot_asm), the unscale 2^e, and the
         # group's sum in fp32.
         g = tl.program_id(0)
         offs = tl.arange(0, GROUP)
@@ -398,7 +398,7 @@ if HAVE_TRITON:
         # pair order: code j of a word is weight 2j, code j + PW/2 weight 2j + 1, so pair j multiplies x[2j],
         # x[2j + 1], loaded per word column and shared by the thread's rows. Three ways to unpack:
         # F16ACC: see its branch below (fp16x2 products on x that _x_f16_pairs_kernel prepared).
-        # PAIRS: kernels._unpack turns a pair into two q s values of the scale's 16-bit dtype with one shift,
+        # PAIRS: simcim.kernels._unpack turns a pair into two q s values of the scale's 16-bit dtype with one shift,
         #   one LOP3 and one packed FMA ((1 + q / 2^bits) 2^bits s - 2^bits s, rounded once); each is widened
         #   to fp32 and multiplied by x. The zero term z s sum_g x is an FMA per row and word.
         # otherwise: each code lands in the top mantissa bits of fp32 1.0 (one shift, one LOP3: 1 + q / 2^bits
@@ -429,7 +429,7 @@ if HAVE_TRITON:
             # GS groups of one plane per step; the next step's words, scales and zeros are loaded into registers
             # one step ahead (Triton pipelines them through shared memory only when asked with tl.range's
             # num_stages, which measured 12-25% slower on the H200).
-            # Each word's products are accumulated in fp16x2 (kernels._unpack.word_dot_f16) on x scaled per group
+            # Each word's products are accumulated in fp16x2 (simcim.kernels._unpack.word_dot_f16) on x scaled per group
             # by _x_f16_pairs_kernel; the group's scale 2^bits s 2^e applies per word, its zero term
             # (z - 2^bits / 2) s sum_g x once per row.
             WPS: tl.constexpr = GS * WPG
@@ -669,9 +669,9 @@ def quant_matmul(
     tensor-core kernel for any M. ``unpack`` is how the m=1 kernel turns codes into products: ``"fp32"`` one
     code per shift + LOP3 into fp32 and an fp32 FMA; ``"f16acc"`` two codes per shift + LOP3 + HSUB2 and one
     fp16x2 FMA into a per-word accumulator, on x scaled per group to fp16 by a small first launch
-    (``kernels._unpack.word_dot_f16``; rel. error like the fp32 path's, ~2e-3 in bf16); ``"auto"`` takes
+    (``simcim.kernels._unpack.word_dot_f16``; rel. error like the fp32 path's, ~2e-3 in bf16); ``"auto"`` takes
     f16acc from ``F16ACC_MIN_WEIGHTS`` weights up and fp32 below; ``"asm"`` two codes per shift + LOP3 +
-    packed FMA in inline PTX, widened to fp32 (``kernels._unpack``); ``"int"`` the same pairs in plain Triton
+    packed FMA in inline PTX, widened to fp32 (``simcim.kernels._unpack``); ``"int"`` the same pairs in plain Triton
     (what the interpreter runs for ``"asm"``).
     """
     if x.dim() != 2 or x.shape[1] != qw.k:
@@ -686,7 +686,7 @@ def quant_matmul(
     m = x.shape[0]
     if out is not None and (out.shape != (m, qw.n) or out.dtype != x.dtype or out.stride(1) != 1):
         raise ValueError(f"out must be a {x.dtype} tensor of shape ({m}, {qw.n}) with unit column stride")
-    if not use_triton("kernels.quant_gemv", *tensors):
+    if not use_triton("simcim.kernels.quant_gemv", *tensors):
         y = quant_matmul_reference(x, qw, bias)
         return y if out is None else out.copy_(y)
     if x.stride(1) != 1:
@@ -768,7 +768,7 @@ def quant_matmul(
             BLOCK_N=block_n,
             SPLIT_K=split_k,
             PAIRS=unpack in ("asm", "int"),
-            ASM=unpack in ("asm", "f16acc") and not interpreting(),  # f16acc: the PTX word dot (kernels._unpack)
+            ASM=unpack in ("asm", "f16acc") and not interpreting(),  # f16acc: the PTX word dot (simcim.kernels._unpack)
             F16ACC=f16acc,
             GS=block_m if f16acc else 1,  # config's first field: groups per step of the f16acc loop
             num_warps=warps,

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from kernels._common import HAVE_TRITON, interpreting, next_pow2, use_triton
+from simcim.kernels._common import HAVE_TRITON, interpreting, next_pow2, use_triton
 
 if HAVE_TRITON:
     import triton
@@ -177,7 +177,7 @@ def spmm(
     if b.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"b dtype {b.dtype} is not supported (fp16, bf16, fp32)")
     c = _out(out, (a.shape[0], b.shape[1]), b)
-    if not use_triton("kernels.sparse", crow, col, val, b):
+    if not use_triton("simcim.kernels.sparse", crow, col, val, b):
         return c.copy_(spmm_reference(a, b))
     if b.stride(1) != 1:
         b = b.contiguous()
@@ -223,7 +223,7 @@ def embedding_bag(
     if validate:
         _check_bags(table, indices, offsets)
     c = _out(out, (offsets.numel(), table.shape[1]), table)
-    if not use_triton("kernels.sparse", table, indices, offsets):
+    if not use_triton("simcim.kernels.sparse", table, indices, offsets):
         return c.copy_(embedding_bag_reference(table, indices, offsets, mode, per_sample_weights))
     row_ptr = torch.cat([offsets, offsets.new_full((1,), indices.numel())])  # no host copy: graph-safe
     if table.stride(1) != 1:

@@ -81,7 +81,7 @@ class DeviceModel:
     the storage dtype, so peak extra memory is the output (none when ``out`` is the input) plus a
     few chunk-sized temporaries. On a CUDA tensor whose stage holds only programming noise, drift
     and read noise (the PCM chain), one fused Triton kernel does the whole pass instead (see
-    ``noise_models.fused``); it draws from the same distributions but not the same random numbers.
+    ``simcim.noise_models.fused``); it draws from the same distributions but not the same random numbers.
     Results depend on the seed, the device and ``chunk_elems``.
     """
 
@@ -150,7 +150,7 @@ class DeviceModel:
             raise ValueError("out must be contiguous")
         active = [c for c in self.components if c.stage in stages and not c.is_identity]
         if fused and out.is_cuda and active:
-            from noise_models.fused import fusable, run_fused
+            from simcim.noise_models.fused import fusable, run_fused
 
             if fusable(active):
                 return run_fused(active, g_in, g_target, t, self.g_max, generator, out, device_generator)

@@ -1,6 +1,6 @@
 """Throughput of the full PCM model (programming noise + drift + read noise) on a large weight set.
 
-    python -m noise_models.bench [--params 1e9] [--device cpu|cuda] [--dtype float32 bfloat16]
+    python -m simcim.noise_models.bench [--params 1e9] [--device cpu|cuda] [--dtype float32 bfloat16]
                                  [--csv results/noise_bench.csv]
 
 Bytes are counted as the fewest a pass must move: each target read once and each result written
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from noise_models.presets import device_model
+from simcim.noise_models.presets import device_model
 
 T_INFERENCE = 86400.0  # one day after programming
 
@@ -83,7 +83,7 @@ def _variants(model, device: torch.device, chunk_elems: int, gen: torch.Generato
     variants = [("torch chunks, in place",
                  lambda g, o: apply(g, gen, T_INFERENCE, out=g, chunk_elems=chunk_elems, fused=False))]
     if device.type == "cuda":
-        from noise_models.fused import run_fused
+        from simcim.noise_models.fused import run_fused
 
         comps = list(model.components)
 
@@ -179,7 +179,7 @@ def print_instruction_mix() -> None:
     import triton
     from triton.backends.compiler import GPUTarget
 
-    from noise_models.fused import _pcm_chain_kernel as kernel
+    from simcim.noise_models.fused import _pcm_chain_kernel as kernel
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     names = kernel.arg_names

@@ -4,7 +4,7 @@ Two kinds of table are accepted (CSV, one header line):
 
 * **measurements** -- ``g_target, g_measured, t_read`` and optionally ``device_id``: one row per read of
   one device, conductances in microsiemens, ``t_read`` in seconds after programming. The fitted model
-  is the PCM-like family of ``noise_models.presets.pcm`` with free coefficients: programming-noise
+  is the PCM-like family of ``simcim.noise_models.presets.pcm`` with free coefficients: programming-noise
   polynomial (``prog_c0..``), drift exponent mean and spread log-linear in x = G_T / g_max
   (``mu_slope, mu_offset, sigma_slope, sigma_offset``), and read-noise amplitude Q = q_coeff x^-q_exp.
 * **sigma curve** -- ``g_target, sigma``: a programming-noise curve (e.g. digitized from a paper);
@@ -25,7 +25,7 @@ with as many degrees of freedom as reads, if the model is right) to a z-score: a
 ``chi2_per_dof`` near 1, z-scores with mean 0 and standard deviation 1, and a small
 Kolmogorov-Smirnov statistic.
 
-From the shell: ``python -m noise_models.calibrate MEASUREMENTS.csv [--g-max 25] [--out chip.json]``;
+From the shell: ``python -m simcim.noise_models.calibrate MEASUREMENTS.csv [--g-max 25] [--out chip.json]``;
 the saved file is then usable as a noise model name (``noise = "chip.json"``).
 """
 
@@ -41,10 +41,10 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from noise_models.base import DeviceModel
-from noise_models.drift import PowerLawDrift
-from noise_models.programming import ProgrammingNoise
-from noise_models.read import ReadNoise
+from simcim.noise_models.base import DeviceModel
+from simcim.noise_models.drift import PowerLawDrift
+from simcim.noise_models.programming import ProgrammingNoise
+from simcim.noise_models.read import ReadNoise
 
 MEASUREMENT_COLUMNS = ("g_target", "g_measured", "t_read")
 CURVE_COLUMNS = ("g_target", "sigma")

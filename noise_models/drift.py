@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from noise_models.base import NoiseComponent, NoiseContext
+from simcim.noise_models.base import NoiseComponent, NoiseContext
 
 
 @dataclasses.dataclass(frozen=True)

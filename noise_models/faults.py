@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from noise_models.base import NoiseComponent, NoiseContext
+from simcim.noise_models.base import NoiseComponent, NoiseContext
 
 
 @dataclasses.dataclass(frozen=True)

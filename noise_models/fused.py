@@ -6,7 +6,7 @@ each target once (4 bytes in float32) and writes each result once. Its normal va
 registers: Philox4x32 gives four uniforms per counter, Box-Muller turns them into four normals with
 single-instruction (MUFU) log, sqrt, sin and cos, and the chain needs three per element, so a block
 is cut into quarters that share three counters (no draw wasted). Compiled for sm_90 that is about
-120 instructions per element (``python -m noise_models.bench --sass``), against about 540 with
+120 instructions per element (``python -m simcim.noise_models.bench --sass``), against about 540 with
 libdevice's accurate functions, which is what lets it keep up with memory.
 
 It follows the formulas of ``ProgrammingNoise``, ``PowerLawDrift`` and ``ReadNoise`` (the tests
@@ -22,10 +22,10 @@ from collections.abc import Sequence
 
 import torch
 
-from noise_models.base import NoiseComponent
-from noise_models.drift import PowerLawDrift
-from noise_models.programming import ProgrammingNoise
-from noise_models.read import ReadNoise
+from simcim.noise_models.base import NoiseComponent
+from simcim.noise_models.drift import PowerLawDrift
+from simcim.noise_models.programming import ProgrammingNoise
+from simcim.noise_models.read import ReadNoise
 
 MAX_PROG_COEFFS = 5
 # Philox4x32 rounds: 10 is the standard safety margin (Salmon et al., SC 2011, found 7 enough to pass

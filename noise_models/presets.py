@@ -2,7 +2,7 @@
 
 ``device_model(name, level)`` builds one. ``level`` is a scale each preset documents (for the
 measured-chip presets, a multiplier on the measured noise, 1.0 being the chip). A name ending in
-``.json`` loads a model written by ``noise_models.calibrate(...).save(path)``, with ``level``
+``.json`` loads a model written by ``simcim.noise_models.calibrate(...).save(path)``, with ``level``
 multiplying its noise the same way as for the ``pcm`` preset.
 """
 
@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from noise_models.base import DeviceModel
-from noise_models.drift import PowerLawDrift
-from noise_models.faults import StuckAtFaults
-from noise_models.gaussian import AdditiveGaussianNoise, MultiplicativeGaussianNoise
-from noise_models.programming import ProgrammingNoise
-from noise_models.read import ReadNoise
-from noise_models.relaxation import ConductanceRelaxation
-from noise_models.variation import DeviceVariation
+from simcim.noise_models.base import DeviceModel
+from simcim.noise_models.drift import PowerLawDrift
+from simcim.noise_models.faults import StuckAtFaults
+from simcim.noise_models.gaussian import AdditiveGaussianNoise, MultiplicativeGaussianNoise
+from simcim.noise_models.programming import ProgrammingNoise
+from simcim.noise_models.read import ReadNoise
+from simcim.noise_models.relaxation import ConductanceRelaxation
+from simcim.noise_models.variation import DeviceVariation
 
 # ---- IBM PCM statistical model -------------------------------------------------------------------
 # Nandakumar et al., "Phase-change memory models for deep learning training and inference",
@@ -172,7 +172,7 @@ def device_model(name: str, level: float) -> DeviceModel:
     if not (level >= 0):
         raise ValueError(f"noise level must be >= 0, got {level}")
     if name.endswith(".json"):
-        from noise_models.calibrate import load_calibrated
+        from simcim.noise_models.calibrate import load_calibrated
 
         return load_calibrated(Path(name), level)
     if name not in PRESETS:

@@ -19,8 +19,8 @@ import math
 
 import torch
 
-from noise_models.base import NoiseComponent, NoiseContext
-from noise_models.programming import polynomial
+from simcim.noise_models.base import NoiseComponent, NoiseContext
+from simcim.noise_models.programming import polynomial
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Reproduce the published PCM statistics with the ``pcm`` preset, as Markdown tables.
 
-    python -m noise_models.reproduce [--devices 200000] [--seed 0]
+    python -m simcim.noise_models.reproduce [--devices 200000] [--seed 0]
 
 Each "published" value is the IBM model's formula with the coefficients of Nandakumar et al. (ICECS
 2019) / Joshi et al. (Nat. Commun. 2020), the same numbers aihwkit's PCMLikeNoiseModel uses; each
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from noise_models.base import DeviceModel
-from noise_models.presets import PCM_DRIFT, PCM_G_MAX_US, PCM_PROG_COEFFS, PCM_READ, pcm
-from noise_models.read import ReadNoise
+from simcim.noise_models.base import DeviceModel
+from simcim.noise_models.presets import PCM_DRIFT, PCM_G_MAX_US, PCM_PROG_COEFFS, PCM_READ, pcm
+from simcim.noise_models.read import ReadNoise
 
 TIMES = (60.0, 3600.0, 86400.0, 2.592e6, 3.1536e7)  # 1 min, 1 h, 1 day, 30 days, 1 year
 HOUR, DAY, YEAR = 3600.0, 86400.0, 3.1536e7
@@ -62,7 +62,7 @@ JOSHI_CURVE = Path(__file__).resolve().parent.parent / "tests" / "data" / "pcm_p
 
 def digitization_table(curve: Path, n: int, seed: int) -> list[str]:
     """The preset's programming noise beside an independent digitization of Joshi 2020 Fig. 3(b)."""
-    from noise_models.calibrate import calibrate
+    from simcim.noise_models.calibrate import calibrate
 
     fit = calibrate(curve, g_max=PCM_G_MAX_US).model(1.0).components[0]
     model = pcm(1.0)

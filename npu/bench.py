@@ -1,6 +1,6 @@
 """Simulation speed: simulated memory accesses per second, per prefetcher, on one core.
 
-    python -m npu.bench [--accesses 10000000] [--csv results/npu_bench.csv]
+    python -m simcim.npu.bench [--accesses 10000000] [--csv results/npu_bench.csv]
 
 One SpMV trace of at least ``--accesses`` lane accesses goes through the full hierarchy
 (16 KiB NPU cache, 256 KiB L2, 2 MiB LLC, DRAM) once per prefetcher, after a JIT warm-up
@@ -21,10 +21,10 @@ import platform
 import time
 from pathlib import Path
 
-from npu import prefetchers
-from npu.cache import CacheConfig, HierarchyConfig
-from npu.core import CoreConfig, simulate
-from npu.trace import WorkloadSpec, build_trace
+from simcim.npu import prefetchers
+from simcim.npu.cache import CacheConfig, HierarchyConfig
+from simcim.npu.core import CoreConfig, simulate
+from simcim.npu.trace import WorkloadSpec, build_trace
 
 TARGET_RATE = 1_000_000
 
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rows = bench(args.accesses, args.seed)
     except ValueError as e:
-        raise SystemExit(f"npu.bench: {e}") from None
-    print(f"npu.bench on {platform.processor() or platform.machine()}, one core; "
+        raise SystemExit(f"simcim.npu.bench: {e}") from None
+    print(f"simcim.npu.bench on {platform.processor() or platform.machine()}, one core; "
           f"trace: SpMV, {rows[0]['accesses']:,} accesses (built in {rows[0]['trace_build_s']:.1f} s)")
     print(f"{'prefetcher':<10} {'wall s':>7} {'cpu s':>7} {'accesses/s':>12} {'acc/cpu-s':>12} "
           f"{'lines/cpu-s':>12} {'ratio':>6} {'>=1M/s':>7}")

@@ -20,7 +20,7 @@ import math
 import numba
 import numpy as np
 
-from npu.dram import DRAMConfig, dram_access, make_dram
+from simcim.npu.dram import DRAMConfig, dram_access, make_dram
 
 # lcfg columns
 LAT, NSETS, WAYS, OFF, POLICY = 0, 1, 2, 3, 4

@@ -21,8 +21,8 @@ import time
 import numba
 import numpy as np
 
-from npu import prefetchers
-from npu.cache import (
+from simcim.npu import prefetchers
+from simcim.npu.cache import (
     D_ACC,
     D_MISS,
     PF_DROPPED,
@@ -36,9 +36,9 @@ from npu.cache import (
     demand_access,
     make_hierarchy,
 )
-from npu.dram import BUSY, READS, WRITES
-from npu.prefetchers import imp, next_line, none, nvr, stream, stride
-from npu.trace import Trace
+from simcim.npu.dram import BUSY, READS, WRITES
+from simcim.npu.prefetchers import imp, next_line, none, nvr, stream, stride
+from simcim.npu.trace import Trace
 
 # core stats slots
 C_CYCLES, C_STALL, C_LINES, C_INSTS = 0, 1, 2, 3
@@ -58,7 +58,7 @@ class CoreConfig:
 
 @numba.njit(cache=True)
 def _prefetch(pf_id, H, tr, st, prm, i, t, lines, hits, n):
-    # one branch per module in npu.prefetchers, in the order of prefetchers.ID
+    # one branch per module in simcim.npu.prefetchers, in the order of prefetchers.ID
     if pf_id == 0:
         none.operate(H, tr, st, prm, i, t, lines, hits, n)
     elif pf_id == 1:

@@ -18,13 +18,13 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from experiments.config import param
-from experiments.kinds import TrialContext
-from npu import prefetchers
-from npu.cache import CacheConfig, HierarchyConfig
-from npu.core import CoreConfig, simulate
-from npu.dram import DRAMConfig
-from npu.trace import Trace, WorkloadSpec, build_trace
+from simcim.experiments.config import param
+from simcim.experiments.kinds import TrialContext
+from simcim.npu import prefetchers
+from simcim.npu.cache import CacheConfig, HierarchyConfig
+from simcim.npu.core import CoreConfig, simulate
+from simcim.npu.dram import DRAMConfig
+from simcim.npu.trace import Trace, WorkloadSpec, build_trace
 
 Workload = Literal["spmv", "spmm", "pruned_matmul", "embedding_bag", "gnn"]
 Prefetcher = Literal["none", "next_line", "stride", "stream", "imp", "nvr"]

@@ -5,7 +5,7 @@ like them; it needs no GPU, no Triton and no PyTorch, so the simulated half of t
 ``sim_vs_measured`` experiment runs anywhere. The kernels themselves stay in ``kernels/``.
 
 A GPU is a :class:`GPUSpec` read from a small TOML file (``npu/gpu_specs/*.toml``, or a user's
-own file). Every rate in it is measured by ``python -m kernels.gpu_microbench`` on the device:
+own file). Every rate in it is measured by ``python -m simcim.kernels.gpu_microbench`` on the device:
 
 - ``copy_gbps``        device-to-device copy, bytes read + written per second (HBM streaming)
 - ``mem_latency_us``   fixed cost of a streaming kernel beyond its launch: the intercept of copy
@@ -14,7 +14,7 @@ own file). Every rate in it is measured by ``python -m kernels.gpu_microbench`` 
 - ``mma_tflops``       bf16 tensor-core matmul (cuBLAS, 8192^3)
 - ``fma_tops``         fp32 FMA lane-operations per second (a register-only Triton kernel)
 - ``unpack_tops``      packed low-bit codes turned into fp32 and consumed per second: shift, mask, OR
-                       in the exponent of 2^23, subtract 2^23 (``kernels._common.codes_to_float``),
+                       in the exponent of 2^23, subtract 2^23 (``simcim.kernels._common.codes_to_float``),
                        then the one fp32 operation that uses the code
 - ``exp_tops``         ``exp2`` with the multiply of its argument, per second (special-function unit)
 - ``load_tops``        L1-resident gathered loads per second (lane-operations), each with its index
@@ -401,8 +401,8 @@ def linear_bf16(m: int, n: int, k: int) -> Work:
 QUANT_SCHEMES = {"int4": (4, 1, True), "int2": (2, 1, True), "ternary": (2, 2, False)}  # bits, planes, zeros
 
 
-F16ACC_MIN_WEIGHTS = 1 << 25  # kernels.quant_gemv's threshold for unpack="auto" (a test keeps the two equal)
-# kernels.quant_gemv.F16ACC_CONFIG (a test keeps the two equal): groups a step, BLOCK_N, split-K ways, warps
+F16ACC_MIN_WEIGHTS = 1 << 25  # simcim.kernels.quant_gemv's threshold for unpack="auto" (a test keeps the two equal)
+# simcim.kernels.quant_gemv.F16ACC_CONFIG (a test keeps the two equal): groups a step, BLOCK_N, split-K ways, warps
 F16ACC_CONFIG = {"int4": (2, 64, 4, 2), "int2": (2, 32, 8, 1), "ternary": (2, 32, 8, 1)}
 # registers per thread of the f16acc GEMV at that config (offline sm_90 compile, triton 3.6, as on the device; int4's
 # 168 became 251 with the split-K fixup after the loop, for no fewer instructions: 4 programs an SM instead of 6)
@@ -482,7 +482,8 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
 
 def _gather_rows(name: str, m: int, k: int, ncols: int, nnz: int, *, has_vals: bool, val_bytes: int, idx_bytes: int,
                  b_bytes: int, block_nnz: int, block_n: int, warps: int, l2_mib: float) -> Work:
-    """``kernels.sparse._gather_rows_kernel``: output row ``i`` sums the rows of ``B [k, ncols]`` its nonzeros name.
+    """``simcim.kernels.sparse._gather_rows_kernel``: output row ``i`` sums the rows of ``B [k, ncols]``
+    its nonzeros name.
 
     One program per output row and column block, ``warps`` warps. Three dependent loads lead to a row's first
     step: its row pointers, then its column indices, then the rows of B they name; every further step repeats
@@ -517,7 +518,9 @@ def _gather_rows(name: str, m: int, k: int, ncols: int, nnz: int, *, has_vals: b
 
 def spmm(m: int, k: int, ncols: int, nnz: int, val_bytes: int = BF16, idx_bytes: int = 8, b_bytes: int = BF16,
          block_nnz: int = 16, block_n: int = 128, warps: int = 4, l2_mib: float = 50.0) -> Work:
-    """``kernels.sparse.spmm`` of a CSR ``[m, k]`` by a dense ``[k, ncols]`` at its default config (16, 128, 4, 3)."""
+    """``simcim.kernels.sparse.spmm`` of a CSR ``[m, k]`` by a dense ``[k, ncols]``.
+
+    At its default config (16, 128, 4, 3)."""
     _positive("spmm", m=m, k=k, ncols=ncols)
     if nnz < 0 or nnz > m * k:
         raise ValueError(f"spmm: nnz must be in [0, {m * k}], got {nnz}")
@@ -527,7 +530,9 @@ def spmm(m: int, k: int, ncols: int, nnz: int, val_bytes: int = BF16, idx_bytes:
 
 def embedding_bag(bags: int, per_bag: int, dim: int, vocab: int, elem_bytes: int = 4, block_nnz: int = 16,
                   block_n: int = 64, warps: int = 2, l2_mib: float = 50.0) -> Work:
-    """``kernels.sparse.embedding_bag`` (sum, int64 indices, ``validate=False``) at its default config (16, 64, 2, 3).
+    """``simcim.kernels.sparse.embedding_bag`` (sum, int64 indices, ``validate=False``).
+
+    At its default config (16, 64, 2, 3).
 
     Two launches: PyTorch's ``torch.cat`` that appends the end to the offsets (counted as a minimal kernel),
     then the gather-rows kernel over ``bags`` rows of ``per_bag`` indices into a ``[vocab, dim]`` table.
@@ -553,7 +558,7 @@ FWHT_INSTR = {(2, 16): 274, (2, 32): 254, (2, 64): 1194, (2, 128): 1290, (2, 256
 
 
 def fwht(rows: int, d: int, elem_bytes: int = BF16) -> Work:
-    """``kernels.fwht.fwht`` of ``rows`` rows of ``d`` channels: read once, written once, in one launch.
+    """``simcim.kernels.fwht.fwht`` of ``rows`` rows of ``d`` channels: read once, written once, in one launch.
 
     ``min(64, 8192 / d)`` rows a program, 4 warps (masked rows issue too). Per program the compiled kernel's
     instructions (``FWHT_INSTR``, 16-bit elements as bf16), each a lane-op at the FMA rate; a shape it does not
@@ -605,7 +610,7 @@ KV_COMBINE_INSTR = {128: 541, 32: 155}
 
 def kv_decode(b: int, h: int, hkv: int, t: int, d: int, bits: int, k_group: int = 64, v_group: int = 64,
               n_sink: int = 4, rotate: bool = True) -> Work:
-    """``kernels.kv_quant.kv_decode`` over a cache of ``t`` tokens: sinks and the last partial key group in bf16.
+    """``simcim.kernels.kv_quant.kv_decode`` over a cache of ``t`` tokens: sinks and the last partial key group in bf16.
 
     Launch chain: FWHT of q (when rotated; ``8192 / d`` rows a program), the split kernel on
     ``(splits + 1) x b*hkv`` programs (4 warps, ``num_stages=1``: each step's loads are waited for; a
@@ -645,13 +650,13 @@ def kv_decode(b: int, h: int, hkv: int, t: int, d: int, bits: int, k_group: int 
 
 
 def fused_launch_config(d: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps) of ``kernels.attention._fused_launch_config`` on the GPU."""
+    """(BLOCK_M, BLOCK_N, num_warps) of ``simcim.kernels.attention._fused_launch_config`` on the GPU."""
     return (128, 128, 8) if d <= 128 else (64, 64, 4)
 
 
 def fused_attention(b: int, h: int, n: int, d: int, causal: bool = True, hkv: int | None = None,
                     block_m: int | None = None, block_n: int | None = None) -> Work:
-    """``kernels.attention.fused_attention`` (one pass) over ``n`` queries and keys.
+    """``simcim.kernels.attention.fused_attention`` (one pass) over ``n`` queries and keys.
 
     Grid: one program per query block and head (``cdiv(n, block_m) x b*h``), 8 warps at head dims
     up to 128. Causal: a query block visits the key blocks up to and including its diagonal, so
@@ -676,7 +681,7 @@ def fused_attention(b: int, h: int, n: int, d: int, causal: bool = True, hkv: in
 
 
 def unfused_attention(b: int, h: int, n: int, d: int, hkv: int | None = None, l2_mib: float = 50.0) -> Work:
-    """``kernels.attention.unfused_attention`` (three launches): masked work is not skipped.
+    """``simcim.kernels.attention.unfused_attention`` (three launches): masked work is not skipped.
 
     Scores go to memory in fp32 (4 bytes written), the softmax reads them twice (max, then exp
     and sum: 8) and writes bf16 probabilities (2), P @ V reads them (2): 16 bytes per score. When

@@ -1,6 +1,6 @@
 """The NVR paper's three headline numbers beside ours, from the bundled claim sweeps.
 
-    python -m npu.reproduce [--results results] [--workers 2]
+    python -m simcim.npu.reproduce [--results results] [--workers 2]
 
 Runs (or resumes: finished trials are kept) ``experiments/configs/npu_claim{1,2,3}_*.toml``
 through the runner into ``RESULTS/<name>/``, then prints a markdown table:
@@ -30,9 +30,9 @@ GENERAL_PURPOSE = ("next_line", "stride", "stream")
 
 
 def run_claims(results: Path, workers: int) -> dict[str, pd.DataFrame]:
-    from experiments import load
-    from experiments.config import load_config
-    from experiments.runner import run_trials, write_run_manifest
+    from simcim.experiments.config import load_config
+    from simcim.experiments.runner import run_trials, write_run_manifest
+    from simcim.experiments.store import load
 
     frames = {}
     for name in CLAIMS:

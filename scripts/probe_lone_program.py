@@ -1,7 +1,7 @@
 """The probe behind ``lone_instr_ns``: ``python3 scripts/probe_lone_program.py``.
 
 Two tables, each call timed as the median per-call time of 256 calls (distinct inputs) replayed in one CUDA graph:
-1. straight-line code (``kernels.gpu_microbench._straight_kernel``'s body) at 1, 2 and 4 warps, 4 and 16 words a
+1. straight-line code (``simcim.kernels.gpu_microbench._straight_kernel``'s body) at 1, 2 and 4 warps, 4 and 16 words a
    thread, 16 / 64 / 256 unrolled steps, with the compiled kernel's SASS instruction count;
 2. the fp32-path quantized GEMV on ONE program (n = 64 rows, split-K 1) at 1, 2, 4 and 8 groups a program, its
    weights in L2 or rotated through more copies than L2 holds, against the PyTorch reference.
@@ -14,10 +14,10 @@ import sys
 
 import torch
 
-from kernels import quant_gemv as qg
-from kernels.bench import Env
-from kernels.gpu_microbench import _graph_time_per_call, _straight_kernel
-from kernels.profile import sass_opcodes
+from simcim.kernels import quant_gemv as qg
+from simcim.kernels.bench import Env
+from simcim.kernels.gpu_microbench import _graph_time_per_call, _straight_kernel
+from simcim.kernels.profile import sass_opcodes
 
 CALLS = 256
 

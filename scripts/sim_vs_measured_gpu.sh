@@ -8,11 +8,11 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OUT=${OUT:-$PWD/out_gpu}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 spec=${SPEC:-npu/gpu_specs/h100.toml}
-python3 -m kernels.gpu_microbench --out "$spec" 2>&1 | tee "$OUT/microbench.log" || exit 1
+python3 -m simcim.kernels.gpu_microbench --out "$spec" 2>&1 | tee "$OUT/microbench.log" || exit 1
 cp "$spec" "$OUT/"
 [ "${SPEC_ONLY:-0}" = 1 ] && exit 0
 # the sweep predicts with the spec just measured (SPEC), whatever the config names
-timeout ${SWEEP_TIMEOUT:-470} python3 -m experiments.cli sweep experiments/configs/sim_vs_measured.toml --out results/sim_vs_measured \
+timeout ${SWEEP_TIMEOUT:-470} python3 -m simcim.experiments.cli sweep experiments/configs/sim_vs_measured.toml --out results/sim_vs_measured \
     --set "params.gpu_spec=\"$spec\"" --no-progress 2>&1 | grep -v Warning | tee "$OUT/sweep.log"
 timeout ${PROFILE_TIMEOUT:-120} python3 -m simcim.validation.measure "$OUT/kernel_grids.json" 2>&1 | grep -v Warning \
     | tail -n 40

@@ -28,7 +28,7 @@ from typing import Literal
 
 import torch
 
-from noise_models import DeviceModel
+from simcim.noise_models.base import DeviceModel
 from simcim.targets import WeightTarget
 
 

@@ -19,13 +19,13 @@ from typing import Literal
 
 import torch
 
-from experiments.config import param
-from experiments.kinds import TrialContext
-from noise_models import PRESETS, DeviceModel, device_model
-from noise_models.presets import gaussian
 from simcim.crossbar import CrossbarConfig, program_targets_
 from simcim.evaluate import eval_token_ids, perplexity
+from simcim.experiments.config import param
+from simcim.experiments.kinds import TrialContext
 from simcim.models import load_model, resolve_device, resolve_model_path
+from simcim.noise_models.base import DeviceModel
+from simcim.noise_models.presets import PRESETS, device_model, gaussian
 from simcim.targets import ROLES, WeightTarget, find_targets, select_targets
 
 DEFAULT_ROLES = ["attention", "experts", "router", "shared_expert", "mlp"]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from experiments.cli import build_parser, main
+from simcim.experiments.cli import build_parser, main
 
 SUBCOMMANDS = ["run", "sweep", "report", "quickstart", "info"]
 
@@ -61,5 +61,5 @@ def test_quickstart_shortened_writes_table_report_and_plot(tmp_path, capsys):
 
 
 def test_module_entry_point():
-    proc = subprocess.run([sys.executable, "-m", "experiments.cli", "info"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "simcim.experiments.cli", "info"], capture_output=True, text=True)
     assert proc.returncode == 0

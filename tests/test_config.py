@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.cli import main
-from experiments.config import ConfigError, load_config
+from simcim.experiments.cli import main
+from simcim.experiments.config import ConfigError, load_config
 
 GOOD = """
 [experiment]
@@ -90,7 +90,7 @@ def test_missing_config_file(tmp_path, capsys):
 
 def test_error_has_no_traceback_in_a_real_process(tmp_path):
     cfg = write(tmp_path, GOOD.replace("scale = 0.5", "scale = -1.0"))
-    proc = subprocess.run([sys.executable, "-m", "experiments.cli", "sweep", str(cfg)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "simcim.experiments.cli", "sweep", str(cfg)], capture_output=True,
                           text=True, cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -129,7 +129,7 @@ name = "other-name"
 
 
 def test_override_from_command_line(tmp_path):
-    from experiments.config import parse_override
+    from simcim.experiments.config import parse_override
 
     cfg = load_config(write(tmp_path, GOOD), dict([parse_override("params.scale=2"), parse_override("sweep.x=[5.0]")]))
     trials = cfg.trials()

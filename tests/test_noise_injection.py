@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-import experiments
-from experiments.cli import main
-from noise_models.presets import gaussian, pcm_programming
+import simcim
 from simcim.crossbar import CrossbarConfig, program_matrices, program_targets_, tile_scales
+from simcim.experiments.cli import main
 from simcim.models import load_model
 from simcim.noise_injection import Params, restored, run_trial, selected_targets
+from simcim.noise_models.presets import gaussian, pcm_programming
 from simcim.targets import find_targets, select_targets
 
 FAST = dict(eval_tokens=600, seq_len=64, batch_size=4, device="cpu")
@@ -190,8 +190,8 @@ level = [0.0, 0.1]
     assert main(["sweep", str(cfg), "--model", model, "--out", str(tmp_path / "s"), "--no-progress"]) == 0
     assert main(["sweep", str(cfg), "--model", model, "--out", str(tmp_path / "d"), "--workers", "2",
                  "--no-progress"]) == 0
-    a = experiments.load(tmp_path / "s").set_index("trial_id").sort_index()
-    b = experiments.load(tmp_path / "d").set_index("trial_id").sort_index()
+    a = simcim.load(tmp_path / "s").set_index("trial_id").sort_index()
+    b = simcim.load(tmp_path / "d").set_index("trial_id").sort_index()
     assert list(a.index) == list(b.index) and len(a) == 4
     assert (a["perplexity"] == b["perplexity"]).all(), (a["perplexity"] - b["perplexity"]).abs().max()
     assert (a["model"] == model).all()
@@ -208,7 +208,7 @@ def test_params_are_a_frozen_dataclass():
 def test_drift_compensation_restores_the_mean_decay():
     torch.manual_seed(1)
     w = torch.randn(2, 64, 256)
-    from noise_models import device_model
+    from simcim.noise_models.presets import device_model
 
     drift_only = device_model("pcm", 0.0)  # level 0: programming and read noise off, drift at full strength
     year = 365 * 86400.0
@@ -252,7 +252,7 @@ def test_same_chip_read_at_two_times_shares_its_programming(tiny_models):
 def test_calibrated_model_file_as_noise(tiny_models, tmp_path):
     from pathlib import Path
 
-    from noise_models.calibrate import calibrate
+    from simcim.noise_models.calibrate import calibrate
 
     curve = Path(__file__).parent / "data" / "pcm_prog_sigma_nandakumar2019.csv"
     path = calibrate(curve).save(tmp_path / "chip.json")

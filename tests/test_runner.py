@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import experiments
-from experiments.cli import main
-from experiments.config import load_config
-from experiments.runner import run_trials
-from experiments.store import remove_stale_temp_files, stored_status, write_record
+import simcim
+from simcim.experiments.cli import main
+from simcim.experiments.config import load_config
+from simcim.experiments.runner import run_trials
+from simcim.experiments.store import remove_stale_temp_files, stored_status, write_record
 
 SLOW = """
 [experiment]
@@ -46,7 +46,7 @@ def test_serial_run_stores_and_rerun_skips(tmp_path):
     s2 = run_trials(trials, tmp_path / "run", progress=False)
     assert (s2.ok, s2.skipped) == (0, 12)
     assert sorted(executions(tmp_path / "run")) == sorted(t.id for t in trials)  # each computed once
-    df = experiments.load(tmp_path / "run")
+    df = simcim.load(tmp_path / "run")
     assert len(df) == 12 and df["trial_id"].is_unique
     for col in ("seed", "wall_time_s", "simcim_version", "git_commit", "config_json", "x", "y"):
         assert col in df.columns
@@ -58,16 +58,16 @@ def test_failing_trial_is_recorded_and_others_go_on(tmp_path):
     cfg_path.write_text(SLOW.format(sleep=0.0).replace("log_executions = true", "fail_above = 3.5"))
     rc = main(["sweep", str(cfg_path), "--out", str(tmp_path / "run"), "--no-progress"])
     assert rc == 1
-    everything = experiments.load(tmp_path / "run", include_failed=True)
+    everything = simcim.load(tmp_path / "run", include_failed=True)
     failed = everything[everything["status"] == "failed"]
     assert len(failed) == 4 and len(everything) == 12
     assert failed["error"].str.contains("is above fail_above").all()
     assert (tmp_path / "run" / "errors").is_dir()
-    assert len(experiments.load(tmp_path / "run")) == 8
+    assert len(simcim.load(tmp_path / "run")) == 8
 
 
 def _start_sweep(cfg: Path, out: Path, workers: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "experiments.cli", "sweep", str(cfg), "--out", str(out), "--no-progress"]
+    cmd = [sys.executable, "-m", "simcim.experiments.cli", "sweep", str(cfg), "--out", str(out), "--no-progress"]
     if workers:
         cmd += ["--workers", str(workers)]
     # its own session, so that kill -9 of the group takes the Dask scheduler and workers too
@@ -101,7 +101,7 @@ def test_killed_sweep_resumes_without_loss_or_repeat(tmp_path, workers):
     assert not set(rerun) & done_before  # nothing stored before the kill was computed again
     assert sorted(rerun) == sorted(expected - done_before)  # the rest computed exactly once
     assert not list(out.glob("trials/*.tmp"))  # no half-written results are visible as results
-    df = experiments.load(out)
+    df = simcim.load(out)
     assert len(df) == len(expected) and df["trial_id"].is_unique
 
 
@@ -140,8 +140,8 @@ def test_dask_local_cluster_matches_serial(tmp_path):
     cfg.write_text(SLOW.format(sleep=0.0))
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "serial"), "--no-progress"]) == 0
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "dask"), "--workers", "2", "--no-progress"]) == 0
-    a = experiments.load(tmp_path / "serial").set_index("trial_id").sort_index()
-    b = experiments.load(tmp_path / "dask").set_index("trial_id").sort_index()
+    a = simcim.load(tmp_path / "serial").set_index("trial_id").sort_index()
+    b = simcim.load(tmp_path / "dask").set_index("trial_id").sort_index()
     assert list(a.index) == list(b.index)
     assert (a["y"] == b["y"]).all()
     assert b["host"].notna().all()
@@ -155,4 +155,4 @@ def test_existing_scheduler(tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
         rc = main(["sweep", str(cfg), "--out", str(tmp_path / "remote"), "--scheduler", cluster.scheduler_address,
                    "--no-progress"])
-    assert rc == 0 and len(experiments.load(tmp_path / "remote")) == 12
+    assert rc == 0 and len(simcim.load(tmp_path / "remote")) == 12

@@ -1,21 +1,21 @@
 """Einsum cascades, pass lower bounds and a FuseMax-style spatial-array model.
 
-- :mod:`npu.dataflow.einsum`: the cascade notation (``cascades/*.einsum``) and its parser.
-- :mod:`npu.dataflow.passes`: passes over a rank that any implementation of a cascade must make,
+- :mod:`simcim.npu.dataflow.einsum`: the cascade notation (``cascades/*.einsum``) and its parser.
+- :mod:`simcim.npu.dataflow.passes`: passes over a rank that any implementation of a cascade must make,
   and what keeping or spilling the data between passes costs.
-- :mod:`npu.dataflow.arch`: hardware parameters (45 nm energies, array sizes, buffer, DRAM) and
+- :mod:`simcim.npu.dataflow.arch`: hardware parameters (45 nm energies, array sizes, buffer, DRAM) and
   the transformer shapes FuseMax evaluates.
-- :mod:`npu.dataflow.model`: the vectorized latency / energy / utilization / traffic model.
-- :mod:`npu.dataflow.designs`: unfused, FLAT, +Cascade, +Architecture and FuseMax.
-- :mod:`npu.dataflow.experiment`: the ``fusemax`` experiment kind.
-- ``python -m npu.dataflow.analyze CASCADE``: pass analysis of a shipped or user cascade.
-- ``python -m npu.dataflow.reproduce`` / ``python -m npu.dataflow.bench``: paper comparison, speed.
+- :mod:`simcim.npu.dataflow.model`: the vectorized latency / energy / utilization / traffic model.
+- :mod:`simcim.npu.dataflow.designs`: unfused, FLAT, +Cascade, +Architecture and FuseMax.
+- :mod:`simcim.npu.dataflow.experiment`: the ``fusemax`` experiment kind.
+- ``python -m simcim.npu.dataflow.analyze CASCADE``: pass analysis of a shipped or user cascade.
+- ``python -m simcim.npu.dataflow.reproduce`` / ``python -m simcim.npu.dataflow.bench``: paper comparison, speed.
 """
 
-from npu.dataflow.designs import DESIGNS, design
-from npu.dataflow.einsum import Cascade, CascadeSyntaxError, Einsum, builtin_cascade, load_cascade, parse_cascade
-from npu.dataflow.model import Design, Stage, bottleneck, evaluate, linear_layers
-from npu.dataflow.passes import PassReport, analyze_passes
+from simcim.npu.dataflow.designs import DESIGNS, design
+from simcim.npu.dataflow.einsum import Cascade, CascadeSyntaxError, Einsum, builtin_cascade, load_cascade, parse_cascade
+from simcim.npu.dataflow.model import Design, Stage, bottleneck, evaluate, linear_layers
+from simcim.npu.dataflow.passes import PassReport, analyze_passes
 
 __all__ = [
     "DESIGNS",

@@ -1,4 +1,4 @@
-"""``python -m npu.dataflow.analyze CASCADE [--rank m]``: parse a cascade and print its pass analysis.
+"""``python -m simcim.npu.dataflow.analyze CASCADE [--rank m]``: parse a cascade and print its pass analysis.
 
 CASCADE is a shipped name (``attention_3pass``) or a path to a ``.einsum`` file; notation errors
 are printed as ``file:line:col: message``.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from npu.dataflow.einsum import builtin_cascade
-from npu.dataflow.passes import analyze_passes
+from simcim.npu.dataflow.einsum import builtin_cascade
+from simcim.npu.dataflow.passes import analyze_passes
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Design points per second of the FuseMax model: one vectorized call vs a Python loop of scalar calls.
 
-    python -m npu.dataflow.bench [--points 10000] [--repeats 5] [--csv fusemax_bench.csv]
+    python -m simcim.npu.dataflow.bench [--points 10000] [--repeats 5] [--csv fusemax_bench.csv]
 
 The grid crosses 2D array size, 1D array size, buffer size, DRAM bandwidth and sequence length
 (FuseMax design, BERT shapes). The baseline evaluates the same model one point at a time, on a
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from npu.dataflow.arch import MODELS
-from npu.dataflow.designs import DESIGNS
-from npu.dataflow.model import evaluate
+from simcim.npu.dataflow.arch import MODELS
+from simcim.npu.dataflow.designs import DESIGNS
+from simcim.npu.dataflow.model import evaluate
 
 
 def grid(n: int, seed: int = 0) -> dict[str, np.ndarray]:

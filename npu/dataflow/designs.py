@@ -16,8 +16,8 @@ array, 940 MHz, 400 GiB/s): unfused, FLAT, and the steps from FLAT to FuseMax.
 
 from __future__ import annotations
 
-from npu.dataflow.arch import FLAT_ARCH, FUSEMAX_ARCH
-from npu.dataflow.model import Design, Stage
+from simcim.npu.dataflow.arch import FLAT_ARCH, FUSEMAX_ARCH
+from simcim.npu.dataflow.model import Design, Stage
 
 __all__ = ["DESIGNS", "design"]
 

@@ -16,20 +16,20 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from experiments.config import param
-from experiments.kinds import TrialContext
-from npu.dataflow.arch import MODELS, ModelShape
-from npu.dataflow.designs import DESIGNS
-from npu.dataflow.einsum import builtin_cascade
-from npu.dataflow.model import Design, Stage, bottleneck, evaluate, linear_layers
-from npu.dataflow.passes import analyze_passes
+from simcim.experiments.config import param
+from simcim.experiments.kinds import TrialContext
+from simcim.npu.dataflow.arch import MODELS, ModelShape
+from simcim.npu.dataflow.designs import DESIGNS
+from simcim.npu.dataflow.einsum import builtin_cascade
+from simcim.npu.dataflow.model import Design, Stage, bottleneck, evaluate, linear_layers
+from simcim.npu.dataflow.passes import analyze_passes
 
 DesignName = Literal["unfused", "flat", "cascade", "fusemax_arch", "fusemax"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Params:
-    design: DesignName = param("fusemax", help="design to evaluate (see npu.dataflow.designs)")
+    design: DesignName = param("fusemax", help="design to evaluate (see simcim.npu.dataflow.designs)")
     baseline: DesignName = param("flat", help="design the ratios are taken against")
     model: Literal["BERT", "TrXL", "T5", "XLM"] = param("BERT", help="transformer shape (FuseMax's set)")
     seq_len: int = param(1024, ge=1, le=1 << 24, help="sequence length (queries = keys)")

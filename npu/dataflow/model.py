@@ -20,7 +20,7 @@ array-width block of keys (``"tile"``). Intermediates stay in PE registers, go t
 global buffer, or go through DRAM (unfused). A cascade of more than one pass must keep
 ``live_fibers`` M-long fibers per row of a block of ``rows`` query rows; what does not fit in
 the buffer is spilled, costing ``spill_accesses`` DRAM accesses per score (see
-:mod:`npu.dataflow.passes`).
+:mod:`simcim.npu.dataflow.passes`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Literal
 
 import numpy as np
 
-from npu.dataflow.arch import Arch, ModelShape
-from npu.dataflow.einsum import Cascade, Einsum, cascade_path, parse_cascade
-from npu.dataflow.passes import PassReport, analyze_passes
+from simcim.npu.dataflow.arch import Arch, ModelShape
+from simcim.npu.dataflow.einsum import Cascade, Einsum, cascade_path, parse_cascade
+from simcim.npu.dataflow.passes import PassReport, analyze_passes
 
 __all__ = ["ARRAY_METRICS", "Design", "Stage", "bottleneck", "compile_design", "evaluate", "linear_layers"]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from npu.dataflow.einsum import Cascade, Einsum, Ref
+from simcim.npu.dataflow.einsum import Cascade, Einsum, Ref
 
 __all__ = ["PassReport", "analyze_passes"]
 

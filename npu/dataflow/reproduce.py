@@ -1,6 +1,6 @@
 """Compare the model with FuseMax's per-model results over FLAT (attention and end to end).
 
-    python -m npu.dataflow.reproduce [--csv out.csv]
+    python -m simcim.npu.dataflow.reproduce [--csv out.csv]
 
 Prints, for each model and sequence length, the paper's speedup / energy ratio / utilization
 beside ours, then the averages over all 24 points (the paper's 6.7x / 79% / 5.3x / 83% are
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from npu.dataflow.arch import MODELS, SEQ_LENS
-from npu.dataflow.designs import DESIGNS
-from npu.dataflow.model import evaluate, linear_layers
+from simcim.npu.dataflow.arch import MODELS, SEQ_LENS
+from simcim.npu.dataflow.designs import DESIGNS
+from simcim.npu.dataflow.model import evaluate, linear_layers
 
 PAPER_CSV = Path(__file__).parent / "paper_fusemax.csv"
 

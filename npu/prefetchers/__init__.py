@@ -8,15 +8,15 @@ A prefetcher module defines ``NAME``, a frozen ``Config`` dataclass, and
 
 ``operate`` runs after the core issues instruction ``i`` at cycle ``t``; ``lines[:n]`` are the
 distinct cache lines it touched and ``hits[:n]`` whether each hit in the NPU-side level. It
-issues prefetches with ``npu.cache.prefetch_access(H, line, cycle)``. ``ID`` below is the
-number the simulator's dispatch (``npu.core._prefetch``) switches on.
+issues prefetches with ``simcim.npu.cache.prefetch_access(H, line, cycle)``. ``ID`` below is the
+number the simulator's dispatch (``simcim.npu.core._prefetch``) switches on.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from npu.prefetchers import imp, next_line, none, nvr, stream, stride
+from simcim.npu.prefetchers import imp, next_line, none, nvr, stream, stride
 
 PREFETCHERS: dict[str, ModuleType] = {m.NAME: m for m in (none, next_line, stride, stream, imp, nvr)}
 ID: dict[str, int] = {name: k for k, name in enumerate(PREFETCHERS)}

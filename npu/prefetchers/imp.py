@@ -20,7 +20,7 @@ import dataclasses
 import numba
 import numpy as np
 
-from npu.cache import line_ready, prefetch_access
+from simcim.npu.cache import line_ready, prefetch_access
 
 NAME = "imp"
 PC, BASE, SCALE, CONF, LAST_V, LAST_A, STRIDE = range(7)

@@ -7,7 +7,7 @@ import dataclasses
 import numba
 import numpy as np
 
-from npu.cache import prefetch_access
+from simcim.npu.cache import prefetch_access
 
 NAME = "next_line"
 

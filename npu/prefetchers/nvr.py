@@ -29,7 +29,7 @@ import dataclasses
 import numba
 import numpy as np
 
-from npu.cache import PF_ISSUED, PF_LATE, PF_USEFUL, PF_USELESS, prefetch_access
+from simcim.npu.cache import PF_ISSUED, PF_LATE, PF_USEFUL, PF_USELESS, prefetch_access
 
 NAME = "nvr"
 # scalar slots after the per-instruction rows

@@ -13,7 +13,7 @@ import dataclasses
 import numba
 import numpy as np
 
-from npu.cache import prefetch_access
+from simcim.npu.cache import prefetch_access
 
 NAME = "stream"
 LAST, DIR, CONF, PTR, USED = 0, 1, 2, 3, 4

@@ -11,7 +11,7 @@ import dataclasses
 import numba
 import numpy as np
 
-from npu.cache import prefetch_access
+from simcim.npu.cache import prefetch_access
 
 NAME = "stride"
 PC, LAST, STRIDE, CONF = 0, 1, 2, 3

@@ -23,7 +23,7 @@ TRIAL_COLUMNS = ("repair", "level", "seed", "wall_time_s", *PHASES, "perplexity"
 
 
 def trial_times(run_dir: Path) -> pd.DataFrame:
-    from experiments import load
+    from simcim.experiments.store import load
 
     df = load(run_dir)
     if df.empty or "repair" not in df.columns:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(path, index=False)
     print(f"wrote {path}")
     if args.trials_csv:
-        from experiments import load
+        from simcim.experiments.store import load
 
         df = load(args.run_dir).sort_values("started_at")
         df[[c for c in TRIAL_COLUMNS if c in df.columns]].to_csv(args.trials_csv, index=False)

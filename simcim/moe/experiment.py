@@ -29,11 +29,11 @@ from typing import Literal
 
 import torch
 
-from experiments.config import param
-from experiments.kinds import TrialContext
 from simcim import noise_injection
 from simcim.crossbar import program_targets_
 from simcim.evaluate import eval_token_ids
+from simcim.experiments.config import param
+from simcim.experiments.kinds import TrialContext
 from simcim.models import load_model
 from simcim.moe.diagnostics import Router, record_routing, require_routers, routing_metrics, routing_stats
 from simcim.moe.prompts import STRATEGIES, prefixed_perplexity, prompt_ids, train_token_ids

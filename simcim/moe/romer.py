@@ -42,9 +42,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from noise_models import DeviceModel
 from simcim.crossbar import CrossbarConfig, program_matrices, target_seed
 from simcim.moe.diagnostics import Router, expert_frequency, split_router_output
+from simcim.noise_models.base import DeviceModel
 
 Recording = dict[int, tuple[torch.Tensor, torch.Tensor]]
 

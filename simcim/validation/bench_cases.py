@@ -1,7 +1,7 @@
 """The GPU model beside the kernel benchmarks: ``python -m simcim.validation.bench_cases CSV [--spec h200]``.
 
 The ``sim_vs_measured`` run checks the model at the decode-step shapes of two small models. The
-benchmarks of ``kernels.bench`` time the same kernels at large shapes (attention at 4K-16K tokens,
+benchmarks of ``simcim.kernels.bench`` time the same kernels at large shapes (attention at 4K-16K tokens,
 GEMVs of 8192 x 28672, a 32K-token KV cache, SpMM over 16384^2, a 1M-row embedding table), and
 docs/benchmarks.md records those medians. A CSV of them (``docs/data/bench_*.csv``: counter, its
 arguments as JSON, what was timed, the median in us, where in docs/benchmarks.md it is) is here
@@ -53,7 +53,7 @@ def load_cases(path: str | Path) -> pd.DataFrame:
 
 def predict_cases(cases: pd.DataFrame, spec: str) -> pd.DataFrame:
     """``cases`` with the model's prediction, its bound and the error of each row."""
-    from npu.gpu_model import count, load_spec, predict
+    from simcim.npu.gpu_model import count, load_spec, predict
 
     gpu = load_spec(spec)
     rows = []

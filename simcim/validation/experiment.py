@@ -4,7 +4,7 @@ One trial = (model, compression). It
 
 (a) times every distinct kernel call of a decode step (batch 1, ``context`` cached tokens) and
     the whole step on the GPU with the Triton kernels (``simcim.validation.measure``);
-(b) predicts the same times with the GPU model (``npu.gpu_model``, spec ``gpu_spec``);
+(b) predicts the same times with the GPU model (``simcim.npu.gpu_model``, spec ``gpu_spec``);
 (c) runs the accelerator simulators at the model's shapes: FuseMax (1-pass cascade) against
     the 3-pass unfused design for the prefill attention (``bf16`` trials, beside the GPU's
     fused and 3-pass kernels), and the NPU simulator with NVR runahead against no prefetching on
@@ -25,9 +25,9 @@ from typing import Literal
 
 import numpy as np
 
-from experiments.config import param
-from experiments.kinds import TrialContext
-from npu.gpu_model import GPUSpec, load_spec, predict
+from simcim.experiments.config import param
+from simcim.experiments.kinds import TrialContext
+from simcim.npu.gpu_model import GPUSpec, load_spec, predict
 from simcim.validation.decode_step import (
     COMPRESSIONS,
     Arch,
@@ -70,7 +70,7 @@ class Params:
     def __post_init__(self) -> None:
         arch_of(self.model)  # a bad model name or directory fails at config load
         load_spec(self.gpu_spec)
-        from noise_models import PRESETS
+        from simcim.noise_models.presets import PRESETS
 
         if self.cim_noise not in PRESETS:
             raise ValueError(f"cim_noise {self.cim_noise!r} is not a device model preset "
@@ -121,8 +121,8 @@ def _end_to_end(p: Params, arch: Arch, spec: GPUSpec, env) -> dict[str, float]:
 
 def _fusemax(arch: Arch, context: int) -> dict[str, float]:
     """Simulated 1-pass (FuseMax) vs 3-pass (unfused) attention at the model's prefill shapes."""
-    from npu.dataflow.designs import DESIGNS
-    from npu.dataflow.model import evaluate
+    from simcim.npu.dataflow.designs import DESIGNS
+    from simcim.npu.dataflow.model import evaluate
 
     wl = {"B": 1, "H": arch.heads, "M": context, "P": context, "E": arch.head_dim, "F": arch.head_dim}
     one = evaluate(DESIGNS["fusemax"], wl)
@@ -149,7 +149,7 @@ def _npu(p: Params, arch: Arch, ctx: TrialContext) -> dict[str, float]:
     """Simulated NVR runahead vs no prefetching on the pruned expert matrix (decode: one activation column)."""
     from safetensors.numpy import save_file
 
-    from npu import experiment as npu_exp
+    from simcim.npu import experiment as npu_exp
 
     path = ctx.artifact_dir / "pruned_expert.safetensors"
     save_file({"w": _expert_matrix(p, arch)}, str(path))

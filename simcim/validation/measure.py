@@ -2,7 +2,7 @@
 
 Inputs are random (N(0, 0.02) weights, random caches): times depend on shapes, not values, and
 the OLMoE-1B-7B shapes then need no 14 GB checkpoint. Every time is the median replay of a CUDA
-graph (``kernels.bench.bench``), so host launch costs are out of both the measurement and the
+graph (``simcim.kernels.bench.bench``), so host launch costs are out of both the measurement and the
 model. Per kernel, the call is repeated over enough distinct copies of its inputs to overflow L2
 twice, so its data come from HBM as in a large model's step; the whole step runs every call on
 its own weights and cache, once, in one graph.
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from kernels.bench import Env, bench, copies_for
+from simcim.kernels.bench import Env, bench, copies_for
 from simcim.validation.decode_step import Op
 
 
@@ -25,10 +25,10 @@ def _weight(n: int, k: int, gen: torch.Generator, dev: torch.device) -> torch.Te
 
 def build(op: Op, gen: torch.Generator, dev: torch.device) -> Callable[[], torch.Tensor]:
     """Allocate one instance of ``op``'s inputs on ``dev``; return the call."""
-    from kernels.attention import fused_attention, unfused_attention
-    from kernels.kv_quant import kv_decode, quantize_kv
-    from kernels.quant_gemv import quant_matmul, quantize_groupwise, quantize_ternary
-    from kernels.sparse import spmm
+    from simcim.kernels.attention import fused_attention, unfused_attention
+    from simcim.kernels.kv_quant import kv_decode, quantize_kv
+    from simcim.kernels.quant_gemv import quant_matmul, quantize_groupwise, quantize_ternary
+    from simcim.kernels.sparse import spmm
 
     a = op.args
     bf = torch.bfloat16
@@ -119,7 +119,7 @@ def triton_resources() -> list[dict]:
 
     import triton
 
-    from kernels.profile import compiled_kernels, sass_opcodes
+    from simcim.kernels.profile import compiled_kernels, sass_opcodes
 
     rows = []
     for mod_name in ("attention", "fwht", "kv_quant", "quant_gemv", "sparse"):
@@ -147,7 +147,7 @@ def launch_profile(ops: list[Op], env: Env, path) -> dict:
     """
     import json
 
-    from kernels.profile import launched_kernels
+    from simcim.kernels.profile import launched_kernels
 
     gen = torch.Generator(device=env.device).manual_seed(0)
     out = []

@@ -1,10 +1,10 @@
 """Perplexity of a compressed model: digital (the quantized kernels) and on simulated CIM crossbars.
 
-Weights: the attention projections become ``kernels.quant_gemv.QuantizedLinear`` (the Triton
+Weights: the attention projections become ``simcim.kernels.quant_gemv.QuantizedLinear`` (the Triton
 kernels on a GPU, their PyTorch reference on a CPU); the experts, stacked 3-D parameters in
 transformers 5 and not ``nn.Linear``, get the same quantizer's dequantized values (the function
 the kernel computes). Pruning zeroes the smallest-magnitude expert weights per matrix. The KV
-cache is quantized and dequantized in the attention function with ``kernels.kv_quant``'s own
+cache is quantized and dequantized in the attention function with ``simcim.kernels.kv_quant``'s own
 quantizer, sinks kept in full precision, keys rotated (FWHT) and rotated back: the decode kernel
 serves one query at a time, so prefill perplexity uses its quantizer, not its kernel.
 
@@ -20,9 +20,9 @@ from collections.abc import Iterator
 
 import torch
 
-from kernels.fwht import fwht
-from kernels.kv_quant import dequantize_kv, quantize_kv
-from kernels.quant_gemv import QuantizedLinear, dequantize, quantize_groupwise, quantize_ternary
+from simcim.kernels.fwht import fwht
+from simcim.kernels.kv_quant import dequantize_kv, quantize_kv
+from simcim.kernels.quant_gemv import QuantizedLinear, dequantize, quantize_groupwise, quantize_ternary
 from simcim.targets import WeightTarget, find_targets, select_targets
 
 KV_IMPL = "simcim_kvquant"

@@ -1,6 +1,6 @@
 import pytest
 
-from npu.dataflow.einsum import CascadeSyntaxError, builtin_cascade, load_cascade, parse_cascade
+from simcim.npu.dataflow.einsum import CascadeSyntaxError, builtin_cascade, load_cascade, parse_cascade
 
 
 def test_shipped_cascades_parse_and_round_trip():

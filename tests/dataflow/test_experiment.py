@@ -3,9 +3,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments.config import ConfigError, load_config, validate_params
-from experiments.kinds import TrialContext
-from npu.dataflow.experiment import Params, run_trial
+from simcim.experiments.config import ConfigError, load_config, validate_params
+from simcim.experiments.kinds import TrialContext
+from simcim.npu.dataflow.experiment import Params, run_trial
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 
@@ -52,7 +52,7 @@ def test_10000_point_design_space_config(tmp_path):
     cfg = load_config(CONFIGS / "fusemax_design_space.toml")
     trial = cfg.trials()[0]
     out = run_trial(trial.params, 0, ctx(tmp_path))
-    assert out["points"] == 10_000 and out["points_per_second"] > 0  # speed is measured by npu.dataflow.bench
+    assert out["points"] == 10_000 and out["points_per_second"] > 0  # speed is measured by simcim.npu.dataflow.bench
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from npu.dataflow.arch import FLAT_ARCH, FUSEMAX_ARCH, MODELS, Arch
-from npu.dataflow.designs import DESIGNS
-from npu.dataflow.model import Design, Stage, bottleneck, evaluate
+from simcim.npu.dataflow.arch import FLAT_ARCH, FUSEMAX_ARCH, MODELS, Arch
+from simcim.npu.dataflow.designs import DESIGNS
+from simcim.npu.dataflow.model import Design, Stage, bottleneck, evaluate
 
 TINY = {"rows": 2, "cols": 2, "pes_1d": 2, "clock_hz": 1.0, "dram_bytes_per_s": 4.0}
 WL = {"B": 1, "H": 1, "M": 4, "P": 4, "E": 2, "F": 2}

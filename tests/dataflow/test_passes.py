@@ -1,7 +1,7 @@
 import pytest
 
-from npu.dataflow.einsum import builtin_cascade, parse_cascade
-from npu.dataflow.passes import analyze_passes
+from simcim.npu.dataflow.einsum import builtin_cascade, parse_cascade
+from simcim.npu.dataflow.passes import analyze_passes
 
 
 def test_attention_cascades_take_3_2_and_1_passes():
@@ -68,7 +68,7 @@ def test_shipped_variants_are_one_pass(name):
 
 
 def test_analyze_cli(tmp_path, capsys):
-    from npu.dataflow.analyze import main
+    from simcim.npu.dataflow.analyze import main
 
     main(["attention_3pass"])
     assert "passes over m: 3" in capsys.readouterr().out

@@ -1,6 +1,6 @@
 import pytest
 
-from npu.dataflow import bench, reproduce
+from simcim.npu.dataflow import bench, reproduce
 
 
 def test_paper_averages_within_15_percent():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kernels.analog_matmul import (
+from simcim.kernels.analog_matmul import (
     AnalogConfig,
     AnalogLinear,
     analog_matmul,
@@ -9,7 +9,7 @@ from kernels.analog_matmul import (
     dac,
     program_weights,
 )
-from kernels.testing import poisoned, randn, rel_err
+from simcim.kernels.testing import poisoned, randn, rel_err
 
 M, N, K = 37, 29, 100  # K spans 4 tiles of 32, the last one partial
 
@@ -100,7 +100,7 @@ def test_gpu_noise_is_box_muller_of_tritons_philox_words(rng):
     counter (so a wrong Philox round or constant changes every value), at MUFU precision."""
     triton = pytest.importorskip("triton")
     tl = triton.language
-    from kernels.analog_matmul import add_normal_noise4
+    from simcim.kernels.analog_matmul import add_normal_noise4
 
     @triton.jit
     def _draw(Out, W, key, counter, BLOCK: tl.constexpr):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from kernels.attention import FusedAttention, attention_reference, fused_attention, unfused_attention
-from kernels.testing import poisoned, randn, rel_err
+from simcim.kernels.attention import FusedAttention, attention_reference, fused_attention, unfused_attention
+from simcim.kernels.testing import poisoned, randn, rel_err
 
 # (batch, heads, kv heads, queries, keys, head dim): odd lengths exercise every mask
 SHAPES = [(1, 4, 2, 37, 53, 64), (2, 2, 1, 29, 29, 64), (1, 2, 2, 5, 40, 128)]

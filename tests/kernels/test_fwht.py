@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from kernels.fwht import fwht, fwht_reference, hadamard_matrix
-from kernels.testing import poisoned, randn, rel_err
+from simcim.kernels.fwht import fwht, fwht_reference, hadamard_matrix
+from simcim.kernels.testing import poisoned, randn, rel_err
 
 
 @pytest.mark.parametrize("d", [2, 16, 64, 128])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kernels.kv_quant import (
+from simcim.kernels.kv_quant import (
     decode_reference_dense,
     dequantize_kv,
     detect_sink_tokens,
@@ -9,7 +9,7 @@ from kernels.kv_quant import (
     kv_decode_reference,
     quantize_kv,
 )
-from kernels.testing import poisoned, randn, rel_err
+from simcim.kernels.testing import poisoned, randn, rel_err
 
 
 @pytest.mark.parametrize("bits", [2, 4])

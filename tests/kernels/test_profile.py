@@ -9,7 +9,7 @@ import pytest
 triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
 
-from kernels.profile import sass_opcodes  # noqa: E402
+from simcim.kernels.profile import sass_opcodes  # noqa: E402
 
 
 def _axpy(X, Y, N, BLOCK: tl.constexpr):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from kernels import quant_gemv
-from kernels.quant_gemv import (
+from simcim.kernels import quant_gemv
+from simcim.kernels.quant_gemv import (
     QuantizedLinear,
     dequantize,
     pack_codes,
@@ -13,7 +13,7 @@ from kernels.quant_gemv import (
     replace_linear,
     unpack_codes,
 )
-from kernels.testing import poisoned, randn, rel_err
+from simcim.kernels.testing import poisoned, randn, rel_err
 
 
 def _quantize(w, scheme, group):
@@ -140,7 +140,7 @@ def test_auto_unpack_switches_at_the_threshold(monkeypatch, device, rng):
 
 
 def test_bench_sizes_times_both_m1_paths_beside_bf16():
-    from kernels import bench
+    from simcim.kernels import bench
 
     rows = [r for r in bench.run(["quant_gemv_sizes"], tiny=True) if r.kernel == "quant_gemv"]
     assert {r.impl for r in rows} == {"bf16 F.linear", "triton int4 m1:fp32", "triton int4 m1:f16acc"}

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from kernels.sparse import embedding_bag, embedding_bag_reference, random_csr, spmm, spmm_reference
-from kernels.testing import poisoned, randn, rel_err
+from simcim.kernels.sparse import embedding_bag, embedding_bag_reference, random_csr, spmm, spmm_reference
+from simcim.kernels.testing import poisoned, randn, rel_err
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

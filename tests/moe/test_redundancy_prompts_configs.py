@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.config import ConfigError, load_config
-from noise_models.presets import gaussian
 from simcim.crossbar import CrossbarConfig, program_targets_
 from simcim.evaluate import perplexity
+from simcim.experiments.config import ConfigError, load_config
 from simcim.models import load_model
 from simcim.moe.experiment import Params
 from simcim.moe.prompts import prefixed_perplexity, prompt_text
 from simcim.moe.redundancy import add_redundant_copies_, redundant_layers
 from simcim.moe.romer import Programming
+from simcim.noise_models.presets import gaussian
 from simcim.targets import WeightTarget
 
 CONFIGS = sorted(Path(__file__).resolve().parents[2].joinpath("experiments", "configs").glob("moe_*.toml"))
@@ -104,8 +104,8 @@ def test_random_checkpoint_has_the_real_olmoe_shape(tmp_path):
 
 
 def test_bench_reports_time_per_trial_against_no_repair(tiny_models, tmp_path, capsys):
-    from experiments.config import Trial
-    from experiments.runner import run_trials
+    from simcim.experiments.config import Trial
+    from simcim.experiments.runner import run_trials
     from simcim.moe.bench import main as bench_main
 
     fast = dict(model=str(tiny_models["olmoe"]), device="cpu", dtype="float32", eval_tokens=200, seq_len=64,

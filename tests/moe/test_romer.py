@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noise_models.presets import gaussian
 from simcim.crossbar import CrossbarConfig
 from simcim.models import load_model
 from simcim.moe.diagnostics import find_routers
@@ -19,6 +18,7 @@ from simcim.moe.romer import (
     percentile_maps,
     replace_experts_,
 )
+from simcim.noise_models.presets import gaussian
 
 ARCHS = ["olmoe", "qwen2_moe", "mixtral", "deepseek_v3"]
 FAST = dict(device="cpu", dtype="float32", eval_tokens=200, seq_len=64, batch_size=4, calib_tokens=128,

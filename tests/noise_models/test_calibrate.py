@@ -10,8 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from noise_models import DeviceModel, PowerLawDrift, ProgrammingNoise, ReadNoise, calibrate, device_model
-from noise_models.presets import PCM_PROG_COEFFS
+from simcim.noise_models.base import DeviceModel
+from simcim.noise_models.calibrate import calibrate
+from simcim.noise_models.drift import PowerLawDrift
+from simcim.noise_models.presets import PCM_PROG_COEFFS, device_model
+from simcim.noise_models.programming import ProgrammingNoise
+from simcim.noise_models.read import ReadNoise
 
 DATA = Path(__file__).parent.parent / "data"
 PROG = (0.3, 1.5, -0.8)
@@ -145,7 +149,7 @@ def test_missing_file_and_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_command_line_fits_and_saves(tmp_path: Path, capsys) -> None:
-    from noise_models.calibrate import main
+    from simcim.noise_models.calibrate import main
 
     out = tmp_path / "fit.json"
     main([str(DATA / "pcm_prog_sigma_nandakumar2019.csv"), "--g-max", "25", "--out", str(out)])

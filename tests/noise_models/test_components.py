@@ -12,19 +12,16 @@ import math
 import pytest
 import torch
 
-from noise_models import (
-    AdditiveGaussianNoise,
-    ConductanceRelaxation,
-    DeviceModel,
-    DeviceVariation,
-    FiniteLevels,
-    MultiplicativeGaussianNoise,
-    PowerLawDrift,
-    ProgrammingNoise,
-    ReadNoise,
-    StuckAtFaults,
-)
-from noise_models.presets import PCM_DRIFT, PCM_G_MAX_US, PCM_PROG_COEFFS, PCM_READ
+from simcim.noise_models.base import DeviceModel
+from simcim.noise_models.drift import PowerLawDrift
+from simcim.noise_models.faults import StuckAtFaults
+from simcim.noise_models.gaussian import AdditiveGaussianNoise, MultiplicativeGaussianNoise
+from simcim.noise_models.levels import FiniteLevels
+from simcim.noise_models.presets import PCM_DRIFT, PCM_G_MAX_US, PCM_PROG_COEFFS, PCM_READ
+from simcim.noise_models.programming import ProgrammingNoise
+from simcim.noise_models.read import ReadNoise
+from simcim.noise_models.relaxation import ConductanceRelaxation
+from simcim.noise_models.variation import DeviceVariation
 
 Z = 5.0
 N = 200_000
@@ -169,7 +166,7 @@ def test_relaxation_total_spread_matches_each_measured_time() -> None:
 
 
 def test_chunking_and_in_place_give_identical_results() -> None:
-    from noise_models import device_model
+    from simcim.noise_models.presets import device_model
 
     model = device_model("pcm", 1.0)
     target = torch.rand(10_001, generator=_gen(12)) * PCM_G_MAX_US
@@ -184,7 +181,7 @@ def test_chunking_and_in_place_give_identical_results() -> None:
 
 
 def test_bfloat16_storage_is_computed_in_float32() -> None:
-    from noise_models import device_model
+    from simcim.noise_models.presets import device_model
 
     target = torch.full((N,), 12.5, dtype=torch.bfloat16)
     g = device_model("pcm_programming", 1.0).apply(target, _gen(15))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noise_models import device_model
+from simcim.noise_models.presets import device_model
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

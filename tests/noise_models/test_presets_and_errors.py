@@ -13,17 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from noise_models import (
-    PRESETS,
-    DeviceModel,
-    FiniteLevels,
-    PowerLawDrift,
-    ProgrammingNoise,
-    ReadNoise,
-    StuckAtFaults,
-    device_model,
-)
-from noise_models.fused import fusable
+from simcim.noise_models.base import DeviceModel
+from simcim.noise_models.drift import PowerLawDrift
+from simcim.noise_models.faults import StuckAtFaults
+from simcim.noise_models.fused import fusable
+from simcim.noise_models.levels import FiniteLevels
+from simcim.noise_models.presets import PRESETS, device_model
+from simcim.noise_models.programming import ProgrammingNoise
+from simcim.noise_models.read import ReadNoise
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,8 +132,8 @@ def test_fused_kernel_matches_torch_path_in_interpreter() -> None:
     pytest.importorskip("triton")
     script = textwrap.dedent("""
         import torch
-        from noise_models import device_model
-        from noise_models.fused import run_fused
+        from simcim.noise_models.presets import device_model
+        from simcim.noise_models.fused import run_fused
         model = device_model("pcm", 1.0)
         comps = list(model.components)
         n = 1 << 15
@@ -154,7 +151,7 @@ def test_fused_kernel_matches_torch_path_in_interpreter() -> None:
                 assert abs(float(a.mean() - b.mean())) < 5 * sd * (2 / n) ** 0.5, (g_t, t)
                 assert abs(float(a.std()) / sd - 1) < 5 * (1 / n) ** 0.5, (g_t, t)
         # tensors longer than one launch: each launch gets its own Philox key, so no draws repeat
-        import noise_models.fused as fused
+        import simcim.noise_models.fused as fused
         fused.LAUNCH_ELEMS = 4096
         same = torch.full((3 * 4096,), 12.5)
         c = run_fused(comps, same, same, 3600.0, 25.0, torch.Generator().manual_seed(3),
@@ -178,7 +175,7 @@ def test_fused_kernel_matches_torch_path_in_interpreter() -> None:
 
 
 def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
-    from noise_models import bench
+    from simcim.noise_models import bench
 
     out = tmp_path / "bench.csv"
     bench.main(["--params", "20000", "--device", "cpu", "--csv", str(out)])
@@ -191,7 +188,7 @@ def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
 
 
 def test_reproduce_prints_all_four_tables(capsys) -> None:
-    from noise_models import reproduce
+    from simcim.noise_models import reproduce
 
     reproduce.main(["--devices", "200"])
     text = capsys.readouterr().out

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from npu.trace import COMPUTE, LOAD, Trace
+from simcim.npu.trace import COMPUTE, LOAD, Trace
 
 
 def make_trace(insts: list[tuple[int, int, list[int], int]], producers: dict[int, int] | None = None,

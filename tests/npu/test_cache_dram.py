@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from npu.cache import (
+from simcim.npu.cache import (
     D_HIT,
     D_MISS,
     CacheConfig,
@@ -12,7 +12,7 @@ from npu.cache import (
     lookup,
     make_hierarchy,
 )
-from npu.dram import READS, WRITES, DRAMConfig, dram_access, make_dram
+from simcim.npu.dram import READS, WRITES, DRAMConfig, dram_access, make_dram
 
 LINE = 64
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.config import ConfigError, load_config, validate_params
-from experiments.kinds import TrialContext
-from npu.experiment import DEFAULT_METRICS, Params, run_trial
+from simcim.experiments.config import ConfigError, load_config, validate_params
+from simcim.experiments.kinds import TrialContext
+from simcim.npu.experiment import DEFAULT_METRICS, Params, run_trial
 
 CONFIGS = sorted((Path(__file__).parents[2] / "experiments" / "configs").glob("npu_*.toml"))
 SMALL = dict(rows=128, cols=8192, sparsity=0.99, l2_kib=32.0)
@@ -56,7 +56,7 @@ def test_bundled_configs_validate(path):
 def test_reproduce_tables_compute_the_claims():
     import pandas as pd
 
-    from npu.reproduce import claim1, claim2, claim3
+    from simcim.npu.reproduce import claim1, claim2, claim3
 
     c1 = claim1(pd.DataFrame({
         "workload": ["a"] * 4 + ["b"] * 4,

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from npu import gpu_model as gm
+from simcim.npu import gpu_model as gm
 
 SPEC = gm.GPUSpec(name="unit", copy_gbps=1000.0, mem_latency_us=1.0, l2_gbps=4000.0, mma_tflops=100.0,
                   fma_tops=10.0, unpack_tops=5.0, exp_tops=2.0, load_tops=1.0, launch_us=2.0, l2_mib=50.0, sms=132,
@@ -269,7 +269,7 @@ def test_spec_files_and_errors(tmp_path):
 
 
 def test_quant_gemv_f16acc_chain_hand_counted():
-    from kernels import quant_gemv as kq
+    from simcim.kernels import quant_gemv as kq
 
     assert gm.F16ACC_MIN_WEIGHTS == kq.F16ACC_MIN_WEIGHTS  # the model follows the kernel's "auto" choice
     assert {s: c[:4] for s, c in kq.F16ACC_CONFIG.items()} == gm.F16ACC_CONFIG  # and its default launch

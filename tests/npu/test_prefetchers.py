@@ -3,11 +3,11 @@
 import numpy as np
 import scipy.sparse as sp
 
-from npu import prefetchers
-from npu.cache import FLAG_PF, PF_ISSUED, CacheConfig, HierarchyConfig, make_hierarchy
-from npu.core import CoreConfig, run_core, simulate
-from npu.dram import DRAMConfig
-from npu.trace import BASE_INDEX, BASE_TABLE, PC_GATHER, gather_reduce_trace
+from simcim.npu import prefetchers
+from simcim.npu.cache import FLAG_PF, PF_ISSUED, CacheConfig, HierarchyConfig, make_hierarchy
+from simcim.npu.core import CoreConfig, run_core, simulate
+from simcim.npu.dram import DRAMConfig
+from simcim.npu.trace import BASE_INDEX, BASE_TABLE, PC_GATHER, gather_reduce_trace
 
 LINE_BITS = 6
 
@@ -131,7 +131,7 @@ def test_pf_issued_stat_matches_metric(loads_then_compute):
 
 def chain_trace(iters=24, width=4):
     """A[B[C[i]]]: C streams, B and A are gathered; every touched element is on its own line."""
-    from npu.trace import COMPUTE, LOAD
+    from simcim.npu.trace import COMPUTE, LOAD
 
     from .conftest import make_trace
 
@@ -163,7 +163,7 @@ def chain_trace(iters=24, width=4):
 
 
 def test_nvr_follows_a_two_level_index_chain():
-    from npu.cache import lookup
+    from simcim.npu.cache import lookup
 
     tr = chain_trace()
     hier = big_cache()

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from npu.cache import CacheConfig, HierarchyConfig
-from npu.core import CoreConfig, simulate
-from npu.dram import DRAMConfig
-from npu.trace import (
+from simcim.npu.cache import CacheConfig, HierarchyConfig
+from simcim.npu.core import CoreConfig, simulate
+from simcim.npu.dram import DRAMConfig
+from simcim.npu.trace import (
     BASE_INDEX,
     BASE_TABLE,
     COMPUTE,

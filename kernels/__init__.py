@@ -1,1 +1,0 @@
-"""Triton kernels for quantized, pruned, fused and noisy inference, each beside a PyTorch reference."""
