@@ -1,4 +1,4 @@
-"""Measure a GPU's spec for the performance model (``simcim.npu.gpu_model.GPUSpec``).
+"""Measure a GPU's spec for the performance model (``simcim.gpu.model.GPUSpec``).
 
 ``python -m simcim.kernels.gpu_microbench``.
 
@@ -53,10 +53,10 @@ import torch
 import triton
 import triton.language as tl
 
+from simcim.gpu.model import GPUSpec, write_spec
 from simcim.kernels._common import codes_to_float, interpreting
 from simcim.kernels.bench import Env, bench, bench_roofline
 from simcim.kernels.profile import launched_kernels, sass_opcodes
-from simcim.npu.gpu_model import GPUSpec, write_spec
 
 
 @triton.jit

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One device-tool call: measure the GPU spec, then run the sim_vs_measured sweep; results under $OUT.
 #   run: bash scripts/sim_vs_measured_gpu.sh   (needs a CUDA GPU; OUT defaults to ./out_gpu; on an H200
-#        SPEC=npu/gpu_specs/h200.toml, on another GPU a new file: the spec it measures is the one the sweep predicts with)
+#        SPEC=simcim/gpu/specs/h200.toml, on another GPU a new file: the spec it measures is the one the sweep predicts with)
 # then the kernels, grids, durations and compiled registers of each call (kernel_grids.json)
 set -o pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OUT=${OUT:-$PWD/out_gpu}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
-spec=${SPEC:-npu/gpu_specs/h100.toml}
+spec=${SPEC:-simcim/gpu/specs/h100.toml}
 python3 -m simcim.kernels.gpu_microbench --out "$spec" 2>&1 | tee "$OUT/microbench.log" || exit 1
 cp "$spec" "$OUT/"
 [ "${SPEC_ONLY:-0}" = 1 ] && exit 0

@@ -73,7 +73,7 @@ def test_report_from_gpu_run(tmp_path, gpu):
 
 def test_instruction_counts_match_the_h200_compile():
     # the model's SASS counts are what triton compiled on the H200 in the stored run, told apart by their registers
-    from simcim.npu.gpu_model import FWHT_INSTR, KV_COMBINE_INSTR, KV_SPLIT_INSTR, KV_SPLIT_RESOURCES, QGEMV1_INSTR
+    from simcim.gpu.counts import FWHT_INSTR, KV_COMBINE_INSTR, KV_SPLIT_INSTR, KV_SPLIT_RESOURCES, QGEMV1_INSTR
 
     grids = json.loads((DATA / "sim_vs_measured_h200" / "kernel_grids.json").read_text())
     compiled = {}
@@ -87,7 +87,7 @@ def test_instruction_counts_match_the_h200_compile():
 
 def test_kv_split_registers_match_the_h100_compile():
     # the model's register table holds what triton compiled on the H100 in the stored run (d = 32 and 128)
-    from simcim.npu.gpu_model import KV_SPLIT_RESOURCES
+    from simcim.gpu.counts import KV_SPLIT_RESOURCES
 
     grids = json.loads((DATA / "sim_vs_measured_h100" / "kernel_grids.json").read_text())
     compiled = {(r["regs"], r["shared"]) for r in grids["triton_resources"] if r["kernel"] == "_kv_split_kernel"}

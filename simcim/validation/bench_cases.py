@@ -53,7 +53,7 @@ def load_cases(path: str | Path) -> pd.DataFrame:
 
 def predict_cases(cases: pd.DataFrame, spec: str) -> pd.DataFrame:
     """``cases`` with the model's prediction, its bound and the error of each row."""
-    from simcim.npu.gpu_model import count, load_spec, predict
+    from simcim.gpu import count, load_spec, predict
 
     gpu = load_spec(spec)
     rows = []

@@ -18,7 +18,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from simcim.npu.gpu_model import Work, count
+from simcim.gpu import Work, count
 
 COMPRESSIONS = ("bf16", "int4", "int2", "ternary", "kv4", "kv2", "prune")
 
@@ -71,7 +71,7 @@ def arch_of(model: str) -> Arch:
 
 @dataclasses.dataclass(frozen=True)
 class Op:
-    """One kernel call: its role in the step, the counter in ``simcim.npu.gpu_model`` and its shape."""
+    """One kernel call: its role in the step, the counter in ``simcim.gpu.counts`` and its shape."""
 
     role: str
     kernel: str

@@ -4,7 +4,7 @@ One trial = (model, compression). It
 
 (a) times every distinct kernel call of a decode step (batch 1, ``context`` cached tokens) and
     the whole step on the GPU with the Triton kernels (``simcim.validation.measure``);
-(b) predicts the same times with the GPU model (``simcim.npu.gpu_model``, spec ``gpu_spec``);
+(b) predicts the same times with the GPU model (``simcim.gpu``, spec ``gpu_spec``);
 (c) runs the accelerator simulators at the model's shapes: FuseMax (1-pass cascade) against
     the 3-pass unfused design for the prefill attention (``bf16`` trials, beside the GPU's
     fused and 3-pass kernels), and the NPU simulator with NVR runahead against no prefetching on
@@ -27,7 +27,7 @@ import numpy as np
 
 from simcim.experiments.config import param
 from simcim.experiments.kinds import TrialContext
-from simcim.npu.gpu_model import GPUSpec, load_spec, predict
+from simcim.gpu import GPUSpec, load_spec, predict
 from simcim.validation.decode_step import (
     COMPRESSIONS,
     Arch,
@@ -52,7 +52,7 @@ class Params:
     model: str = param("bundled", help="'bundled', an architecture name ('olmoe-1b-7b': shapes only, random "
                                        "weights), or a local Hugging Face checkpoint directory")
     compression: Compression = param("bf16", help=f"one of {', '.join(COMPRESSIONS)}")
-    gpu_spec: str = param("h100", help="bundled GPU spec name (npu/gpu_specs) or a spec .toml file")
+    gpu_spec: str = param("h100", help="bundled GPU spec name (simcim/gpu/specs) or a spec .toml file")
     context: int | None = param(None, ge=16, le=1 << 17, help="cached tokens at the decode step and prefill length "
                                                               "(default: min(max positions, 4096))")
     prune_sparsity: float = param(0.5, gt=0, lt=1, help="fraction of expert weights pruned (compression prune)")

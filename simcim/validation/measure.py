@@ -123,7 +123,7 @@ def triton_resources() -> list[dict]:
 
     rows = []
     for mod_name in ("attention", "fwht", "kv_quant", "quant_gemv", "sparse"):
-        mod = importlib.import_module(f"kernels.{mod_name}")
+        mod = importlib.import_module(f"simcim.kernels.{mod_name}")
         for name, fn in sorted(vars(mod).items()):
             if not isinstance(fn, triton.runtime.JITFunction):
                 continue

@@ -18,7 +18,7 @@ import pandas as pd
 
 from simcim.experiments.store import load
 
-# Why a kernel family misses, from its counts (simcim.npu.gpu_model) and docs/benchmarks.md; named in the report.
+# Why a kernel family misses, from its counts (simcim.gpu.counts) and docs/benchmarks.md; named in the report.
 REASONS = {
     "linear_bf16": "over-predicted where cuBLAS runs 1-32 programs: its TMA loads keep more bytes in flight per "
                    "12-warp program (~75 GB/s for one at 64 x 2048) than the model's Little's law allows "
@@ -54,7 +54,7 @@ def repredict(df: pd.DataFrame, spec: str = "h100") -> pd.DataFrame:
     """
     import ast
 
-    from simcim.npu.gpu_model import count, load_spec, predict
+    from simcim.gpu import count, load_spec, predict
 
     gpu = load_spec(spec)
     df = df.copy()

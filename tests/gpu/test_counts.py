@@ -1,30 +1,25 @@
-"""Byte, FLOP and op counting of the GPU performance model against hand-computed values."""
+"""Each kernel's work counts (bytes, flops, lane-ops, launches, programs) against hand-computed values."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
 
-from simcim.npu import gpu_model as gm
-
-SPEC = gm.GPUSpec(name="unit", copy_gbps=1000.0, mem_latency_us=1.0, l2_gbps=4000.0, mma_tflops=100.0,
-                  fma_tops=10.0, unpack_tops=5.0, exp_tops=2.0, load_tops=1.0, launch_us=2.0, l2_mib=50.0, sms=132,
-                  kernel_min_us=2.0, l2_iter_us=0.5, dram_iter_us=1.5, sm_gbps=10.0, attn_tflops=50.0,
-                  cublas_min_us=3.0, sdpa_min_us=7.0, dram_hop_us=0.75, l2_hop_us=0.25, regs_per_sm=65536,
-                  smem_per_sm_kib=228.0)
+from simcim.gpu import counts as gc
+from simcim.gpu import model as gm
+from tests.gpu.spec import SPEC
 
 
 def test_linear_bf16_counts():
-    w = gm.linear_bf16(1, 4, 8)
+    w = gc.linear_bf16(1, 4, 8)
     assert w.hbm_bytes == 2 * (4 * 8 + 8 + 4)  # weight, x, y in bf16
     assert w.mma_flops == 2 * 4 * 8 and w.launches == 1
 
 
 def test_quant_gemv_int4_counts():
     # n=4, k=256, g=128: 2 groups -> split-K 2 ways; 8 codes per word
-    w = gm.quant_gemv(4, 256, "int4")
+    w = gc.quant_gemv(4, 256, "int4")
     packed = 4 * 256 * 4 / 8
     scales_zeros = 4 * 2 * 2 * 2
     x = 256 * 2
@@ -39,25 +34,25 @@ def test_quant_gemv_int4_counts():
     assert gm.predict(w, SPEC).terms["launch"] == pytest.approx(plain + 3 * SPEC.l2_hop_us * 1e-6)
     measured = dataclasses.replace(SPEC, splitk_fixup_us=1.25)
     assert gm.predict(w, measured).terms["launch"] == pytest.approx(plain + 1.25e-6)
-    assert not gm.quant_gemv(4, 128, "int4").parts[0].splitk_fixup  # one group: no split, the kernel writes y
-    big = gm.quant_gemv(2048, 2048, "int4")  # 16 groups: 8-way split
+    assert not gc.quant_gemv(4, 128, "int4").parts[0].splitk_fixup  # one group: no split, the kernel writes y
+    big = gc.quant_gemv(2048, 2048, "int4")  # 16 groups: 8-way split
     assert big.programs == 32 * 8 and big.l2_bytes == 31 * 2048 * 2 + 8 * 2048 * 4 and big.launches == 1
     assert w.parts[0].iters == 0 and big.parts[0].iters == 1  # a program's groups after its first wait for loads
 
 
 def test_cublas_programs_stream_at_their_measured_rate():
     # 64 x 2048 runs one 12-warp cuBLAS program: capped at 3 x sm_gbps, or at cublas_program_gbps where measured
-    w = gm.linear_bf16(1, 64, 2048)
+    w = gc.linear_bf16(1, 64, 2048)
     assert w.programs == 1 and w.warps == 12
     assert gm.predict(w, SPEC).terms["hbm"] == pytest.approx(w.hbm_bytes / (SPEC.sm_gbps * 3e9))
     fast = dataclasses.replace(SPEC, cublas_program_gbps=90.0)
     assert gm.predict(w, fast).terms["hbm"] == pytest.approx(w.hbm_bytes / 90e9)
-    triton = gm.quant_gemv(128, 128, "int4").parts[0]  # a Triton launch keeps the Little's-law cap
+    triton = gc.quant_gemv(128, 128, "int4").parts[0]  # a Triton launch keeps the Little's-law cap
     assert gm.predict(triton, fast).terms["hbm"] == pytest.approx(gm.predict(triton, SPEC).terms["hbm"])
 
 
 def test_quant_gemv_ternary_has_two_planes_and_no_zeros():
-    w = gm.quant_gemv(4, 128, "ternary")
+    w = gc.quant_gemv(4, 128, "ternary")
     assert w.unpack == 2 * 4 * 128
     assert w.hbm_bytes == 2 * 4 * 128 * 2 / 8 + 2 * 4 * 1 * 2 + 128 * 2 + 4 * 2  # x read once, y written
     assert w.launches == 1  # one group: no split-K, the kernel writes y
@@ -65,7 +60,7 @@ def test_quant_gemv_ternary_has_two_planes_and_no_zeros():
 
 def test_kv_decode_counts():
     # 1 batch, 2 heads over 1 kv head, 100 tokens: 4 sinks, 64 quantized (one key group), 32 in bf16
-    w = gm.kv_decode(1, 2, 1, 100, 32, bits=2, k_group=64, v_group=64)
+    w = gc.kv_decode(1, 2, 1, 100, 32, bits=2, k_group=64, v_group=64)
     cache = 2 * 64 * 32 * 2 / 8 + 1 * 32 * 2 * 2 + 64 * 1 * 2 * 2 + 36 * 32 * 2 * 2
     partials = 2 * (1 + 1) * 2 * 34 * 4  # written and read; 1 split + the bf16 part, 2 real query rows
     q = 2 * 32 * 2 * 3 + 2 * 32 * 2
@@ -74,60 +69,41 @@ def test_kv_decode_counts():
     # chain: fwht (2 rows in one program), split kernel on (1 + 1) x 1 programs with one waited key group,
     # combine on 2
     assert [p.programs for p in w.parts] == [1, 2, 2] and w.parts[1].iters == 1 and w.launches == 3
-    olmoe = gm.kv_decode(1, 16, 16, 4096, 128, bits=4)  # 63 groups -> 63 splits of one group, +1
+    olmoe = gc.kv_decode(1, 16, 16, 4096, 128, bits=4)  # 63 groups -> 63 splits of one group, +1
     assert olmoe.parts[1].programs == 64 * 16 and olmoe.parts[1].iters == 1
     # 255 registers x 128 threads: 2 programs an SM (not 16 by warps)
     assert olmoe.parts[1].regs == 255 and gm.programs_per_sm(olmoe.parts[1], SPEC) == 2
-    long = gm.kv_decode(1, 16, 16, 32768, 128, bits=4)  # 511 groups over 128 splits: 4 each, 2 per step
-    assert long.parts[1].iters == 2 and gm.kv_decode(1, 16, 16, 32768, 128, bits=2).parts[1].iters == 4
+    long = gc.kv_decode(1, 16, 16, 32768, 128, bits=4)  # 511 groups over 128 splits: 4 each, 2 per step
+    assert long.parts[1].iters == 2 and gc.kv_decode(1, 16, 16, 32768, 128, bits=2).parts[1].iters == 4
     # the full-precision program walks its tokens 16 a step: 36 tokens -> 3 waited steps, 64 -> 4
     assert w.parts[1].tail_iters == 3 and olmoe.parts[1].tail_iters == 4 and long.parts[1].tail_iters == 4
 
 
-def test_waited_loop_leaves_its_last_step_unhidden():
-    # 4 waited steps from HBM; 1 ms of FMA work over the chip: a quarter of it, the last step's, follows the waits
-    w = gm.Work("x", fma=10e12 * 1e-3, programs=10 * SPEC.sms, iters=4)
-    p = gm.predict(w, SPEC)
-    waves = math.ceil(10 * SPEC.sms / (SPEC.sms * 16))
-    assert p.terms["chain"] == pytest.approx(waves * 4 * SPEC.dram_iter_us * 1e-6 + 1e-3 / 4)
-    one = gm.predict(dataclasses.replace(w, iters=1), SPEC)  # one step a program: wait, then all of its work
-    assert one.terms["chain"] == pytest.approx(SPEC.dram_iter_us * 1e-6 + 1e-3) and one.bound == "chain"
-
-
-def test_tail_program_chain_follows_the_other_waves():
-    # 3 waves of programs that wait 2 steps each; the last program waits 5: 2 + 2 + 5 steps
-    per_sm = 64 // 4  # by warps (no registers given)
-    w = gm.Work("x", programs=3 * SPEC.sms * per_sm, iters=2, tail_iters=5)
-    assert gm.predict(w, SPEC).terms["chain"] == pytest.approx(9 * SPEC.dram_iter_us * 1e-6)
-    plain = dataclasses.replace(w, tail_iters=0)
-    assert gm.predict(plain, SPEC).terms["chain"] == pytest.approx(6 * SPEC.dram_iter_us * 1e-6)
-
-
 def test_attention_counts():
-    full = gm.unfused_attention(1, 2, 256, 64, l2_mib=0.0)  # scores do not fit: all 16 bytes from HBM
+    full = gc.unfused_attention(1, 2, 256, 64, l2_mib=0.0)  # scores do not fit: all 16 bytes from HBM
     assert full.hbm_bytes == 16 * 2 * 256 * 256 + 2 * 4 * 2 * 256 * 64
     assert full.attn_flops == 4 * 2 * 256 * 256 * 64 and full.launches == 3
-    fits = gm.unfused_attention(1, 2, 256, 64)  # 512 KB of fp32 scores stay in L2: 10 bytes a score read there
+    fits = gc.unfused_attention(1, 2, 256, 64)  # 512 KB of fp32 scores stay in L2: 10 bytes a score read there
     assert fits.l2_bytes == 10 * 2 * 256 * 256 and fits.hbm_bytes == 6 * 2 * 256 * 256 + 2 * 4 * 2 * 256 * 64
     assert [p.programs for p in fits.parts] == [2 * 2 * 2, 2 * 256, 2 * 2]
-    causal = gm.fused_attention(1, 2, 256, 64, causal=True)
+    causal = gc.fused_attention(1, 2, 256, 64, causal=True)
     assert causal.exp == 2 * 3 * 128 * 128  # 2 query blocks visit 1 and 2 key blocks
     assert causal.hbm_bytes == 2 * 4 * 2 * 256 * 64
     assert causal.programs == 2 * 2 and causal.program_work == (1.0, 2.0) * 2 and causal.warps == 8
 
 
 def test_sdpa_and_cublas_programs():
-    w = gm.sdpa_decode(1, 4, 4, 1024, 32)  # cuDNN: 8 splits of 128 keys, then the reduction
+    w = gc.sdpa_decode(1, 4, 4, 1024, 32)  # cuDNN: 8 splits of 128 keys, then the reduction
     assert w.launches == 2 and [p.programs for p in w.parts] == [32, 4]
-    assert gm.sdpa_decode(1, 16, 16, 4096, 128).parts[0].programs == 16 * 16
-    assert gm.linear_bf16(1, 64, 2048).programs == 1 and gm.linear_bf16(1, 3, 5).programs == 0
+    assert gc.sdpa_decode(1, 16, 16, 4096, 128).parts[0].programs == 16 * 16
+    assert gc.linear_bf16(1, 64, 2048).programs == 1 and gc.linear_bf16(1, 3, 5).programs == 0
 
 
 def test_spmm_counts_padded_lanes():
-    w = gm.spmm(2, 32, 1, 20)  # 10 nonzeros a row: one 16-wide step per row; 128 lanes issued per step
+    w = gc.spmm(2, 32, 1, 20)  # 10 nonzeros a row: one 16-wide step per row; 128 lanes issued per step
     assert w.loads == 3 * 2 * 128 and w.fma == 2 * 128 and w.programs == 2 and w.iters == 0 and w.depth == 3
     assert w.hops == 0  # one step: its two dependent loads are on the first result's path (depth)
-    long = gm.spmm(2, 128, 1, 128)  # 64 nonzeros a row: 4 steps, the 3 after the first load indices, then rows
+    long = gc.spmm(2, 128, 1, 128)  # 64 nonzeros a row: 4 steps, the 3 after the first load indices, then rows
     assert long.hops == 2 * 3
     # the loop's round trips: one wave of 2 programs, 6 hops from L2 after the launch's 2
     p = gm.predict(long, SPEC, l2_resident=True)
@@ -136,102 +112,41 @@ def test_spmm_counts_padded_lanes():
     assert w.hbm_bytes == 3 * 8 + 20 * 10 + 32 * 2 + 2 * 2 and w.l2_bytes == 20 * 32
 
 
-def test_predict_terms_and_bounds():
-    # first load from HBM: kernel_min 2 us + (1.5 - 0.5) us; 1 MB at 1000 GB/s = 1 us
-    p = gm.predict(gm.Work("x", hbm_bytes=1e6), SPEC)
-    assert p.time_s == pytest.approx(4e-6) and p.bound == "launch"
-    p = gm.predict(gm.Work("x", hbm_bytes=1e9), SPEC)
-    assert p.time_s == pytest.approx(3e-6 + 1e-3) and p.bound == "hbm"
-    p = gm.predict(gm.Work("x", unpack=5e9, fma=1e10), SPEC)  # compute terms add: 1 ms + 1 ms
-    assert p.time_s == pytest.approx(3e-6 + 2e-3) and p.bound in ("unpack", "fma")
-    assert gm.predict(gm.Work("x", hbm_bytes=4e9), SPEC, l2_resident=True).time_s == pytest.approx(2e-6 + 1e-3)
-
-
-def test_predict_occupancy_terms():
-    # Little's law: 10 programs of 4 warps stream at 10 x 10 GB/s; of 8 warps, twice that
-    p = gm.predict(gm.Work("x", hbm_bytes=1e6, programs=10), SPEC)
-    assert p.terms["hbm"] == pytest.approx(1e6 / 100e9) and p.bound == "hbm"
-    assert gm.predict(gm.Work("x", hbm_bytes=1e6, programs=10, warps=8), SPEC).terms["hbm"] == pytest.approx(5e-6)
-    # the longest program (half the work) runs on one SM at 1/132 of the rate
-    p = gm.predict(gm.Work("x", exp=2e6, programs=2, program_work=(1.0, 1.0)), SPEC)
-    assert p.terms["compute"] == pytest.approx(1e-6 * 0.5 * 132) and p.bound == "exp/sm"
-    # 300 programs of 16 warps: 4 per SM, one wave; 3 waited iterations from HBM
-    p = gm.predict(gm.Work("x", programs=300, warps=16, iters=3), SPEC)
-    assert p.terms["chain"] == pytest.approx(3 * 1.5e-6)
-    p = gm.predict(gm.Work("x", programs=600, warps=16, iters=3), SPEC)
-    assert p.terms["chain"] == pytest.approx(2 * 3 * 1.5e-6)
-    # a chain is the sum of its launches
-    two = gm.chain("c", gm.Work("c", hbm_bytes=1e6), gm.Work("c", hbm_bytes=1e9))
-    assert two.launches == 2 and two.hbm_bytes == 1e6 + 1e9
-    assert gm.predict(two, SPEC).time_s == pytest.approx(4e-6 + 3e-6 + 1e-3)
-
-
-def test_tensor_products_overlap_the_issue_bound_work():
-    # many equal programs: the chip's rates; products (mma, attn) overlap fma/exp/unpack/loads, which add
-    n = 10 * SPEC.sms
-    w = gm.Work("x", attn_flops=50e12 * 1e-3, exp=2e12 * 4e-4, fma=10e12 * 3e-4, programs=n)
-    p = gm.predict(w, SPEC)
-    assert p.terms["compute"] == pytest.approx(1e-3) and p.bound == "attn"
-    more = dataclasses.replace(w, fma=10e12 * 9e-4)  # exp + fma = 1.3 ms > 1 ms of products
-    assert gm.predict(more, SPEC).terms["compute"] == pytest.approx(1.3e-3)
-    # one program alone runs its steps in series: products and softmax add
-    one = gm.predict(dataclasses.replace(w, programs=1, warps=8), SPEC)
-    assert one.terms["compute"] == pytest.approx(1.7e-3 * SPEC.sms) and one.bound == "attn/sm"
-
-
-def test_dispatch_spread_of_programs_over_sms():
-    assert gm.dispatch_spread(SPEC.sms, SPEC.sms) == 1.0
-    assert gm.dispatch_spread(SPEC.sms + 1, SPEC.sms) == pytest.approx(2 * SPEC.sms / (SPEC.sms + 1))
-    # 2 SMs, programs of work 3, 1, 1, 1 in launch order: SM0 takes 3, SM1 takes 1, 1, 1 -> 3 against a mean of 3
-    assert gm.dispatch_spread((3.0, 1.0, 1.0, 1.0), 2) == 1.0
-    # 1, 1, 1, 3: SM0 1 + 1, SM1 1 + 3 (the last goes to the SM free first): 4 against 3
-    assert gm.dispatch_spread((1.0, 1.0, 1.0, 3.0), 2) == pytest.approx(4 / 3)
-    # causal attention, one head of 32 query blocks times 16 heads (short first) on 132 SMs: 85 visits for the
-    # busiest SM against a mean of 8448 / 132 = 64
-    visits = tuple(float(i + 1) for i in range(32)) * 16
-    assert gm.dispatch_spread(visits, 132) == pytest.approx(85 / 64)
-    with pytest.raises(ValueError, match="program_work must hold 3"):
-        gm.predict(gm.Work("x", fma=1.0, programs=3, program_work=(1.0, 2.0)), SPEC)
-    # the compute of many equal programs stretches by the wave quantization
-    p = gm.predict(gm.Work("x", fma=10e12 * 1e-3, programs=SPEC.sms + 1, warps=8), SPEC)
-    assert p.terms["compute"] == pytest.approx(1e-3 * 2 * SPEC.sms / (SPEC.sms + 1))
-
-
 def test_gather_rows_embedding_bag_and_fwht_counts():
     # embedding bag: 4 bags of 8 int64 indices into a 100 x 32 fp32 table (fits in L2), block_n 32, 2 warps
-    w = gm.embedding_bag(4, 8, 32, 100, block_n=64)
+    w = gc.embedding_bag(4, 8, 32, 100, block_n=64)
     cat, g = w.parts
     assert w.launches == 2 and cat.hbm_bytes == 2 * 5 * 8
     assert g.programs == 4 and g.warps == 2 and g.depth == 3
     assert g.hbm_bytes == 5 * 8 + 32 * 8 + 4 * 32 * 4 + 100 * 32 * 4 and g.l2_bytes == 32 * 32 * 4
     # a step per bag (8 <= 16 nonzeros): 64 threads load an index each, and the 16 x 32 tile in 4-wide vectors
     assert g.loads == 4 * (64 + max(64, 16 * 32 // 4)) and g.fma == 4 * 16 * 32
-    big = gm.embedding_bag(4, 8, 32, 10**7)  # a 1.2 GB table: every gathered row from HBM
+    big = gc.embedding_bag(4, 8, 32, 10**7)  # a 1.2 GB table: every gathered row from HBM
     assert big.parts[1].l2_bytes == 0 and big.parts[1].hbm_bytes == 5 * 8 + 32 * 8 + 4 * 32 * 4 + 32 * 32 * 4
     # SpMM with fp32 B of 256 columns: two 128-column blocks a row, values loaded too
-    s = gm.spmm(2, 64, 256, 10, val_bytes=4, b_bytes=4)
+    s = gc.spmm(2, 64, 256, 10, val_bytes=4, b_bytes=4)
     assert s.programs == 4 and s.loads == 4 * (2 * 128 + 16 * 128 // 4) and s.l2_bytes == 10 * 2 * 128 * 4
-    f = gm.fwht(1000, 128)
+    f = gc.fwht(1000, 128)
     # 16 programs of 64 rows (the last partly masked) x 128 threads x the compiled kernel's instructions
-    assert f.hbm_bytes == 2 * 1000 * 128 * 2 and f.programs == 16 and f.fma == 16 * 128 * gm.FWHT_INSTR[(2, 128)]
-    assert gm.fwht(1000, 128, elem_bytes=4).fma == 16 * 128 * gm.FWHT_INSTR[(4, 128)]
-    assert gm.fwht(10, 8).fma == 10 * 8 * (3 + 1)  # not compiled: log2(d) adds and the scale a channel
+    assert f.hbm_bytes == 2 * 1000 * 128 * 2 and f.programs == 16 and f.fma == 16 * 128 * gc.FWHT_INSTR[(2, 128)]
+    assert gc.fwht(1000, 128, elem_bytes=4).fma == 16 * 128 * gc.FWHT_INSTR[(4, 128)]
+    assert gc.fwht(10, 8).fma == 10 * 8 * (3 + 1)  # not compiled: log2(d) adds and the scale a channel
     with pytest.raises(ValueError, match="power of two"):
-        gm.fwht(4, 96)
+        gc.fwht(4, 96)
 
 
 def test_quant_gemv_path_can_be_named():
-    assert len(gm.quant_gemv(8192, 8192, "int4", unpack="fp32").parts) == 1  # the kernel, split-K sum inside
-    assert len(gm.quant_gemv(2048, 2048, "int4", unpack="f16acc").parts) == 2  # x pairs + the kernel
+    assert len(gc.quant_gemv(8192, 8192, "int4", unpack="fp32").parts) == 1  # the kernel, split-K sum inside
+    assert len(gc.quant_gemv(2048, 2048, "int4", unpack="f16acc").parts) == 2  # x pairs + the kernel
     with pytest.raises(ValueError, match="unpack"):
-        gm.quant_gemv(64, 128, "int4", unpack="asm")
+        gc.quant_gemv(64, 128, "int4", unpack="asm")
 
 
 def test_predict_floors_depth_and_resources():
     # a library launch pays its own floor: cuBLAS 3 us + first 1 us
-    assert gm.predict(gm.linear_bf16(1, 4, 8), SPEC).terms["launch"] == pytest.approx(4e-6)
+    assert gm.predict(gc.linear_bf16(1, 4, 8), SPEC).terms["launch"] == pytest.approx(4e-6)
     # SDPA's chain together pays sdpa_min: (7 - 2) + 2, plus two first loads
-    assert gm.predict(gm.sdpa_decode(1, 1, 1, 64, 64), SPEC).terms["launch"] == pytest.approx(9e-6)
+    assert gm.predict(gc.sdpa_decode(1, 1, 1, 64, 64), SPEC).terms["launch"] == pytest.approx(9e-6)
     # two further dependent loads from HBM (0.75 us each), or from L2 (0.25 us)
     deep = gm.Work("x", depth=3)
     assert gm.predict(deep, SPEC).terms["launch"] == pytest.approx(3e-6 + 1.5e-6)
@@ -263,17 +178,17 @@ def test_spec_files_and_errors(tmp_path):
     with pytest.raises(ValueError, match="copy_gbps must be > 0"):
         dataclasses.replace(SPEC, copy_gbps=0.0)
     with pytest.raises(ValueError, match="scheme"):
-        gm.quant_gemv(4, 128, "int3")
+        gc.quant_gemv(4, 128, "int3")
     with pytest.raises(ValueError, match="unknown kernel"):
-        gm.count("gemm", m=1)
+        gc.count("gemm", m=1)
 
 
 def test_quant_gemv_f16acc_chain_hand_counted():
     from simcim.kernels import quant_gemv as kq
 
-    assert gm.F16ACC_MIN_WEIGHTS == kq.F16ACC_MIN_WEIGHTS  # the model follows the kernel's "auto" choice
-    assert {s: c[:4] for s, c in kq.F16ACC_CONFIG.items()} == gm.F16ACC_CONFIG  # and its default launch
-    w = gm.quant_gemv(8192, 4096, "int4")  # 2^25 weights: x to fp16 pairs, then the GEMV with its split-K sum
+    assert gc.F16ACC_MIN_WEIGHTS == kq.F16ACC_MIN_WEIGHTS  # the model follows the kernel's "auto" choice
+    assert {s: c[:4] for s, c in kq.F16ACC_CONFIG.items()} == gc.F16ACC_CONFIG  # and its default launch
+    w = gc.quant_gemv(8192, 4096, "int4")  # 2^25 weights: x to fp16 pairs, then the GEMV with its split-K sum
     prep, main = w.parts
     groups = 4096 // 128
     assert prep.hbm_bytes == 4096 * 2 + 4096 * 2 + groups * 8 and prep.programs == groups
@@ -284,22 +199,11 @@ def test_quant_gemv_f16acc_chain_hand_counted():
     # a word: 4 pairs x (LOP3, HSUB2, HFMA2), one shift, two widenings, an add and the scale's FMA; the 4-way sum
     assert main.fma == (4 * 3 + 1 + 4) * 8192 * (4096 // 8) + 4 * 8192 and main.unpack == 0
     assert main.programs == 128 * 4 and main.iters == 4 and main.regs == 251 and main.splitk_fixup
-    two = gm.quant_gemv(8192, 4096, "int2").parts[1]  # (2, 32, 8, 1): 8 splits of 4 groups, 2 steps
+    two = gc.quant_gemv(8192, 4096, "int2").parts[1]  # (2, 32, 8, 1): 8 splits of 4 groups, 2 steps
     assert two.programs == 256 * 8 and two.iters == 2 and two.warps == 1
     assert two.fma == (8 * 4 + 4) * 8192 * (4096 // 16) + 8 * 8192
-    assert len(gm.quant_gemv(4096, 4096, "int4").parts) == 1  # below the threshold: the fp32 path
-    assert len(gm.quant_gemv(2048, 2048, "int4").parts) == 1  # below the threshold: the fp32 path
-
-
-def test_longest_program_issues_one_instruction_a_cycle_a_warp():
-    # one program's FMAs at 1/sms of the chip's rate, and at warps/4 of that below 4 warps
-    one_sm = 1e6 / (SPEC.fma_tops * 1e12) * SPEC.sms
-    for warps, factor in ((1, 4), (2, 2), (4, 1), (8, 1)):
-        p = gm.predict(gm.Work("x", fma=1e6, programs=1, warps=warps), SPEC)
-        assert p.terms["compute"] == pytest.approx(one_sm * factor)
-    # many programs: the chip's rate bounds it, not one program's
-    many = gm.predict(gm.Work("x", fma=1e6, programs=10 * SPEC.sms, warps=2), SPEC)
-    assert many.terms["compute"] == pytest.approx(1e6 / (SPEC.fma_tops * 1e12))
+    assert len(gc.quant_gemv(4096, 4096, "int4").parts) == 1  # below the threshold: the fp32 path
+    assert len(gc.quant_gemv(2048, 2048, "int4").parts) == 1  # below the threshold: the fp32 path
 
 
 def test_a_program_issues_its_code_once_at_the_lone_program_rate():
@@ -318,7 +222,7 @@ def test_a_program_issues_its_code_once_at_the_lone_program_rate():
     looped = gm.predict(dataclasses.replace(w, iters=2), timed)
     assert looped.terms["chain"] == pytest.approx(2 * SPEC.dram_iter_us * 1e-6 + 1.5e-6 / 2)
     # the counters carry the compiled counts: fp32 GEMV with and without the fixup, KV split and combine kernels
-    assert gm.quant_gemv(128, 128, "int4").parts[0].instr == gm.QGEMV1_INSTR[("int4", False)]
-    assert gm.quant_gemv(2048, 1024, "ternary").parts[0].instr == gm.QGEMV1_INSTR[("ternary", True)]
-    kv = gm.kv_decode(1, 16, 16, 4096, 128, bits=2)
-    assert [p.instr for p in kv.parts[1:]] == [gm.KV_SPLIT_INSTR[(2, 128)], gm.KV_COMBINE_INSTR[128]]
+    assert gc.quant_gemv(128, 128, "int4").parts[0].instr == gc.QGEMV1_INSTR[("int4", False)]
+    assert gc.quant_gemv(2048, 1024, "ternary").parts[0].instr == gc.QGEMV1_INSTR[("ternary", True)]
+    kv = gc.kv_decode(1, 16, 16, 4096, 128, bits=2)
+    assert [p.instr for p in kv.parts[1:]] == [gc.KV_SPLIT_INSTR[(2, 128)], gc.KV_COMBINE_INSTR[128]]
