@@ -114,11 +114,11 @@ def make_hierarchy(cfg: HierarchyConfig) -> tuple:
     ready = np.zeros(off, np.int64)
     flags = np.zeros(off, np.int8)
     stats = np.zeros((len(levels), N_STATS), np.int64)
-    slots, dcfg, dstats = make_dram(cfg.dram, cfg.line_bytes)
+    slots, banks, dcfg, dstats = make_dram(cfg.dram, cfg.line_bytes)
     mshr = np.zeros(cfg.mshrs, np.int64)
     pfq = np.zeros(cfg.prefetch_queue, np.int64)
     misc = np.zeros(4, np.int64)
-    return (tags, meta, ready, flags, lcfg, stats, slots, dcfg, dstats, mshr, pfq, misc)
+    return (tags, meta, ready, flags, lcfg, stats, slots, dcfg, dstats, mshr, pfq, misc, banks)
 
 
 @numba.njit(cache=True)
@@ -199,7 +199,7 @@ def _writeback(H, lvl, line, t):
         line = old
         lvl += 1
     stats[nlev - 1, WB_OUT] += 1
-    dram_access(H[6], H[7], H[8], line, t, True)
+    dram_access(H[6], H[12], H[7], H[8], line, t, True)
 
 
 @numba.njit(cache=True)
@@ -240,7 +240,7 @@ def _walk_below(H, line, t, is_prefetch, is_write):
             stats[lvl, D_MISS] += 1
             if is_write:
                 stats[lvl, ST_MISS] += 1
-    return dram_access(H[6], H[7], H[8], line, tt, False), nlev
+    return dram_access(H[6], H[12], H[7], H[8], line, tt, False), nlev
 
 
 @numba.njit(cache=True)

@@ -16,10 +16,12 @@ Per instruction, in program order:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import numba
 import numpy as np
+from numba import types
 
 from simcim.npu import prefetchers
 from simcim.npu.cache import (
@@ -32,12 +34,12 @@ from simcim.npu.cache import (
     PF_USELESS,
     ST_MISS,
     WB_OUT,
+    CacheConfig,
     HierarchyConfig,
     demand_access,
     make_hierarchy,
 )
-from simcim.npu.dram import BUSY, READS, WRITES
-from simcim.npu.prefetchers import imp, next_line, none, nvr, stream, stride
+from simcim.npu.dram import READS, ROW_CONFLICTS, ROW_HITS, ROW_MISSES, WRITES
 from simcim.npu.trace import Trace
 
 # core stats slots
@@ -56,26 +58,8 @@ class CoreConfig:
             raise ValueError(f"core compute_cycles must be >= 0, got {self.compute_cycles}")
 
 
-@numba.njit(cache=True)
-def _prefetch(pf_id, H, tr, st, prm, i, t, lines, hits, n):
-    # one branch per module in simcim.npu.prefetchers, in the order of prefetchers.ID
-    if pf_id == 0:
-        none.operate(H, tr, st, prm, i, t, lines, hits, n)
-    elif pf_id == 1:
-        next_line.operate(H, tr, st, prm, i, t, lines, hits, n)
-    elif pf_id == 2:
-        stride.operate(H, tr, st, prm, i, t, lines, hits, n)
-    elif pf_id == 3:
-        stream.operate(H, tr, st, prm, i, t, lines, hits, n)
-    elif pf_id == 4:
-        imp.operate(H, tr, st, prm, i, t, lines, hits, n)
-    else:
-        nvr.operate(H, tr, st, prm, i, t, lines, hits, n)
-
-
-@numba.njit(cache=True)
-def run_core(H: tuple, tr: tuple, pf_id: int, st: np.ndarray, prm: np.ndarray, line_bits: int, ports: int,
-             compute_cycles: int, out: np.ndarray) -> None:
+def _run_core(H: tuple, tr: tuple, operate, st: np.ndarray, prm: np.ndarray, line_bits: int, ports: int,
+              compute_cycles: int, out: np.ndarray) -> None:
     kind, start, dep, addr = tr[0], tr[2], tr[3], tr[4]
     n_inst = len(kind)
     done = np.zeros(n_inst, np.int64)
@@ -127,11 +111,60 @@ def run_core(H: tuple, tr: tuple, pf_id: int, st: np.ndarray, prm: np.ndarray, l
         else:
             done[i] = t
         t += max(1, (n + ports - 1) // ports)
-        _prefetch(pf_id, H, tr, st, prm, i, t, lines, hits, n)
+        operate(H, tr, st, prm, i, t, lines, hits, n)
     out[C_CYCLES] = max(t, pending)
     out[C_STALL] = stall
     out[C_LINES] = n_lines
     out[C_INSTS] = n_inst
+
+
+@functools.cache
+def operate_signature() -> types.Signature:
+    """The one signature every prefetcher's ``operate`` is compiled for (the core calls it by pointer)."""
+    H = make_hierarchy(HierarchyConfig(levels=(CacheConfig("c", 1, 1, 1),)))
+    tr = Trace(np.zeros(1, np.int8), np.zeros(1, np.int32), np.array([0, 1]), np.full(1, -1),
+               np.zeros(1, np.int64), np.full(1, -1), np.zeros(1, np.int64)).arrays()
+    i64 = types.int64
+    return types.void(numba.typeof(H), numba.typeof(tr), i64[:, ::1], i64[::1], i64, i64, i64[::1],
+                      types.int8[::1], i64)
+
+
+@functools.cache
+def _core_kernel() -> numba.core.registry.CPUDispatcher:
+    op = operate_signature()
+    h_t, tr_t, st_t, prm_t = op.args[:4]
+    i64 = types.int64
+    sig = types.void(h_t, tr_t, types.FunctionType(op), st_t, prm_t, i64, i64, i64, i64[::1])
+    return numba.njit(sig, cache=True)(_run_core)
+
+
+@functools.cache
+def _operate_pointer(module: object) -> numba.core.registry.CPUDispatcher:
+    """The module's ``operate``, compiled for the core's signature."""
+    try:
+        module.operate.compile(operate_signature())
+    except numba.core.errors.TypingError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ValueError(f"prefetcher {module.NAME!r}: operate does not compile for the core's arguments "
+                         f"({first})") from None
+    return module.operate
+
+
+def run_core(H: tuple, tr: tuple, module: object, st: np.ndarray, prm: np.ndarray, line_bits: int, ports: int,
+             compute_cycles: int, out: np.ndarray) -> None:
+    """Issue the trace ``tr`` through ``H`` with prefetcher ``module``; cycles and counts go to ``out``."""
+    core_kernel(module)(H, tr, st, prm, line_bits, ports, compute_cycles, out)
+
+
+def core_kernel(module: object):
+    """``run_core`` bound to ``module``'s operate, compiled (so a caller can time the run alone)."""
+    kernel, op = _core_kernel(), _operate_pointer(module)
+
+    def run(H: tuple, tr: tuple, st: np.ndarray, prm: np.ndarray, line_bits: int, ports: int, compute_cycles: int,
+            out: np.ndarray) -> None:
+        kernel(H, tr, op, st, prm, line_bits, ports, compute_cycles, out)
+
+    return run
 
 
 def level_names(cfg: HierarchyConfig) -> tuple[str, ...]:
@@ -151,9 +184,9 @@ def simulate(trace: Trace, hierarchy: HierarchyConfig, core: CoreConfig = CoreCo
     H = make_hierarchy(hierarchy)
     st, prm = module.make_state(cfg, tr, width, hierarchy.line_bits)
     out = np.zeros(4, np.int64)
+    run = core_kernel(module)
     t0, c0 = time.perf_counter(), time.process_time()
-    run_core(H, tr, prefetchers.ID[prefetcher], st, prm, hierarchy.line_bits, core.ports,
-             core.compute_cycles, out)
+    run(H, tr, st, prm, hierarchy.line_bits, core.ports, core.compute_cycles, out)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return _metrics(H, out, hierarchy, trace, module, cfg, width, wall, cpu)
 
@@ -189,7 +222,13 @@ def _metrics(H: tuple, out: np.ndarray, hierarchy: HierarchyConfig, trace: Trace
     m["dram_writes"] = int(dstats[WRITES])
     m["dram_bytes"] = int((dstats[READS] + dstats[WRITES]) * line)
     m["dram_traffic_per_cycle"] = m["dram_bytes"] / cycles if cycles else 0.0
-    m["dram_utilization"] = dstats[BUSY] / (cycles * hierarchy.dram.channels) if cycles else 0.0
+    busy = float((dstats[READS] + dstats[WRITES]) * hierarchy.dram.transfer_cycles(line))
+    m["dram_utilization"] = busy / (cycles * hierarchy.dram.channels) if cycles else 0.0
+    hits, row_misses, conflicts = int(dstats[ROW_HITS]), int(dstats[ROW_MISSES]), int(dstats[ROW_CONFLICTS])
+    m["dram_row_hits"] = hits
+    m["dram_row_misses"] = row_misses
+    m["dram_row_conflicts"] = conflicts
+    m["dram_row_hit_rate"] = hits / (hits + row_misses + conflicts) if hits + row_misses + conflicts else 0.0
     issued, useful = int(stats[0, PF_ISSUED]), int(stats[0, PF_USEFUL])
     late, useless = int(stats[0, PF_LATE]), int(stats[0, PF_USELESS])
     m["pf_issued"] = issued

@@ -23,11 +23,10 @@ from simcim.experiments.kinds import TrialContext
 from simcim.npu import prefetchers
 from simcim.npu.cache import CacheConfig, HierarchyConfig
 from simcim.npu.core import CoreConfig, simulate
-from simcim.npu.dram import DRAMConfig
+from simcim.npu.dram import DRAMConfig, make_dram, preset_cycles
 from simcim.npu.trace import Trace, WorkloadSpec, build_trace
 
 Workload = Literal["spmv", "spmm", "pruned_matmul", "embedding_bag", "gnn"]
-Prefetcher = Literal["none", "next_line", "stride", "stream", "imp", "nvr"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,15 +56,37 @@ class Params:
     llc_ways: int = param(16, ge=1)
     llc_latency: int = param(40, ge=0)
     policy: Literal["lru", "srrip"] = param("lru", help="replacement policy of every level")
-    dram_latency: int = param(100, ge=0, help="DRAM latency in cycles")
-    dram_channels: int = param(2, ge=1)
-    dram_bytes_per_cycle: float = param(16.0, gt=0, help="per channel")
-    mshrs: int = param(16, ge=1, help="outstanding demand misses")
+    dram_latency: int = param(100, ge=0, help="cycles from the end of a line's bus transfer to its data at the "
+                                              "NPU (banks model: the controller and interconnect part, on top of "
+                                              "the bank timing) [cycles]")
+    dram_channels: int = param(2, ge=1, help="DRAM channels, each with its own data bus (and banks)")
+    dram_bytes_per_cycle: float = param(16.0, gt=0, help="data-bus rate of one channel, modelled exactly to "
+                                                         "1/1024 [B/cycle]")
+    dram_model: Literal["simple", "banks"] = param("simple", help="simple: fixed latency behind the data bus; "
+                                                                  "banks: open-page banks with row buffers")
+    dram_preset: Literal["ddr4_3200", "hbm2", "hbm3"] = param("ddr4_3200", help="device whose banks, row size "
+                                                               "and JEDEC timing the banks model takes")
+    dram_banks: int | None = param(None, ge=1, help="banks per channel (default: the preset's)")
+    dram_row_bytes: int | None = param(None, ge=64, help="row (page) size of a bank (default: the preset's) [B]")
+    dram_t_rcd: int | None = param(None, ge=0, help="activate to column read (default: the preset's) [cycles]")
+    dram_t_cas: int | None = param(None, ge=0, help="column read to data (default: the preset's) [cycles]")
+    dram_t_rp: int | None = param(None, ge=0, help="precharge (default: the preset's) [cycles]")
+    dram_mapping: Literal["row_bank_channel_column", "row_column_bank_channel"] = param(
+        "row_bank_channel_column", help="how a line address splits into DRAM fields, most significant first "
+                                        "(the column is the line within a row)")
+    dram_scheduling: Literal["frfcfs", "fcfs"] = param("frfcfs", help="bank scheduling: first-ready FCFS (row "
+                                                                      "hits first) or plain FCFS")
+    clock_ghz: float = param(1.0, gt=0, help="NPU clock; converts the DRAM preset's ns timing to cycles [GHz]")
+    mshrs: int = param(16, ge=1, help="outstanding demand misses from the NPU-side level. The core stalls on "
+                                      "use, so this only limits anything when one instruction (a vector of up "
+                                      "to `width` lanes) or the loads before a compute miss on more lines than "
+                                      "this")
     prefetch_queue: int = param(64, ge=1, help="outstanding prefetches")
     ports: int = param(2, ge=1, help="lines the vector unit sends per cycle")
     compute_cycles: int = param(1, ge=0, help="cycles per vector compute instruction")
 
-    prefetcher: Prefetcher = param("nvr")
+    prefetcher: str = param("nvr", help="prefetcher by name: none, next_line, stride, stream, imp, nvr, or one "
+                                        "registered with simcim.npu.prefetchers.register")
     pf_distance: int | None = param(None, ge=1, help="prefetch distance (nvr: instructions, imp: index "
                                                      "elements, stream: lines; others ignore it); "
                                                      "default per prefetcher")
@@ -79,7 +100,8 @@ class Params:
     def __post_init__(self) -> None:
         if self.workload == "pruned_matmul" and self.matrix_market is not None:
             raise ValueError("matrix_market does not apply to pruned_matmul (it prunes weights)")
-        self.hierarchy()  # cache geometry errors surface at config load
+        hier = self.hierarchy()  # cache and DRAM geometry errors surface at config load
+        make_dram(hier.dram, hier.line_bytes)
         self.prefetcher_config()
 
     def spec(self) -> WorkloadSpec:
@@ -95,8 +117,17 @@ class Params:
             levels=(npu,
                     CacheConfig("l2", self.l2_kib, self.l2_ways, self.l2_latency, p),
                     CacheConfig("llc", self.llc_kib, self.llc_ways, self.llc_latency, p)),
-            dram=DRAMConfig(self.dram_latency, self.dram_channels, self.dram_bytes_per_cycle),
+            dram=self.dram(),
             mshrs=self.mshrs, prefetch_queue=self.prefetch_queue)
+
+    def dram(self) -> DRAMConfig:
+        geometry = preset_cycles(self.dram_preset, self.clock_ghz)
+        for key in geometry:
+            value = getattr(self, f"dram_{key}")
+            if value is not None:
+                geometry[key] = value
+        return DRAMConfig(self.dram_latency, self.dram_channels, self.dram_bytes_per_cycle, self.dram_model,
+                          mapping=self.dram_mapping, scheduling=self.dram_scheduling, **geometry)
 
     def core(self) -> CoreConfig:
         return CoreConfig(ports=self.ports, compute_cycles=self.compute_cycles)

@@ -97,10 +97,10 @@ def test_mshr_limit_serialises_misses():
 
 @pytest.mark.parametrize("channels,bpc,latency", [(1, 16.0, 50), (2, 16.0, 100), (4, 8.0, 0)])
 def test_dram_queueing_arithmetic(channels, bpc, latency):
-    slots, dcfg, dstats = make_dram(DRAMConfig(latency, channels, bpc), LINE)
+    D = make_dram(DRAMConfig(latency, channels, bpc), LINE)
     service = int(np.ceil(LINE / bpc))
     n = 64
-    done = [dram_access(slots, dcfg, dstats, line, 0, False) for line in range(n)]
+    done = [dram_access(*D, line, 0, False) for line in range(n)]
     # line k is the (k // channels)-th request on its channel: it finishes after that many services
     expected = [latency + (k // channels + 1) * service for k in range(n)]
     assert done == expected
@@ -110,9 +110,9 @@ def test_dram_queueing_arithmetic(channels, bpc, latency):
 
 
 def test_dram_idle_channel_has_no_queueing():
-    slots, dcfg, dstats = make_dram(DRAMConfig(30, 1, 32.0), LINE)
-    assert dram_access(slots, dcfg, dstats, 0, 0, False) == 32
-    assert dram_access(slots, dcfg, dstats, 1, 1000, False) == 1032
+    D = make_dram(DRAMConfig(30, 1, 32.0), LINE)
+    assert dram_access(*D, 0, 0, False) == 32
+    assert dram_access(*D, 1, 1000, False) == 1032
 
 
 def test_bad_geometry_is_rejected():
@@ -127,15 +127,15 @@ def test_bad_geometry_is_rejected():
 
 
 def test_dram_request_for_a_future_cycle_does_not_delay_an_earlier_one():
-    slots, dcfg, dstats = make_dram(DRAMConfig(10, 1, 16.0), LINE)  # 4-cycle transfers
+    D = make_dram(DRAMConfig(10, 1, 16.0), LINE)  # 4-cycle transfers
     # a prefetch simulated first but issued for cycle 1000 (waiting for its index data)
-    assert dram_access(slots, dcfg, dstats, 0, 1000, False) == 1014
+    assert dram_access(*D, 0, 1000, False) == 1014
     # a demand simulated after it but happening at cycle 0 uses the idle channel at once
-    assert dram_access(slots, dcfg, dstats, 1, 0, False) == 14
+    assert dram_access(*D, 1, 0, False) == 14
     # a request at 1000 queues behind the one that took that slot
-    assert dram_access(slots, dcfg, dstats, 2, 1000, False) == 1018
+    assert dram_access(*D, 2, 1000, False) == 1018
     # requests off a slot boundary start at the next one
-    assert dram_access(slots, dcfg, dstats, 3, 5, False) == 8 + 4 + 10
+    assert dram_access(*D, 3, 5, False) == 8 + 4 + 10
 
 
 def test_dram_matches_a_simpy_fifo_channel_on_random_arrivals():
@@ -145,8 +145,8 @@ def test_dram_matches_a_simpy_fifo_channel_on_random_arrivals():
     service, latency = 4, 30
     # slot-aligned arrivals in time order, bursty enough to queue
     arrivals = np.cumsum(rng.integers(0, 3, size=300)) * service
-    slots, dcfg, dstats = make_dram(DRAMConfig(latency, 1, LINE / service), LINE)
-    ours = [dram_access(slots, dcfg, dstats, k, int(t), False) for k, t in enumerate(arrivals)]
+    D = make_dram(DRAMConfig(latency, 1, LINE / service), LINE)
+    ours = [dram_access(*D, k, int(t), False) for k, t in enumerate(arrivals)]
 
     env = simpy.Environment()
     channel = simpy.Resource(env, capacity=1)

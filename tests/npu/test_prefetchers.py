@@ -26,7 +26,7 @@ def run(trace, name, cfg=None, hier=None):
     H = make_hierarchy(hier)
     st, prm = mod.make_state(cfg, tr, 16, LINE_BITS)
     out = np.zeros(4, np.int64)
-    run_core(H, tr, prefetchers.ID[name], st, prm, LINE_BITS, 2, 1, out)
+    run_core(H, tr, prefetchers.get(name), st, prm, LINE_BITS, 2, 1, out)
     m = simulate(trace, hier, CoreConfig(), name, cfg)
     demanded = set((trace.addr >> LINE_BITS).tolist())
     present = set(H[0][H[0] >= 0].tolist())
