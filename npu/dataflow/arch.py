@@ -9,6 +9,12 @@ below comes from unless the comment says otherwise):
 - ``exp`` 94.6 pJ: five fused multiply-adds and one multiply (6th-order Taylor/Horner, the
   artifact's exponential unit); on PEs without an exp unit it also takes 6 cycles.
 - ``div`` 36.25 pJ (the artifact's custom 32-bit divider table).
+- ``log``, ``sqrt``, ``rsqrt`` (for LayerNorm, RMSNorm, log-sum-exp; not in the artifact, our
+  assumption): ``log`` as ``exp`` (a polynomial after range reduction, six multiply-adds, 94.6 pJ);
+  ``sqrt`` and ``rsqrt`` as ``div`` (36.25 pJ, a digit-recurrence unit of the divider's class). On
+  FLAT's 1D array they are special-function units of one cycle; FuseMax's PEs, which have no such
+  units, spend multiply-add cycles: six for ``log`` (polynomial) and ``rsqrt`` (an estimate and two
+  Newton steps), seven for ``sqrt`` (``x * rsqrt(x)``); its 2D PEs have no divider.
 - register file 0.653 pJ per read, 0.570 pJ per write (one 16-bit word).
 - global buffer 2286.5 pJ per 512-byte read and 2759.4 pJ per write, i.e. 4.47 / 5.39 pJ/B. We
   take that as the cost of a 512 KiB bank and scale by sqrt(bank size / 512 KiB) (bit- and
@@ -23,6 +29,7 @@ import dataclasses
 __all__ = ["Arch", "Energies", "MODELS", "ModelShape", "SEQ_LENS", "FLAT_ARCH", "FUSEMAX_ARCH"]
 
 MIB = 2**20
+OPERATIONS = ("mac", "mul", "add", "max", "exp", "div", "log", "sqrt", "rsqrt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +42,9 @@ class Energies:
     max: float = 8.3395
     exp: float = 5 * 17.1645 + 8.825
     div: float = 36.251
+    log: float = 5 * 17.1645 + 8.825
+    sqrt: float = 36.251
+    rsqrt: float = 36.251
     reg_read: float = 0.653
     reg_write: float = 0.570
     glb_read_per_byte: float = 2286.52 / 512
@@ -79,6 +89,9 @@ class Arch:
         ("max", 1),
         ("exp", 1),
         ("div", 1),
+        ("log", 1),
+        ("sqrt", 1),
+        ("rsqrt", 1),
     )
     pipelined_2d: bool = False
     pipelined_1d: bool = True
@@ -95,7 +108,7 @@ class Arch:
                 raise ValueError(f"Arch.{name}: expected a positive finite number, got {v!r}")
         for label, ops in (("ops_2d", self.ops_2d), ("ops_1d", self.ops_1d)):
             for op, cycles in ops:
-                if op not in ("mac", "mul", "add", "max", "exp", "div"):
+                if op not in OPERATIONS:
                     raise ValueError(f"Arch.{label}: unknown operation {op!r}")
                 if not isinstance(cycles, int) or cycles < 1:
                     raise ValueError(f"Arch.{label}: cycles for {op!r} must be a positive integer, got {cycles!r}")
@@ -114,7 +127,7 @@ FLAT_ARCH = Arch(name="flat")
 # FuseMax: the same arrays, but every 2D PE also does max/add and exponentiation by six
 # multiply-adds, and the 1D PEs likewise (no exp unit). The global buffer is cut to 16 MiB in 32
 # banks so that the total area matches FLAT's (the paper's iso-area comparison).
-_FUSEMAX_OPS = (("mac", 1), ("mul", 1), ("add", 1), ("max", 1), ("exp", 6))
+_FUSEMAX_OPS = (("mac", 1), ("mul", 1), ("add", 1), ("max", 1), ("exp", 6), ("log", 6), ("sqrt", 7), ("rsqrt", 6))
 FUSEMAX_ARCH = Arch(
     name="fusemax",
     glb_bytes=16 * MIB,

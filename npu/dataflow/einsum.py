@@ -15,9 +15,11 @@ Indices are lower-case names; the rank of index ``m1`` is ``M1``. Every index th
 the right but not on the left is reduced: ``=`` and ``+=`` reduce with ``+``, ``max=`` and ``min=``
 with max / min. An output index ``m1+1`` whose tensor is also read at ``m1`` is a recurrence
 (a running value carried over ``m1``); an upper-case index such as ``M1`` reads its final element.
-Map operators: ``+ - * /``, unary ``-``, ``exp(x)``, ``max(a, b)``, ``min(a, b)``, numbers.
-``where`` adds iteration-space constraints (``m <= p``, ``p - m < 128``); they are kept with the
-Einsum (the performance model treats the space as dense).
+Map operators: ``+ - * /``, unary ``-``, ``exp(x)``, ``log(x)``, ``sqrt(x)``, ``rsqrt(x)`` (1 / sqrt),
+``max(a, b)``, ``min(a, b)``, numbers; enough for softmax, LayerNorm, RMSNorm and log-sum-exp.
+A tensor may read itself only as a recurrence (``S[m+1,p] = S[m,p] + X[m,p]``).
+``where`` adds iteration-space constraints (``m <= p``, ``p - m < 128``); the performance model
+counts only the points they keep, and reads and keeps only the keys and queries those points need.
 
 Every syntax error is a :class:`CascadeSyntaxError` naming the source, line and column.
 """
@@ -48,7 +50,9 @@ __all__ = [
 ]
 
 BUILTIN_DIR = Path(__file__).parent / "cascades"
-FUNCTIONS = {"exp": 1, "max": 2, "min": 2}
+FUNCTIONS = {"exp": 1, "log": 1, "sqrt": 1, "rsqrt": 1, "max": 2, "min": 2}
+# the operation (cost class of :class:`simcim.npu.dataflow.arch.Arch`) each function is charged as
+FUNCTION_OPS = {"exp": "exp", "log": "log", "sqrt": "sqrt", "rsqrt": "rsqrt", "max": "max", "min": "max"}
 REDUCE_OPS = {"=": "+", "+=": "+", "max=": "max", "min=": "min"}
 
 
@@ -203,7 +207,7 @@ class Einsum:
         return tuple(v for v in self.iteration_vars if v not in out)
 
     def op_counts(self) -> dict[str, int]:
-        """Operations per point of the iteration space: mac, mul, add, max, div, exp.
+        """Operations per point of the iteration space: mac, mul, add, max, div, exp, log, sqrt, rsqrt.
 
         A product reduced with ``+`` is one multiply-accumulate; a reduction adds one
         ``add``/``max`` per point; a recurrence's carried operand costs nothing extra.
@@ -221,7 +225,7 @@ class Einsum:
                 walk(e.left)
                 walk(e.right)
             elif isinstance(e, Call):
-                bump("exp" if e.fn == "exp" else "max")
+                bump(FUNCTION_OPS[e.fn])
                 for a in e.args:
                     walk(a)
 
@@ -527,6 +531,14 @@ def _parse_line(ln: _Line, partitions: dict[str, tuple[str, str]]) -> Einsum:
     for t in out.indices:
         if t.offset not in (0, 1):
             raise ln.error(out.col, f"output index {t} must be a plain index or index+1 (a recurrence)")
+    if not e.is_recurrence:
+        for r in e.inputs:
+            if r.name == out.name:
+                raise ln.error(
+                    r.col,
+                    f"{out.name} reads itself but is not a recurrence: write a running value as "
+                    f"{out.name}[i+1,..] = {out.name}[i,..] + ..., or a reduction as {out.name}[..] = X[i,..]",
+                )
     in_vars = {v for r in e.inputs for v in r.vars}
     for v in out_vars:
         if v not in in_vars:

@@ -13,6 +13,15 @@ computation (``overlap="global"``: latency = max(compute, traffic / bandwidth)) 
 (``"per_stage"``: the sum over stages of max(compute, its traffic / bandwidth), for an unfused
 design whose Einsums run one after another).
 
+Padding. Cycles count whole tiles: M0 is always ``cols`` wide, an unsplit m on the 2D array is
+rounded up to ``cols``, and p to the 2D array's ``rows`` or the 1D array's PEs (idle PEs take
+time). Energy and DRAM traffic count only real points and real data.
+
+Masks. ``where`` constraints keep part of the iteration space: compute and energy count the kept
+points; each block of query rows fetches only the keys its rows can see (and, with ``"tile"``
+reuse, each block of keys only the query rows it meets); intermediates kept or spilled across
+passes are only as long as a row's kept keys.
+
 Traffic. Inputs that carry the key rank M (K, V) are read once per block of query rows that
 the buffer holds (``operand_reuse="rows"``) or once per array-height block of rows
 (``"tile"``, no buffering of operands, FLAT's mapping); the others (Q) once, or once per
@@ -164,6 +173,15 @@ def _f(x: ArrayLike) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+_WHOLE_ARCH = ("rows", "cols", "pes_1d", "glb_bytes", "glb_banks")
+
+
+def _first_bad(v: np.ndarray, ok: np.ndarray) -> float:
+    """The first value of ``v`` that fails ``ok`` (NaN and infinity fail), for a one-line error."""
+    bad = ~(np.asarray(ok) & np.isfinite(v))
+    return float(np.broadcast_to(v, bad.shape)[bad].ravel()[0]) if bad.any() else float(np.ravel(v)[0])
+
+
 def evaluate(
     design: Design, workload: Mapping[str, ArrayLike], arch: Mapping[str, ArrayLike] | None = None
 ) -> dict[str, np.ndarray]:
@@ -198,11 +216,16 @@ def evaluate(
         ("dram_bytes_per_s", bw),
     ):
         if not np.all(np.isfinite(v)) or np.any(v <= 0):
-            raise ValueError(f"evaluate: arch {name} must be positive and finite, got {v}")
+            raise ValueError(f"evaluate: arch {name} must be positive and finite, got {_first_bad(v, v > 0)}")
+        if name in _WHOLE_ARCH and np.any(v != np.floor(v)):
+            raise ValueError(f"evaluate: arch {name} must be a whole number, got {_first_bad(v, v == np.floor(v))}")
     wl = {k: _f(v) for k, v in workload.items()}
     for k, v in wl.items():
         if not np.all(np.isfinite(v)) or np.any(v < 1):
-            raise ValueError(f"evaluate: workload rank {k} must be >= 1 and finite, got {v}")
+            raise ValueError(f"evaluate: workload rank {k} must be >= 1 and finite, got {_first_bad(v, v >= 1)}")
+        if np.any(v != np.floor(v)):
+            got = _first_bad(v, v == np.floor(v))
+            raise ValueError(f"evaluate: workload rank {k} must be a whole number, got {got}")
     for k in ("B", "H", "M", "P"):
         if k not in wl:
             raise ValueError(f"evaluate: workload is missing rank {k!r} (needs B, H, M, P and the head dims)")
@@ -225,10 +248,47 @@ def evaluate(
             )
         return wl[rank]
 
-    def points(vars_: tuple[str, ...]) -> np.ndarray:
+    inner_of = {inner: whole for whole, (_, inner) in cascade.partitions.items()}
+
+    def points(vars_: tuple[str, ...], on: str | None = None) -> np.ndarray:
+        """Iteration points over ``vars_`` (times B x H).
+
+        Exact (``on=None``, for energy and traffic): a split rank whose tile and tile index are both
+        iterated counts its real size (M keys, not M1 x M0), a lone tile index at most the rank.
+        On an array (``on="2d"``/``"1d"``, for cycles): the tile rounding where PEs idle: M0 is a whole
+        tile of ``cols``, an unsplit m on the 2D array is rounded up to ``cols``, and p is rounded
+        up to the 2D array's ``rows`` or the 1D array's PEs.
+        """
+        vs = list(dict.fromkeys(vars_))
         out = wl["B"] * wl["H"]
-        for v in vars_:
-            out = out * size(v)
+        if on is None:
+            for whole, (outer, inner) in cascade.partitions.items():
+                if outer in vs and inner in vs:
+                    vs.remove(outer)
+                    vs.remove(inner)
+                    out = out * size(whole)
+        for v in vs:
+            n = size(v)
+            if on is None and v in inner_of:
+                n = np.minimum(n, size(inner_of[v]))
+            elif on == "2d" and v == "p":
+                n = np.ceil(n / rows) * rows
+            elif on == "1d" and v == "p":
+                n = np.ceil(n / pes_1d) * pes_1d
+            elif on == "2d" and v == "m":
+                n = np.ceil(n / cols) * cols
+            out = out * n
+        return out
+
+    def ranges(e: Einsum) -> dict[tuple[str, ...], tuple[float, float]]:
+        """The ``where`` constraints as ``lo <= u - v <= hi`` (names sorted) or ``lo <= u <= hi``."""
+        out: dict[tuple[str, ...], tuple[float, float]] = {}
+        for c in e.constraints:
+            names, lo, hi = c.difference_range()
+            if len(names) == 2 and names[0] > names[1]:
+                names, lo, hi = (names[1], names[0]), -hi, -lo
+            was = out.get(names, (-np.inf, np.inf))
+            out[names] = (max(was[0], lo), min(was[1], hi))
         return out
 
     def density(e: Einsum) -> np.ndarray:
@@ -238,15 +298,8 @@ def evaluate(
         iterates only its tiles (``m1``): the tile-level fraction is taken equal to the element-level
         one, which is exact up to one tile per row.
         """
-        ranges: dict[tuple[str, ...], tuple[float, float]] = {}
-        for c in e.constraints:
-            names, lo, hi = c.difference_range()
-            if len(names) == 2 and names[0] > names[1]:
-                names, lo, hi = (names[1], names[0]), -hi, -lo
-            was = ranges.get(names, (-np.inf, np.inf))
-            ranges[names] = (max(was[0], lo), min(was[1], hi))
         out = _f(1.0)
-        for names, (lo, hi) in ranges.items():
+        for names, (lo, hi) in ranges(e).items():
             if len(names) == 1:
                 n = size(names[0])
                 kept = np.clip(np.minimum(hi, n - 1) - max(lo, 0) + 1, 0, None)
@@ -256,10 +309,28 @@ def evaluate(
                 out = out * (_pairs_upto(u, v, hi) - _pairs_upto(u, v, lo - 1)) / (u * v)
         return out
 
+    def key_query_window(e: Einsum) -> tuple[float, float, tuple[float, float], tuple[float, float]]:
+        """(lo, hi) of p - m, the range of m and the range of p that ``e``'s constraints allow."""
+        rg = ranges(e)
+        lo, hi = rg.get(("m", "p"), (-np.inf, np.inf))  # lo <= m - p <= hi
+        inf = (-np.inf, np.inf)
+        return -hi, -lo, rg.get(("m",), inf), rg.get(("p",), inf)
+
+    def key_fetches(e: Einsum, block: np.ndarray) -> np.ndarray:
+        """Keys fetched, summed over blocks of ``block`` query rows: only those a row of the block sees."""
+        lo, hi, m_range, p_range = key_query_window(e)
+        return _block_pairs(wl["P"], block, wl["M"], lo, hi, p_range, m_range)
+
+    def query_fetches(e: Einsum, block: np.ndarray) -> np.ndarray:
+        """Query rows fetched, summed over blocks of ``block`` keys: only those a key of the block meets."""
+        lo, hi, m_range, p_range = key_query_window(e)
+        return _block_pairs(wl["M"], block, wl["P"], -hi, -lo, m_range, p_range)
+
     heads = wl["B"] * wl["H"]
     M, P = wl["M"], wl["P"]
     scores = heads * M * P
     rank_vars = {"m", *cascade.partitions.get("m", ())}
+    query_vars = {"p", *cascade.partitions.get("p", ())}
 
     # ---------------------------------------------------------------- operand residency
     inputs = cascade.inputs
@@ -279,28 +350,37 @@ def evaluate(
         (per(e.output.vars, rank_vars | {"p"}) for e in recurrences), _f(0.0)
     )
     row_bytes = w * np.maximum(row_state, 1.0)
+    working_set = kv_tile_bytes + row_bytes
+    if np.any(glb < working_set):
+        bad = np.broadcast_to(glb < working_set, np.broadcast_shapes(np.shape(glb), np.shape(working_set)))
+        i = np.flatnonzero(bad.ravel())[0]
+        raise ValueError(
+            f"evaluate: arch glb_bytes = {float(np.broadcast_to(glb, bad.shape).ravel()[i]):.0f} B cannot hold "
+            f"the working set of one K/V tile and one query row "
+            f"({float(np.broadcast_to(working_set, bad.shape).ravel()[i]):.0f} B)"
+        )
     if design.operand_reuse == "rows":
-        fit = np.floor(np.maximum(glb - kv_tile_bytes, 0.0) / row_bytes)
-        rows_resident = np.minimum(np.maximum(fit, rows), P)
-        key_reads = np.ceil(P / rows_resident)
-        query_reads = _f(1.0)
+        fit = np.floor((glb - kv_tile_bytes) / row_bytes)
+        rows_resident = np.minimum(fit, P)
+        key_block, query_block = rows_resident, M
         operand_buffer = kv_tile_bytes + rows_resident * row_bytes
     else:
         rows_resident = np.minimum(rows, P)
-        key_reads = np.ceil(P / rows)
-        query_reads = np.ceil(M / cols)
+        key_block, query_block = rows, cols
         operand_buffer = kv_tile_bytes + rows * row_bytes
     rows_resident = rows_resident + 0 * scores
 
     # ---------------------------------------------------------------- pass consequences
     pr = comp.passes
-    fiber_bytes = pr.live_fibers * np.minimum(rows, P) * M * w
+    # a masked cascade keeps, per row, only the keys its constraints let that row see
+    kept = max((density(cascade.einsum(n)) for n in pr.cross_pass), key=np.max, default=_f(1.0))
+    fiber_bytes = pr.live_fibers * np.minimum(rows, P) * M * kept * w
     avail = np.maximum(glb - np.minimum(operand_buffer, glb), 0.0)
     if pr.passes > 1 and design.intermediates != "dram":
         spill = np.clip(1.0 - avail / np.maximum(fiber_bytes, 1.0), 0.0, 1.0)
     else:
         spill = _f(0.0)
-    spill_bytes = spill * pr.spill_accesses * scores * w
+    spill_bytes = spill * pr.spill_accesses * scores * kept * w
 
     # ---------------------------------------------------------------- per-Einsum work and traffic
     n_stages = len(design.stages)
@@ -310,11 +390,19 @@ def evaluate(
     glb_bytes_rw = _f(0.0)
     outputs = set(cascade.outputs)
     produced = cascade.produced
+
+    def moved(e: Einsum, r_vars: tuple[str, ...]) -> np.ndarray:
+        """Elements of a tensor over ``r_vars`` that Einsum ``e`` touches once (a masked score is not)."""
+        vs = set(r_vars)
+        return points(r_vars) * (density(e) if rank_vars & vs and query_vars & vs else 1.0)
+
     for plan in comp.plans:
         e = plan.einsum
-        pts = points(e.iteration_vars) * density(e)
+        dens = density(e)
+        pts = points(e.iteration_vars) * dens
         pes = rows * cols if plan.array == "2d" else pes_1d
-        busy[(plan.stage, plan.array)] = busy[(plan.stage, plan.array)] + pts * plan.cycles_per_point / (pes * clock)
+        cycles = points(e.iteration_vars, on=plan.array) * dens * plan.cycles_per_point / pes
+        busy[(plan.stage, plan.array)] = busy[(plan.stage, plan.array)] + cycles / clock
         ops_energy = pts * plan.energy_per_point
         if plan.array == "2d" and set(e.op_counts()) == {"mac"}:
             e_mac2d = e_mac2d + ops_energy
@@ -327,17 +415,27 @@ def evaluate(
             if r.name == e.name or r.name in seen:
                 continue
             seen.add(r.name)
+            vs = set(r.vars)
             if r.name in inputs:
-                reads = key_reads if r.name in key_side else query_reads
-                traffic = traffic + points(r.vars) * w * reads
+                if rank_vars & vs and query_vars & vs:
+                    traffic = traffic + moved(e, r.vars) * w
+                elif r.name in key_side:
+                    traffic = traffic + points(tuple(v for v in r.vars if v not in rank_vars)) * w * key_fetches(
+                        e, key_block
+                    )
+                elif "p" in vs:
+                    traffic = traffic + points(tuple(v for v in r.vars if v != "p")) * w * query_fetches(e, query_block)
+                else:
+                    reads = np.ceil(M / cols) if design.operand_reuse == "tile" else 1.0
+                    traffic = traffic + points(r.vars) * w * reads
             elif design.intermediates == "dram" and r.name in produced:
-                traffic = traffic + points(r.vars) * w
-            elif design.intermediates == "buffer" and rank_vars & set(r.vars):
-                glb_bytes_rw = glb_bytes_rw + points(r.vars) * w
+                traffic = traffic + moved(e, r.vars) * w
+            elif design.intermediates == "buffer" and rank_vars & vs:
+                glb_bytes_rw = glb_bytes_rw + moved(e, r.vars) * w
         if e.name in outputs or design.intermediates == "dram":
-            traffic = traffic + points(e.output.vars) * w
+            traffic = traffic + moved(e, e.output.vars) * w
         elif design.intermediates == "buffer" and rank_vars & set(e.output.vars):
-            glb_bytes_rw = glb_bytes_rw + points(e.output.vars) * w
+            glb_bytes_rw = glb_bytes_rw + moved(e, e.output.vars) * w
         stage_traffic[plan.stage] = stage_traffic[plan.stage] + traffic
 
     dram = sum(stage_traffic, _f(0.0)) + spill_bytes
@@ -404,6 +502,48 @@ def _pairs_upto(u: np.ndarray, v: np.ndarray, x: float) -> np.ndarray:
         return _f(0.0) * u * v
     c = x + 1
     return _tri(c + v, u) - _tri(_f(c) + 0 * v, u)
+
+
+def _clipped_ramp_sum(n: np.ndarray, step: np.ndarray, start: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """sum of clip(b * step + start, 0, cap) over the integers 0 <= b < n (step >= 1, cap >= 0)."""
+    below = np.clip(np.floor(-start / step) + 1, 0, n)  # terms <= 0
+    ramp_end = np.clip(np.ceil((cap - start) / step), below, n)  # terms < cap end here
+    k = ramp_end - below
+    return step * (below + ramp_end - 1) * k / 2 + start * k + (n - ramp_end) * cap
+
+
+def _block_pairs(
+    n_rows: np.ndarray,
+    block: np.ndarray,
+    n_cols: np.ndarray,
+    lo: float,
+    hi: float,
+    row_range: tuple[float, float],
+    col_range: tuple[float, float],
+) -> np.ndarray:
+    """Columns fetched, summed over blocks of ``block`` consecutive rows, when a block needs column c
+    only if one of its rows r has ``lo <= r - c <= hi`` (rows and columns also limited to their ranges).
+
+    With no limits this is ceil(n_rows / block) * n_cols; a causal mask (lo = 0) or a window
+    (hi = W - 1) fetches only the columns a block can see. Closed form, vectorized.
+    """
+    if lo > hi:
+        return _f(0.0) * n_rows * block * n_cols
+    r0, r1 = np.clip(row_range[0], 0, n_rows), np.clip(row_range[1], -1, n_rows - 1)
+    c0, c1 = np.clip(col_range[0], 0, n_cols), np.clip(col_range[1], -1, n_cols - 1)
+    n_used_rows = np.maximum(r1 - r0 + 1, 0)
+    cap = np.maximum(c1 - c0 + 1, 0)
+    big = n_rows + n_cols + block + 1
+    lo_, hi_ = np.clip(lo, -big, big), np.clip(hi, -big, big)
+    full = np.floor(n_used_rows / block)
+    # a block of rows [a, a + block - 1] needs the columns [a - hi, a + block - 1 - lo]; count them in
+    # [c0, c1] as G(last) - G(first - 1), G(x) = clip(x - c0 + 1, 0, cap)
+    fetched = _clipped_ramp_sum(full, block, r0 + block - 1 - lo_ - c0 + 1, cap) - _clipped_ramp_sum(
+        full, block, r0 - hi_ - 1 - c0 + 1, cap
+    )
+    a = r0 + full * block
+    last = np.clip(r1 - lo_ - c0 + 1, 0, cap) - np.clip(a - hi_ - 1 - c0 + 1, 0, cap)
+    return fetched + np.where(n_used_rows > full * block, last, 0.0)
 
 
 def bottleneck(result: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -10,10 +10,11 @@ Scheduling uses half-steps: time 2k is pass k, time 2k+1 the gap after it. A ful
 is rounded up to a pass; an M1-only or M-free Einsum may sit in a gap. Recurrences (``RM[m1+1]``)
 carry their state within a pass; reading their final element (``RM[M1]``) waits for the pass end.
 
-The consequence of more than one pass: each full-rank intermediate produced in pass k and read in
-a later pass must be kept for a whole M fiber per query row (on-chip footprint grows with M), or
+The consequence of more than one pass: each full-rank intermediate produced in pass k and read
+element by element in a later pass must be kept for a whole M fiber per query row (on-chip footprint grows with M), or
 written to DRAM and read back (traffic grows with M), or recomputed from the inputs (extra passes
-over those inputs). :func:`analyze_passes` reports all three.
+over those inputs). :func:`analyze_passes` reports all three. A recurrence whose later passes read
+only its final element (``RM[M,p]``) keeps one value per query row, which is not a fiber.
 """
 
 from __future__ import annotations
@@ -124,7 +125,12 @@ def analyze_passes(cascade: Cascade, rank: str = "m") -> PassReport:
         if not carries_full(e.output):
             continue
         made = time[e.name] // 2
-        later = {time[c.name] // 2 for c in cascade.consumers(e.name) if time[c.name] // 2 > made}
+        # a later pass that reads only the final element (RM[M1,p]) keeps one value per row, not a fiber
+        later = {
+            time[c.name] // 2
+            for c in cascade.consumers(e.name)
+            if time[c.name] // 2 > made and any(r.name == e.name and carries(r) for r in c.inputs)
+        }
         if later:
             cross.append(e.name)
             spans.append((made, max(later)))

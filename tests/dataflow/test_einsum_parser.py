@@ -72,3 +72,63 @@ def test_missing_file_and_unknown_name(tmp_path):
     path = tmp_path / "mine.einsum"
     path.write_text("S[m,p] = Q[e,p] * K[e,m]\nO[f,p] = S[m,p] * V[f,m]\n")
     assert builtin_cascade(str(path)).name == "mine"
+
+
+NORMS = {
+    # LayerNorm over the hidden index m of token p (width 64), with 1 / sqrt
+    "layernorm": (
+        "MU[p] = X[m,p]\n"
+        "XC[m,p] = X[m,p] - MU[p] / 64\n"
+        "VAR[p] = XC[m,p] * XC[m,p]\n"
+        "Y[m,p] = XC[m,p] / sqrt(VAR[p] / 64 + 0.00001) * G[m] + BETA[m]\n",
+        {"Y": {"sqrt": 1, "div": 2, "add": 2, "mul": 1}},
+    ),
+    "rmsnorm": (
+        "SS[p] = X[m,p] * X[m,p]\nR[p] = rsqrt(SS[p] * 0.015625 + 0.00001)\nY[m,p] = X[m,p] * R[p] * G[m]\n",
+        {"SS": {"mac": 1}, "R": {"rsqrt": 1, "mul": 1, "add": 1}, "Y": {"mul": 2}},
+    ),
+    "logsumexp": (
+        "RM[m+1,p] = max(RM[m,p], X[m,p])\n"
+        "RS[m+1,p] = RS[m,p] * exp(RM[m,p] - RM[m+1,p]) + exp(X[m,p] - RM[m+1,p])\n"
+        "L[p] = RM[M,p] + log(RS[M,p])\n",
+        {"L": {"add": 1, "log": 1}, "RS": {"exp": 2, "add": 3, "mul": 1}},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NORMS))
+def test_norms_and_log_sum_exp_are_written_and_costed(name):
+    text, ops = NORMS[name]
+    c = parse_cascade(text, f"{name}.einsum")
+    for tensor, counts in ops.items():
+        assert c.einsum(tensor).op_counts() == counts
+
+
+def test_norm_functions_cost_cycles_on_each_array(tmp_path):
+    import dataclasses
+
+    from simcim.npu.dataflow.arch import FLAT_ARCH, FUSEMAX_ARCH
+    from simcim.npu.dataflow.model import Design, Stage, evaluate
+
+    path = tmp_path / "rmsnorm.einsum"
+    path.write_text(NORMS["rmsnorm"][0])
+    wl = {"B": 1, "H": 1, "M": 4, "P": 4}
+    tiny = {"rows": 2, "cols": 2, "pes_1d": 2, "clock_hz": 1.0, "glb_bytes": 1 << 20}
+    for arch, rsqrt_cycles in ((FLAT_ARCH, 1), (FUSEMAX_ARCH, 6)):
+        a = dataclasses.replace(arch, **tiny)
+        d = Design("rms", str(path), a, stages=(Stage(two_d=("SS",)), Stage(one_d=("R",)), Stage(one_d=("Y",))))
+        r = evaluate(d, wl)
+        # R: 4 rows x (rsqrt + multiply + add) on 2 PEs: pipelined FLAT PEs 1 point a cycle, FuseMax PEs the sum
+        per_point = 1 if a.pipelined_1d else rsqrt_cycles + 1 + 1
+        y = 4 * 4 * (1 if a.pipelined_1d else 2) / 2
+        assert r["busy_1d_s"] == pytest.approx(4 * per_point / 2 + y)
+    # FuseMax's 2D PEs compute rsqrt with multiply-adds; FLAT's 2D PEs only multiply-accumulate
+    Design("rms", str(path), FUSEMAX_ARCH, stages=(Stage(two_d=("SS", "R", "Y")),))
+    with pytest.raises(ValueError, match="Einsum R needs '(add|rsqrt|mul)', which the 2D array of arch 'flat'"):
+        Design("rms", str(path), FLAT_ARCH, stages=(Stage(two_d=("SS", "R", "Y")),))
+
+
+def test_a_tensor_that_reads_itself_must_be_a_recurrence():
+    with pytest.raises(CascadeSyntaxError) as info:
+        parse_cascade("X[m,p] = Q[m,p]\nS[p] = S[p] + X[m,p]\n", "user.einsum")
+    assert str(info.value).startswith("user.einsum:2:8: S reads itself but is not a recurrence")

@@ -1,12 +1,14 @@
 """The model against hand arithmetic on a 2x2 array, 2-PE 1D array, 1 Hz clock, 4-token sequence."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from simcim.npu.dataflow.arch import FLAT_ARCH, FUSEMAX_ARCH, MODELS, Arch
 from simcim.npu.dataflow.designs import DESIGNS
+from simcim.npu.dataflow.einsum import cascade_path as builtin_cascade_path
 from simcim.npu.dataflow.model import Design, Stage, bottleneck, evaluate
 
 TINY = {"rows": 2, "cols": 2, "pes_1d": 2, "clock_hz": 1.0, "dram_bytes_per_s": 4.0}
@@ -199,3 +201,97 @@ def test_shipped_variants_scale_as_expected():
     # same work; K and V read once per group of 4 query heads: Q + O + (K + V) / 4 of the traffic
     assert gqa["latency_s"] == pytest.approx(dense["latency_s"])
     assert gqa["dram_bytes"] / dense["dram_bytes"] == pytest.approx((2 + 2 / 4) / 4)
+
+
+# ----------------------------------------------------------------------------- masks, padding, inputs
+
+
+def _masked_1pass(tmp_path, where: str) -> str:
+    """The shipped causal 1-pass cascade with another mask on every Einsum."""
+    text = (Path(builtin_cascade_path("attention_causal_1pass"))).read_text().replace("where m <= p", where)
+    path = tmp_path / "masked_1pass.einsum"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_window_mask_cuts_key_traffic_to_the_keys_each_row_block_sees(tmp_path):
+    # 8 tokens, window of 2 (m <= p, p - m < 2), 2 query rows resident (40 B buffer, as above):
+    # row blocks [0,1] [2,3] [4,5] [6,7] need keys [0,1] [1,3] [3,5] [5,7] = 2 + 3 + 3 + 3 = 11 keys
+    # (unmasked: 4 x 8 = 32). K and V: 11 x (E + F = 4) x 2 B = 88 B; Q once 32 B, AV once 32 B.
+    d = dataclasses.replace(tiny("fusemax", glb_bytes=40), cascade=_masked_1pass(tmp_path, "where m <= p, p - m < 2"))
+    wl = {**WL, "M": 8, "P": 8}
+    r = evaluate(d, wl)
+    assert r["rows_resident"] == 2
+    assert r["dram_bytes"] == pytest.approx(88 + 32 + 32)
+    dense = evaluate(tiny("fusemax", glb_bytes=40), wl)
+    assert dense["dram_bytes"] == pytest.approx(4 * 8 * 8 + 32 + 32)
+
+
+def test_shipped_sliding_window_at_1m_keys_is_not_dram_bound():
+    m = MODELS["BERT"]
+    n = 1 << 20
+    wl = {"B": m.batch, "H": m.heads, "M": n, "P": n, "E": m.e, "F": m.f}
+    d = dataclasses.replace(DESIGNS["fusemax"], cascade="attention_sliding_window_1pass")
+    r = evaluate(d, wl)
+    # hand count: blocks of R resident rows, each needing its rows' 4096-key windows
+    rows = int(r["rows_resident"])
+    keys = sum(min(n - 1, b + rows - 1) - max(0, b - 4095) + 1 for b in range(0, n, rows))
+    heads = m.batch * m.heads
+    kv = heads * keys * (m.e + m.f) * 2
+    q_and_out = heads * n * (m.e + m.f) * 2
+    assert r["dram_bytes"] == pytest.approx(kv + q_and_out)
+    assert r["dram_bytes"] < 0.5e12  # it was charged 3.71 TB, every key once per row block
+    assert bottleneck(r) != "dram" and r["latency_s"] == pytest.approx(r["compute_s"])
+
+
+def test_a_banded_mask_on_flat_keeps_its_score_rows_on_chip(tmp_path):
+    # FLAT's 3-pass cascade with a +-256 window: a row keeps 513 scores, which fit; dense 1M spills 94%
+    text = builtin_cascade_path("attention_3pass").read_text()
+    lines = [ln.split("#")[0].rstrip() for ln in text.splitlines() if ln.split("#")[0].strip()]
+    banded = "\n".join(f"{ln} where p - m <= 256, m - p <= 256" for ln in lines if "[" in ln) + "\n"
+    path = tmp_path / "banded.einsum"
+    path.write_text(banded)
+    m = MODELS["BERT"]
+    wl = {"B": m.batch, "H": m.heads, "M": 1 << 20, "P": 1 << 20, "E": m.e, "F": m.f}
+    assert evaluate(DESIGNS["flat"], wl)["spill_fraction"] == pytest.approx(0.94, abs=0.01)
+    r = evaluate(dataclasses.replace(DESIGNS["flat"], cascade=str(path)), wl)
+    assert r["spill_fraction"] == 0
+    # Q re-read per 256-key tile only by the rows within 256 of it: (256 + 2 x 256) rows, not 1M
+    assert r["dram_bytes"] < 0.01 * evaluate(DESIGNS["flat"], wl)["dram_bytes"]
+
+
+def test_padding_costs_cycles_but_not_energy_or_traffic():
+    m = MODELS["BERT"]
+    heads = m.batch * m.heads
+
+    def at(n: int, name: str = "fusemax") -> dict:
+        return evaluate(DESIGNS[name], {"B": m.batch, "H": m.heads, "M": n, "P": n, "E": m.e, "F": m.f})
+
+    r257, r512 = at(257), at(512)
+    # 257 keys fill two 256-wide tiles and 257 queries two 256-row blocks: the arrays take as long as at 512
+    assert r257["busy_2d_s"] == pytest.approx(r512["busy_2d_s"])
+    # but only real scores cost MAC energy (QK and SLNV: E and F MACs each) and only real tokens move
+    assert r257["energy_mac_2d_pj"] == pytest.approx(heads * 257 * 257 * (m.e + m.f) * 17.1645)
+    assert r257["dram_bytes"] == pytest.approx(heads * 257 * (m.e + m.f) * 2 * 2)
+    # the energy ratio to FLAT moves smoothly across a tile boundary (it jumped from 0.87 to 1.62)
+    ratio = {n: at(n)["energy_pj"] / at(n, "flat")["energy_pj"] for n in (256, 257)}
+    assert abs(ratio[257] - ratio[256]) < 0.1
+    # one token: both designs pay for idle PEs in time, neither in energy
+    one, one_flat = at(1), at(1, "flat")
+    assert one["energy_pj"] / one_flat["energy_pj"] < 1.5  # was 98.5
+    assert one_flat["latency_s"] / one["latency_s"] > 0.3  # was 0.008
+    # FLAT's one score still takes E cycles of its one busy PE for QK and F for AV
+    assert one_flat["busy_2d_s"] == pytest.approx((m.e + m.f) * heads / 940e6)
+
+
+def test_nonsense_inputs_are_refused_naming_the_parameter():
+    with pytest.raises(ValueError, match="workload rank M must be a whole number, got 1.5"):
+        evaluate(DESIGNS["fusemax"], {**WL, "M": 1.5, "P": 1.5})
+    with pytest.raises(ValueError, match="arch rows must be a whole number, got 3.7"):
+        evaluate(DESIGNS["fusemax"], WL, {"rows": np.array([2.0, 3.7])})
+    # one K/V tile: 2 keys x (E + F = 128) x 2 B = 512 B; one query row: Q (64) + RM, RD + RNV (64) = 260 B
+    with pytest.raises(ValueError, match=r"arch glb_bytes = 1 B cannot hold .* \(772 B\)"):
+        evaluate(DESIGNS["fusemax"], {**WL, "E": 64, "F": 64}, {"glb_bytes": 1, "cols": 2})
+    # a buffer that holds fewer rows than the array has re-reads the keys for every block it does hold
+    r = evaluate(tiny("fusemax", glb_bytes=28), WL)
+    assert r["rows_resident"] == 1 and r["dram_bytes"] == pytest.approx(16 + 4 * 16 + 4 * 16 + 16)

@@ -76,3 +76,19 @@ def test_analyze_cli(tmp_path, capsys):
     bad.write_text("X[m,p] = foo(Y[m,p])\n")
     with pytest.raises(SystemExit, match="bad.einsum:1:10: unknown function 'foo'"):
         main([str(bad)])
+
+
+def test_recurrences_read_only_at_their_final_element_keep_no_fiber():
+    # online softmax over an unsplit rank: pass 1 runs the max and denominator recurrences, pass 2
+    # reads only their final values RM[M,p], RD[M,p]: one value per row, nothing M-long is kept
+    c = parse_cascade(
+        "RM[m+1,p] = max(RM[m,p], X[m,p])\n"
+        "RD[m+1,p] = RD[m,p] * exp(RM[m,p] - RM[m+1,p]) + exp(X[m,p] - RM[m+1,p])\n"
+        "Y[m,p] = exp(X[m,p] - RM[M,p]) / RD[M,p]\n"
+    )
+    r = analyze_passes(c)
+    assert r.passes == 2 and r.passes_per_input == {"X": 2}
+    assert r.cross_pass == () and r.live_fibers == 0 and r.spill_accesses == 0
+    # reading the whole running max in the later pass does keep it
+    c = parse_cascade("RM[m+1,p] = max(RM[m,p], X[m,p])\nG[p] max= X[m,p]\nY[m,p] = exp(X[m,p] - G[p]) + RM[m,p]\n")
+    assert analyze_passes(c).cross_pass == ("RM",)
