@@ -1,7 +1,7 @@
 """Low-bit codes to fp16/bf16 two at a time: one shift and one LOP3 per pair of codes (Marlin's trick).
 
 A packed int32 word holds ``PW = 32 / bits`` codes, code ``j`` at bit ``bits * j`` (see
-:func:`simcim.kernels.quant_gemv.pack_codes`). Shifting the word and masking puts code ``j`` and code
+:func:`simcim.kernels.quant_formats.pack_codes`). Shifting the word and masking puts code ``j`` and code
 ``j + PW/2`` into the top mantissa bits of the low and high 16-bit halves; OR-ing in the exponent of
 1.0 makes each half exactly the float ``1 + code / 2^bits``; one packed FMA then applies a per-word
 scale and offset. A pair thus costs a shift, a LOP3 and an FMA, where plain Triton spends a shift, a

@@ -23,6 +23,7 @@ import math
 import torch
 
 from simcim.kernels._common import HAVE_TRITON, interpreting, use_triton
+from simcim.kernels.launch import AttentionConfig, as_config, default
 
 if HAVE_TRITON:
     from simcim.kernels._common import mma
@@ -219,15 +220,10 @@ if HAVE_TRITON:
         )
 
 
-def _fused_launch_config(m: int, d: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages), chosen on the H100 for fp16/bf16."""
-    if interpreting():
-        return 32, 32, 4, 1
-    if d <= 64:
-        return 128, 128, 8, 3
-    if d <= 128:
-        return 128, 128, 8, 2
-    return 64, 64, 4, 2
+def _fused_launch_config(m: int, d: int, device: torch.device | None = None) -> AttentionConfig:
+    """The measured default for head dim ``d`` (the smallest table entry that holds it)."""
+    entry = "attention_d64" if d <= 64 else "attention_d128" if d <= 128 else "attention_d256"
+    return default(AttentionConfig, entry, device)
 
 
 def _out(out: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
@@ -244,10 +240,11 @@ def fused_attention(
     v: torch.Tensor,
     causal: bool = False,
     sm_scale: float | None = None,
-    block: tuple[int, int, int, int] | None = None,
+    block: AttentionConfig | tuple[int, int, int, int] | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One-pass attention forward. ``block`` overrides (BLOCK_M, BLOCK_N, num_warps, num_stages)."""
+    """One-pass attention forward. ``block`` overrides the launch (an ``AttentionConfig``: block_m, block_n,
+    num_warps, num_stages)."""
     _check(q, k, v, causal)
     if not use_triton("simcim.kernels.attention", q, k, v):
         return _out(out, q).copy_(attention_reference(q, k, v, causal, sm_scale))
@@ -256,7 +253,7 @@ def fused_attention(
     b, h, m, d = q.shape
     n = k.shape[2]
     scale = 1.0 / math.sqrt(d) if sm_scale is None else sm_scale
-    block_m, block_n, warps, stages = block or _fused_launch_config(m, d)
+    block_m, block_n, warps, stages = as_config(AttentionConfig, block, "block") or _fused_launch_config(m, d, q.device)
     o = _out(out, q)
     grid = (triton.cdiv(m, block_m), b * h)
     _attn_fwd_kernel[grid](

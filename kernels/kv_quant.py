@@ -38,8 +38,9 @@ import torch
 
 from simcim.kernels._common import HAVE_TRITON, interpreting, next_pow2, use_triton
 from simcim.kernels.fwht import fwht
-from simcim.kernels.quant_gemv import pack_codes_paired as _pack_pairs
-from simcim.kernels.quant_gemv import unpack_codes_paired as _unpack_pairs
+from simcim.kernels.launch import KVDecodeConfig, default
+from simcim.kernels.quant_formats import pack_codes_paired as _pack_pairs
+from simcim.kernels.quant_formats import unpack_codes_paired as _unpack_pairs
 
 if HAVE_TRITON:
     import triton
@@ -472,8 +473,8 @@ def kv_decode(
     num_splits: int | None = None,
     out: torch.Tensor | None = None,
     repeat_unpack: bool = True,
-    num_warps: int = 4,
-    num_stages: int = 1,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
     unpack: str = "asm",
     max_registers: int | None = None,
     groups_per_step: int | None = None,
@@ -484,13 +485,16 @@ def kv_decode(
     on the GPU) or ``"int"`` (the same arithmetic in plain Triton; what the interpreter always runs).
     ``repeat_unpack`` is accepted for compatibility and ignored; ``max_registers`` caps the registers
     per thread of the main kernel (more programs per SM, at the risk of spills); ``groups_per_step``
-    (1 or 2; default 1 for 2-bit, 2 for 4-bit, the faster on the H100) is how many key groups a
-    program works on between its barriers.
+    (1 or 2) is how many key groups a
+    program works on between its barriers. ``num_splits``, ``num_warps``, ``num_stages`` and ``groups_per_step``
+    left at None take the device's measured defaults (``KVDecodeConfig`` in ``launch_defaults.toml``).
     """
     if unpack not in ("asm", "int"):
         raise ValueError(f"unpack must be 'asm' or 'int'; got {unpack!r}")
-    if groups_per_step is None:
-        groups_per_step = 2 if cache.bits == 4 else 1
+    cfg = default(KVDecodeConfig, f"kv_decode_{cache.bits}bit", q.device)
+    groups_per_step = groups_per_step or cfg.groups_per_step
+    num_warps = num_warps or cfg.num_warps
+    num_stages = num_stages or cfg.num_stages
     if groups_per_step not in (1, 2):
         raise ValueError(f"groups_per_step must be 1 or 2; got {groups_per_step}")
     _check_q(q, cache)
@@ -510,9 +514,8 @@ def kv_decode(
     qr = fwht(q) if cache.rotated else q.contiguous()
     t_q = cache.n_quantized
     groups_q = t_q // cache.k_group
-    if num_splits is None:
-        # about 2048 programs in all (32 splits for 8 x 8 kv heads was fastest on the H100), whole key groups each
-        num_splits = max(1, min(max(1, 2048 // max(1, b * hkv)), groups_q))
+    if num_splits is None:  # about cfg.programs programs in all, whole key groups each
+        num_splits = max(1, min(max(1, (cfg.num_splits or cfg.programs // max(1, b * hkv))), groups_q))
     if num_splits < 1:
         raise ValueError(f"num_splits must be >= 1; got {num_splits}")
     # whole steps per split; a split may end early (or be empty) where the groups run out

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dev = "cuda"
     if args.case.startswith("gemv"):
+        from simcim.kernels import quant_gemm
         from simcim.kernels import quant_gemv as qg
 
         n, k = (256, 128) if args.case == "gemv_bundled" else (8192, 8192)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         style = "slices" if args.case == "gemv_slices" else "m1"
         for _ in range(args.repeats):
             qg.quant_matmul(x, qw, config=cfg, gemv=style)
-        kernel = qg._qgemv1_kernel if style == "m1" else qg._qgemv_kernel
+        kernel = qg._qgemv1_kernel if style == "m1" else quant_gemm._qgemv_kernel
     elif args.case == "kv_decode":
         from simcim.kernels import kv_quant as kq
 

@@ -17,6 +17,7 @@ import torch
 from simcim.kernels import quant_gemv as qg
 from simcim.kernels.bench import Env
 from simcim.kernels.gpu_microbench import _graph_time_per_call, _straight_kernel
+from simcim.kernels.launch import GemvM1Config
 from simcim.kernels.profile import sass_opcodes
 
 CALLS = 256
@@ -48,8 +49,7 @@ def lone_gemv(env: Env, l2_bytes: int) -> None:
         for where in ("l2", "hbm"):
             for k in (128, 256, 512, 1024):
                 w = torch.randn(64, k, device="cuda", dtype=torch.bfloat16) * 0.02
-                qw = qg.quantize_ternary(w) if scheme == "ternary" else qg.quantize_groupwise(
-                    w, 4 if scheme == "int4" else 2, 128)
+                qw = qg.quantize(w, qg.QuantConfig(scheme))
                 nbytes = qw.nbytes()
                 copies = CALLS if where == "l2" else min(4096, max(CALLS, 2 * l2_bytes // nbytes + 1))
                 qws = [dataclasses.replace(qw, packed=qw.packed.clone(), scales=qw.scales.clone(),
@@ -57,7 +57,7 @@ def lone_gemv(env: Env, l2_bytes: int) -> None:
                 xs = torch.randn(copies, 1, k, device="cuda", dtype=torch.bfloat16)
 
                 def call(i, xs=xs, qws=qws):
-                    return qg.quant_matmul(xs[i], qws[i], config=(1, 64, 1, 2, 3), unpack="fp32")
+                    return qg.quant_matmul(xs[i], qws[i], config=GemvM1Config(1, 64, 1, 2, 3), unpack="fp32")
 
                 ref = qg.quant_matmul_reference(xs[0].float(), qws[0]).float()
                 err = float((call(0).float() - ref).norm() / ref.norm())

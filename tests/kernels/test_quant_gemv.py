@@ -1,13 +1,16 @@
 import pytest
 import torch
 
-from simcim.kernels import quant_gemv
+from simcim.kernels import launch, quant_gemv
+from simcim.kernels.launch import GemvM1Config, TensorCoreConfig
 from simcim.kernels.quant_gemv import (
+    QuantConfig,
     QuantizedLinear,
     dequantize,
     pack_codes,
     quant_matmul,
     quant_matmul_reference,
+    quantize,
     quantize_groupwise,
     quantize_ternary,
     replace_linear,
@@ -17,9 +20,7 @@ from simcim.kernels.testing import poisoned, randn, rel_err
 
 
 def _quantize(w, scheme, group):
-    if scheme == "ternary":
-        return quantize_ternary(w, 2, group, torch.bfloat16)
-    return quantize_groupwise(w, 4 if scheme == "int4" else 2, group, torch.bfloat16)
+    return quantize(w, QuantConfig(scheme, group, dtype=torch.bfloat16))
 
 
 @pytest.mark.parametrize("bits", [2, 4])
@@ -148,3 +149,69 @@ def test_bench_sizes_times_both_m1_paths_beside_bf16():
         assert r.baseline == "bf16 F.linear" and r.ratio_to_baseline > 0
         if r.impl != "bf16 F.linear":
             assert r.rel_err < 1e-2
+
+
+@pytest.mark.parametrize("scheme", ["int4", "int2", "ternary"])
+@pytest.mark.parametrize("m", [3, 16])
+def test_tensor_core_kernel_for_small_batches(scheme, m, device, rng):
+    # K = 320: five groups of 64, so a 128-wide step ends half outside K; N = 40 leaves a partial row block;
+    # split-K 1, 2 and 3 ways (3 steps over 3 programs, and 2 + 1), the sum made in the same launch
+    n, k, group = 40, 320, 64
+    qw = _quantize(randn(n, k, g=rng), scheme, group).to(device)
+    x = randn(m, k, g=rng, dtype=torch.bfloat16, device=device)
+    bias = randn(n, g=rng, dtype=torch.bfloat16, device=device)
+    exact = x.double() @ dequantize(qw, torch.float64).t() + bias.double()
+    for cfg in (None, TensorCoreConfig(16, 128, 1, 4, 1), (32, 128, 2, 4, 1), (16, 64, 3, 4, 1)):
+        y = quant_matmul(x, qw, bias, config=cfg, gemv="tc", out=poisoned((m, n), x.dtype, device))
+        assert rel_err(y, exact) < 1e-2
+    assert int(quant_gemv._split_counts(x.device, 1).abs().sum()) == 0
+    # fp16 activations, no bias, through the default dispatch
+    xh = x.to(torch.float16)
+    y = quant_matmul(xh, qw, out=poisoned((m, n), xh.dtype, device))
+    assert rel_err(y, xh.double() @ dequantize(qw, torch.float64).t()) < 1e-2
+
+
+def test_dispatcher_picks_the_tensor_core_kernel_for_2_to_16_rows(monkeypatch, device, rng):
+    qw = _quantize(randn(16, 64, g=rng), "int4", 32).to(device)
+    picked = []
+    monkeypatch.setattr(quant_gemv, "launch_tc", lambda *a: picked.append("tc"))
+    monkeypatch.setattr(quant_gemv, "launch_slices", lambda *a: picked.append("slices"))
+    monkeypatch.setattr(quant_gemv, "launch_dot", lambda *a: picked.append("dot"))
+    monkeypatch.setattr(quant_gemv, "_launch_m1", lambda *a: picked.append("m1"))
+    for m, dtype in ((1, torch.bfloat16), (2, torch.bfloat16), (16, torch.float16), (17, torch.bfloat16),
+                     (4, torch.float32), (9, torch.float32)):
+        quant_matmul(torch.zeros(m, 64, dtype=dtype, device=device), qw)
+    assert picked == ["m1", "tc", "tc", "dot", "slices", "dot"]
+
+
+def test_launch_configs_are_named_and_read_from_the_device_table(device):
+    cfg = launch.default(GemvM1Config, "gemv_m1_f16acc_int4", table="default")
+    assert isinstance(cfg, GemvM1Config) and cfg == quant_gemv.F16ACC_CONFIG["int4"] == (2, 64, 4, 2, 1)
+    small = quant_gemv.m1_config(_quantize(torch.randn(64, 128), "int4", 32), "f16acc", device)
+    assert small == (launch.default(GemvM1Config, "gemv_m1_f16acc_int4", table="interpreter") if device == "cpu"
+                     else launch.default(GemvM1Config, "gemv_m1_f16acc_int4", device))
+    assert launch.device_table("cpu") == ("interpreter" if launch.interpreting() else "default")
+    assert launch.as_config(TensorCoreConfig, (16, 64, 2, 4, 1)).split_k == 2
+    with pytest.raises(ValueError, match="config must be a TensorCoreConfig"):
+        launch.as_config(TensorCoreConfig, (16, 64))
+    qw = _quantize(torch.randn(16, 64), "int4", 32).to(device)
+    with pytest.raises(ValueError, match="block_k must be a power of two"):
+        quant_matmul(torch.zeros(2, 64, dtype=torch.bfloat16, device=device), qw, config=(16, 16, 1, 4, 1), gemv="tc")
+    with pytest.raises(ValueError, match="M <= 16"):
+        quant_matmul(torch.zeros(17, 64, dtype=torch.bfloat16, device=device), qw, gemv="tc")
+
+
+def test_one_scheme_registry_serves_quantize_and_from_linear(rng):
+    lin = torch.nn.Linear(64, 8)
+    for scheme in ("int4", "int2", "ternary"):
+        cfg = QuantConfig(scheme, 32, planes=3)
+        ql = QuantizedLinear.from_linear(lin, cfg)
+        qw = quantize(lin.weight.detach(), cfg)
+        assert ql.scheme == qw.scheme == scheme and torch.equal(ql.packed, qw.packed)
+    assert quantize(lin.weight.detach(), QuantConfig("ternary", 32, planes=3)).planes == 3
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        QuantConfig("int3")
+    with pytest.raises(ValueError, match="planes must be"):
+        QuantConfig("ternary", planes=5)
+    with pytest.raises(ValueError, match="group_size must be a power of two"):
+        QuantConfig("int4", 48)
