@@ -26,6 +26,7 @@ KINDS: dict[str, str] = {
     "npu_sim": "simcim.npu.experiment",
     "fusemax": "simcim.npu.dataflow.experiment",
     "sim_vs_measured": "simcim.validation.experiment",
+    "gpu_model_blind": "simcim.validation.blind",
     "selftest": "simcim.experiments.selftest",
 }
 

@@ -143,8 +143,8 @@ class GPUSpec:
                 raise ValueError(f"GPU spec {self.name!r}: {key} must be > 0")
 
 
-def load_spec(spec: str | Path) -> GPUSpec:
-    """A bundled spec by name (``h100``, ``h200``) or a TOML file with the :class:`GPUSpec` fields."""
+def spec_path(spec: str | Path) -> Path:
+    """The file of a bundled spec's name (``h100``, ``h200``), or ``spec`` itself when it names a file."""
     path = Path(spec)
     if not path.suffix:
         path = SPEC_DIR / f"{spec}.toml"
@@ -153,6 +153,12 @@ def load_spec(spec: str | Path) -> GPUSpec:
             raise ValueError(f"GPU spec {spec!r}: no bundled spec of that name (known: {known}, or a .toml file)")
     if not path.is_file():
         raise ValueError(f"GPU spec file not found: {path}")
+    return path
+
+
+def load_spec(spec: str | Path) -> GPUSpec:
+    """A bundled spec by name (``h100``, ``h200``) or a TOML file with the :class:`GPUSpec` fields."""
+    path = spec_path(spec)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:

@@ -69,7 +69,10 @@ class Params:
 
     def __post_init__(self) -> None:
         arch_of(self.model)  # a bad model name or directory fails at config load
-        load_spec(self.gpu_spec)
+        try:
+            load_spec(self.gpu_spec)
+        except ValueError as e:
+            raise ValueError(f"gpu_spec: {e}") from None
         from simcim.noise_models.presets import PRESETS
 
         if self.cim_noise not in PRESETS:

@@ -10,12 +10,13 @@ its own weights and cache, once, in one graph.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from simcim.kernels.bench import Env, bench, copies_for
+from simcim.kernels.bench import Env, bench
 from simcim.validation.decode_step import Op
 
 
@@ -23,12 +24,16 @@ def _weight(n: int, k: int, gen: torch.Generator, dev: torch.device) -> torch.Te
     return (torch.randn(n, k, generator=gen, device=dev) * 0.02).to(torch.bfloat16)
 
 
+_FLOAT = {2: torch.bfloat16, 4: torch.float32}  # elem_bytes of the counters' fwht and embedding_bag
+
+
 def build(op: Op, gen: torch.Generator, dev: torch.device) -> Callable[[], torch.Tensor]:
     """Allocate one instance of ``op``'s inputs on ``dev``; return the call."""
     from simcim.kernels.attention import fused_attention, unfused_attention
+    from simcim.kernels.fwht import fwht
     from simcim.kernels.kv_quant import kv_decode, quantize_kv
     from simcim.kernels.quant_gemv import quant_matmul, quantize_groupwise, quantize_ternary
-    from simcim.kernels.sparse import spmm
+    from simcim.kernels.sparse import embedding_bag, spmm
 
     a = op.args
     bf = torch.bfloat16
@@ -37,9 +42,9 @@ def build(op: Op, gen: torch.Generator, dev: torch.device) -> Callable[[], torch
         x, w = rand(a["m"], a["k"]), _weight(a["n"], a["k"], gen, dev)
         return lambda: F.linear(x, w)
     if op.kernel == "quant_gemv":
-        w = _weight(a["n"], a["k"], gen, dev)
-        qw = {"int4": lambda: quantize_groupwise(w, 4, 128), "int2": lambda: quantize_groupwise(w, 2, 128),
-              "ternary": lambda: quantize_ternary(w, 2, 128)}[a["scheme"]]()
+        w, group = _weight(a["n"], a["k"], gen, dev), a.get("group", 128)
+        qw = {"int4": lambda: quantize_groupwise(w, 4, group), "int2": lambda: quantize_groupwise(w, 2, group),
+              "ternary": lambda: quantize_ternary(w, 2, group)}[a["scheme"]]()
         x = rand(1, a["k"])
         return lambda: quant_matmul(x, qw)
     if op.kernel == "spmm":
@@ -63,12 +68,33 @@ def build(op: Op, gen: torch.Generator, dev: torch.device) -> Callable[[], torch
         q = rand(a["b"], a["h"], a["n"], a["d"])
         k, v = rand(a["b"], a["hkv"], a["n"], a["d"]), rand(a["b"], a["hkv"], a["n"], a["d"])
         if op.kernel == "fused_attention":
-            return lambda: fused_attention(q, k, v, causal=True)
+            causal = a.get("causal", True)
+            return lambda: fused_attention(q, k, v, causal=causal)
         return lambda: unfused_attention(q, k, v, causal=True)
+    if op.kernel == "fwht":
+        x = torch.randn(a["rows"], a["d"], generator=gen, device=dev).to(_FLOAT[a.get("elem_bytes", 2)])
+        return lambda: fwht(x)
+    if op.kernel == "embedding_bag":
+        table = torch.randn(a["vocab"], a["dim"], generator=gen, device=dev).to(_FLOAT[a.get("elem_bytes", 4)])
+        idx = torch.randint(0, a["vocab"], (a["bags"] * a["per_bag"],), generator=gen, device=dev)
+        offsets = torch.arange(a["bags"], device=dev) * a["per_bag"]
+        return lambda: embedding_bag(table, idx, offsets, validate=False)  # validation syncs: no graph
     raise ValueError(f"no GPU runner for kernel {op.kernel!r}")
 
 
 MAX_COPIES = 256  # building thousands of copies of a tiny kernel's inputs would take minutes
+
+
+def rotated_copies(nbytes: float, l2_bytes: int) -> int:
+    """How many copies of a call's inputs :func:`time_op` rotates over: enough to overflow L2 twice, at most
+    ``MAX_COPIES``."""
+    return min(MAX_COPIES, max(1, math.ceil(2 * l2_bytes / max(nbytes, 1))))
+
+
+def stays_in_l2(nbytes: float, l2_bytes: int) -> bool:
+    """Whether a call's rotated inputs still fit in L2 (only the smallest, launch-bound calls): then its data come
+    from L2, and the GPU model predicts it with ``l2_resident``."""
+    return rotated_copies(nbytes, l2_bytes) * nbytes < l2_bytes
 
 
 def time_op(op: Op, env: Env, seed: int = 0) -> tuple[float, bool]:
@@ -79,7 +105,7 @@ def time_op(op: Op, env: Env, seed: int = 0) -> tuple[float, bool]:
     """
     gen = torch.Generator(device=env.device).manual_seed(seed)
     nbytes = int(op.work().hbm_bytes)
-    copies = min(MAX_COPIES, copies_for(nbytes, env))
+    copies = rotated_copies(nbytes, env.l2_bytes)
     calls = [build(op, gen, env.device) for _ in range(copies)]
     for c in calls:  # compile and autotune outside the graph
         c()
@@ -87,7 +113,7 @@ def time_op(op: Op, env: Env, seed: int = 0) -> tuple[float, bool]:
     ms = bench(lambda: [c() for c in calls], env, graph=True) / copies
     calls.clear()
     torch.cuda.empty_cache()
-    return ms * 1e-3, copies * nbytes < env.l2_bytes
+    return ms * 1e-3, stays_in_l2(nbytes, env.l2_bytes)
 
 
 def time_step(order: list[Op], env: Env, seed: int = 0) -> float:
