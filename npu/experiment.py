@@ -25,6 +25,7 @@ from simcim.npu.cache import CacheConfig, HierarchyConfig
 from simcim.npu.core import CoreConfig, simulate
 from simcim.npu.dram import DRAMConfig, make_dram, preset_cycles
 from simcim.npu.trace import Trace, WorkloadSpec, build_trace
+from simcim.npu.traces import read_trace
 
 Workload = Literal["spmv", "spmm", "pruned_matmul", "embedding_bag", "gnn"]
 
@@ -45,6 +46,10 @@ class Params:
                                  help="safetensors file for pruned_matmul (default: the bundled model)")
     weight_tensor: str = param("", help="tensor to prune (default: the largest 2-D tensor)")
     zipf_alpha: float = param(1.05, gt=0, help="Zipf exponent of embedding-bag indices")
+    trace: Path | None = param(None, must_exist=True,
+                               help="a trace file to simulate instead of generating the workload: a ChampSim "
+                                    "binary trace (raw, .xz or .gz), a text/CSV list of 'R|W address [pc]', or a "
+                                    ".npz from save_trace; the workload parameters above are then unused")
 
     npu_cache_kib: float = param(0.0, ge=0, help="NPU-side cache size (0 = none)")
     npu_cache_ways: int = param(4, ge=1)
@@ -152,14 +157,14 @@ DEFAULT_METRICS = ("speedup", "misses", "miss_reduction", "pf_accuracy", "pf_cov
 
 
 @functools.lru_cache(maxsize=2)
-def _trace(spec: WorkloadSpec, seed: int) -> tuple[Trace, tuple]:
+def _trace(spec: WorkloadSpec, seed: int, path: Path | None) -> tuple[Trace, tuple]:
     # a worker running a sweep over cache sizes reuses the trace of its previous trial
-    trace = build_trace(spec, seed)
+    trace = read_trace(path) if path is not None else build_trace(spec, seed)
     return trace, trace.arrays()
 
 
 def run_trial(params: Params, seed: int, ctx: TrialContext) -> dict[str, float | int | str]:
-    trace, arrays = _trace(params.spec(), seed)
+    trace, arrays = _trace(params.spec(), seed, params.trace)
     if trace.n_accesses == 0:
         raise ValueError(f"workload {params.workload!r} at sparsity {params.sparsity} produced an empty "
                          "trace")

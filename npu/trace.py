@@ -111,6 +111,15 @@ class Trace:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"trace file not found: {path}")
+        with path.open("rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"
+        if not is_zip:
+            from simcim.npu.traces import sniff
+
+            kind = {"text": "a text/CSV address list", "champsim": "a ChampSim binary trace"}.get(
+                sniff(path).split(".")[0], "an unknown format")
+            raise ValueError(f"trace file {path}: not a simcim trace (.npz written by Trace.save) but {kind}; "
+                             "read it with simcim.npu.traces.read_trace or npu_sim's trace parameter")
         with np.load(path, allow_pickle=False) as z:
             missing = [f for f in _TRACE_FIELDS if f not in z.files]
             if missing:
