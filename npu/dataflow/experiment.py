@@ -71,6 +71,26 @@ class Params:
             )
         if self.cascade is not None:
             builtin_cascade(self.cascade)  # raises a one-line error on a missing file or bad notation
+        self._check_buffer()
+
+    def _check_buffer(self) -> None:
+        """Refuse, before any trial runs, a global buffer that cannot hold one K/V tile and one query row."""
+        d = DESIGNS[self.design] if self.cascade is None else auto_design(DESIGNS[self.design], self.cascade)
+        shape = _shape(self)
+        if self.mode == "point":
+            checks = [(d, _workload(shape, self.seq_len, d, self.kv_group), _overrides(self))]
+            checks.append((DESIGNS[self.baseline], _workload(shape, self.seq_len), _overrides(self)))
+        else:  # the smallest buffer with the widest array; the working set does not depend on the length
+            dim = float(max(self.dse_array_dim))
+            over = {"rows": dim, "cols": dim, "glb_bytes": np.floor(min(self.dse_glb_mib) * 2**20)}
+            checks = [(d, _workload(shape, min(self.dse_seq_len), d, self.kv_group), over)]
+        for design, wl, over in checks:
+            try:
+                evaluate(design, wl, over)
+            except ValueError as e:
+                if "glb_bytes" in str(e):
+                    raise ValueError(f"{'glb_mib' if self.mode == 'point' else 'dse_glb_mib'}: {e}") from None
+                raise
 
 
 DEFAULT_METRICS = ("speedup_vs_baseline", "energy_vs_baseline", "util_2d", "util_1d", "latency_s")
@@ -118,6 +138,8 @@ def _overrides(params: Params) -> dict[str, float]:
     ):
         if value is not None:
             out[key] = float(value) * scale
+    if "glb_bytes" in out:
+        out["glb_bytes"] = float(np.floor(out["glb_bytes"]))  # a buffer holds whole bytes
     return out
 
 
@@ -173,7 +195,7 @@ def _design_space(params: Params, d: Design, ctx: TrialContext) -> dict[str, flo
     grids = np.meshgrid(
         np.asarray(params.dse_array_dim, float),
         np.asarray(params.dse_pes_1d, float),
-        np.asarray(params.dse_glb_mib, float) * 2**20,
+        np.floor(np.asarray(params.dse_glb_mib, float) * 2**20),
         np.asarray(params.dse_dram_gib_s, float) * 2**30,
         np.asarray(params.dse_seq_len, float),
         indexing="ij",

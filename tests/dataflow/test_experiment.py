@@ -77,3 +77,13 @@ def test_shipped_configs_validate(name):
 def test_bad_params(raw, words):
     with pytest.raises(ConfigError, match=words):
         validate_params(Params, raw)
+
+
+def test_a_buffer_too_small_for_one_tile_is_refused_before_any_trial(tmp_path):
+    with pytest.raises(ConfigError, match=r"glb_mib: .*glb_bytes = 1 B cannot hold"):
+        validate_params(Params, {"glb_mib": 0.000001})
+    with pytest.raises(ConfigError, match=r"dse_glb_mib: .*cannot hold"):
+        validate_params(Params, {"mode": "design_space", "dse_glb_mib": [0.01, 16.0], "dse_array_dim": [512]})
+    # a buffer of a fractional number of MiB is rounded down to whole bytes, not refused
+    p = validate_params(Params, {"glb_mib": 0.3, "seq_len": 1024, "end_to_end": False})
+    assert run_trial(p, 0, ctx(tmp_path))["latency_s"] > 0
