@@ -36,6 +36,7 @@ import dataclasses
 
 import torch
 
+from simcim.analog.periphery import signed_levels
 from simcim.kernels._common import HAVE_TRITON, interpreting, use_triton
 
 if HAVE_TRITON:
@@ -107,13 +108,8 @@ class AnalogConfig:
         if not (self.read_noise >= 0 and self.out_noise >= 0):
             raise ValueError(f"read_noise ({self.read_noise}) and out_noise ({self.out_noise}) must be >= 0")
 
-    @property
-    def dac_levels(self) -> int:
-        return (1 << (self.dac_bits - 1)) - 1
-
-    @property
-    def adc_levels(self) -> int:
-        return (1 << (self.adc_bits - 1)) - 1
+    dac_levels = property(lambda self: signed_levels(self.dac_bits))
+    adc_levels = property(lambda self: signed_levels(self.adc_bits))
 
     @property
     def noisy(self) -> bool:

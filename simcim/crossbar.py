@@ -29,6 +29,7 @@ from typing import Literal
 import torch
 
 from simcim.noise_models.base import DeviceModel
+from simcim.noise_models.read import ReadNoise
 from simcim.targets import WeightTarget
 
 
@@ -108,14 +109,52 @@ def program_matrices(mats: torch.Tensor, device: DeviceModel, cfg: CrossbarConfi
     by the ratio of that reference readout to the current one: the global drift compensation of
     aihwkit (one scalar per tile, or per column), which undoes the mean decay but not its spread.
     """
+    return _program(mats, device, cfg, generator, t_inference, drift_compensation, per_mvm_read=False).weights
+
+
+@dataclasses.dataclass
+class ProgrammedArray:
+    """What :func:`program_arrays` leaves on the chip for an analog forward.
+
+    ``weights [n, out, in]``: the weights the digital periphery assumes, ``unit * scales``;
+    ``scales [n, out, blocks]``: the digital per-tile-column scale (the mapping's max |w|, times
+    the drift-compensation factor); ``unit``: conductance difference / g_max as read at
+    ``t_inference`` without read noise (|unit| <= 1 up to programming noise), recoverable as
+    ``weights / scales``; ``read_var [n, out, in]`` (or None): each weight's per-read 1/f noise
+    variance in the same unit-weight units, redrawn at every matrix-vector product.
+    """
+
+    weights: torch.Tensor
+    scales: torch.Tensor
+    read_var: torch.Tensor | None
+
+
+def program_arrays(mats: torch.Tensor, device: DeviceModel, cfg: CrossbarConfig, generator: torch.Generator,
+                   t_inference: float = 0.0,
+                   drift_compensation: Literal["none", "column", "tile"] = "none") -> ProgrammedArray:
+    """Program ``mats [n, out, in]`` for an analog forward: as :func:`program_matrices`, except that the
+    device model's read noise (``ReadNoise`` components) is not frozen into the weights but returned as a
+    per-weight variance, for the periphery to redraw at every read."""
+    return _program(mats, device, cfg, generator, t_inference, drift_compensation, per_mvm_read=True)
+
+
+def _program(mats: torch.Tensor, device: DeviceModel, cfg: CrossbarConfig, generator: torch.Generator,
+             t_inference: float, drift_compensation: Literal["none", "column", "tile"],
+             per_mvm_read: bool) -> ProgrammedArray:
     if drift_compensation not in ("none", "column", "tile"):
         raise ValueError(f"unknown drift_compensation {drift_compensation!r} (known: none, column, tile)")
     if not torch.isfinite(mats).all():
         raise ValueError("weights contain NaN or Inf; cannot map them to conductances")
-    if device.is_identity:
-        return mats.clone()
+    read_noise: list[ReadNoise] = []
+    if per_mvm_read:
+        read_noise = [c for c in device.components if isinstance(c, ReadNoise) and not c.is_identity]
+        device = dataclasses.replace(device, components=tuple(c for c in device.components
+                                                              if not isinstance(c, ReadNoise)))
     w = mats.float()
-    s = _per_weight(tile_scales(w, cfg), w.shape[-1], cfg)
+    scales = tile_scales(w, cfg)
+    if device.is_identity and not read_noise:
+        return ProgrammedArray(mats.clone(), scales, None)
+    s = _per_weight(scales, w.shape[-1], cfg)
     g_max = device.g_max
     safe = torch.where(s > 0, s, torch.ones_like(s))
     unit = w / safe  # in [-1, 1]
@@ -132,23 +171,31 @@ def program_matrices(mats: torch.Tensor, device: DeviceModel, cfg: CrossbarConfi
     # each device's own randomness (its drift exponent) is fixed at programming, shared by every read
     device_seeds = [int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
                     for _ in devices]
+    read_var = torch.zeros_like(w) if read_noise else None
 
-    def read_weights(t: float) -> torch.Tensor:
+    def read_weights(t: float, with_var: bool = False) -> torch.Tensor:
         delta = torch.zeros_like(w)
         for (g, sign), g_prog, dseed in zip(devices, programmed, device_seeds):
             if reads:
                 dgen = torch.Generator(device=g.device).manual_seed(dseed)
                 g_prog = device.read(g_prog, g, t, generator, device_generator=dgen)
             delta.add_(g_prog - g, alpha=sign)
+            if with_var:
+                for c in read_noise:  # sigma_G = |G| Q(G_target) sqrt(ln(...)) of the component, per read
+                    sigma = c.q(g, g_max).mul_(c.scale * c.time_factor(t)).mul_(g_prog.abs())
+                    read_var.add_(sigma.square_())
         return delta.mul_(factor).add_(w)
 
-    w_t = read_weights(t_inference)
+    w_t = read_weights(t_inference, with_var=read_var is not None)
+    if read_var is not None:
+        read_var.mul_((factor / safe).square_())  # conductance^2 -> (unit weight)^2
     if drift_compensation != "none" and reads:
         reference = tile_reduce(read_weights(0.0).abs_(), cfg, drift_compensation, "sum")
         current = tile_reduce(w_t.abs(), cfg, drift_compensation, "sum")
         alpha = torch.where(current > 0, reference / current, torch.ones_like(current))
         w_t.mul_(_per_weight(alpha, w.shape[-1], cfg))
-    return w_t.to(mats.dtype)
+        scales = scales * alpha
+    return ProgrammedArray(w_t.to(mats.dtype), scales, read_var)
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from simcim.analog import AnalogForward, Counters, PeripheryConfig
 from simcim.crossbar import CrossbarConfig, program_targets_
 from simcim.evaluate import eval_token_ids, perplexity
 from simcim.experiments.config import param
@@ -53,6 +54,25 @@ class Params:
     seq_len: int = param(256, ge=8, le=1 << 17, help="evaluation window length")
     batch_size: int = param(8, ge=1, help="evaluation batch size (windows)")
     eval_text: Path | None = param(None, must_exist=True, help="text file to evaluate on (default: bundled held-out)")
+    forward: Literal["weights", "analog"] = param(
+        "weights", help="weights: noisy weights in digital arithmetic; analog: every selected product through "
+                        "the crossbar periphery (DAC, per-read noise, IR drop, ADC per tile; see docs/cim.md)")
+    dac_bits: int = param(8, ge=1, le=16, help="analog: input DAC resolution [bits]")
+    input_range: Literal["abs_max", "none"] = param(
+        "abs_max", help="analog: inputs scaled by each token's abs-max per tile (aihwkit noise management), or not")
+    input_bound: float = param(1.0, gt=0, help="analog: DAC full scale [input range, or input units with 'none']")
+    adc_bits: int = param(8, ge=1, le=16, help="analog: output ADC resolution [bits]")
+    adc_bound: float = param(10.0, gt=0, help="analog: ADC full scale [unit input x unit weight (g_max) products]")
+    bound_management: Literal["none", "iterative"] = param(
+        "none", help="analog: on ADC saturation redo the token with its input range doubled (aihwkit iterative)")
+    read_noise: Literal["device", "fixed"] = param(
+        "device", help="analog: per-read weight noise from the device model's 1/f read noise, or read_sigma")
+    read_sigma: float = param(0.0, ge=0, help="analog, read_noise='fixed': per-read std of each weight [g_max]")
+    out_noise: float = param(0.0, ge=0, help="analog: additive noise std on each tile output [unit products]")
+    ir_drop: float = param(0.0, ge=0, help="analog: strength of aihwkit's first-order IR-drop model (0 off, 1 full)")
+    wire_resistance: float = param(0.35, gt=0, help="analog: wire resistance between neighbouring cells [ohm]")
+    engine: Literal["auto", "torch", "triton"] = param(
+        "auto", help="analog: 'auto' (Triton kernel on a GPU where it covers the periphery), 'torch', 'triton'")
 
     def __post_init__(self) -> None:
         if self.noise.endswith(".json"):
@@ -75,6 +95,17 @@ class Params:
             raise ValueError("roles and include are both empty: no weight would be put on a crossbar")
         if str(self.model) != "bundled":
             resolve_model_path(self.model)
+        if self.forward == "analog":
+            self.periphery()  # validates the converter settings now, not mid-trial
+        elif self.forward != "weights":
+            raise ValueError(f"forward {self.forward!r}: expected 'weights' or 'analog'")
+
+    def periphery(self) -> PeripheryConfig:
+        return PeripheryConfig(
+            dac_bits=self.dac_bits, input_range=self.input_range, input_bound=self.input_bound,
+            adc_bits=self.adc_bits, adc_bound=self.adc_bound, bound_management=self.bound_management,
+            read_sigma=self.read_sigma if self.read_noise == "fixed" else None, out_noise=self.out_noise,
+            ir_drop=self.ir_drop, wire_resistance=self.wire_resistance)
 
     @property
     def crossbar(self) -> CrossbarConfig:
@@ -122,6 +153,43 @@ def selected_targets(p: Params, model) -> list[WeightTarget]:
     return chosen
 
 
+def check_tile_fits(p: Params, targets: Sequence[WeightTarget]) -> None:
+    """The analog forward's partial sums are per tile of ``tile_rows`` inputs: a tile taller than every selected
+    matrix is a setting that cannot mean what it says."""
+    widest = max(t.matrices().shape[-1] for t in targets)
+    if p.tile_rows > widest:
+        raise ValueError(f"tile_rows ({p.tile_rows}) is larger than every selected layer (the widest has {widest} "
+                         f"inputs): choose tile_rows <= {widest}")
+
+
+@contextlib.contextmanager
+def on_crossbars(p: Params, model, targets: Sequence[WeightTarget], dev_model: DeviceModel, seed: int,
+                 ids: torch.Tensor) -> Iterator[AnalogForward | None]:
+    """Program ``targets`` for the configured forward and run the block with it.
+
+    ``weights``: the read-back weights are written into the parameters (digital arithmetic from then on);
+    ``analog``: the parameters hold the programmed weights and, inside the block, every product with them
+    runs through the analog periphery. Either way the caller restores the clean weights.
+    """
+    if p.forward == "weights":
+        program_targets_(targets, dev_model, p.crossbar, seed, p.t_inference, drift_compensation=p.drift_compensation)
+        yield None
+        return
+    check_tile_fits(p, targets)
+    fwd = AnalogForward(model, targets, dev_model, p.crossbar, p.periphery(), seed, p.t_inference,
+                        p.drift_compensation, p.engine)
+    fwd.check_mapped(ids[: min(64, ids.numel())][None])
+    fwd.counters = Counters()  # the mapping check's products are not part of the trial
+    with fwd:
+        yield fwd
+
+
+def analog_metrics(fwd: AnalogForward | None) -> dict[str, float]:
+    if fwd is None:
+        return {}
+    return {"adc_saturation": fwd.counters.saturation_rate, "bm_rounds": fwd.counters.bm_rounds}
+
+
 def run_trial(p: Params, seed: int, ctx: TrialContext | None = None) -> dict[str, float | int | str]:
     model = load_model(p.model, p.device, p.dtype)
     text = str(p.eval_text) if p.eval_text else None
@@ -134,14 +202,13 @@ def run_trial(p: Params, seed: int, ctx: TrialContext | None = None) -> dict[str
         t0 = time.perf_counter()
         clean_norm2 = sum(float(t.param.data.float().pow(2).sum()) for t in targets)
         originals = [t.param.data.clone() for t in targets]
-        program_targets_(targets, dev_model, p.crossbar, seed, p.t_inference,
-                         drift_compensation=p.drift_compensation)
-        err2 = sum(float((t.param.data.float() - o.float()).pow(2).sum()) for t, o in zip(targets, originals))
-        del originals
-        t_program = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ppl = perplexity(model, ids, seq_len, p.batch_size)
-        t_eval = time.perf_counter() - t0
+        with on_crossbars(p, model, targets, dev_model, seed, ids) as fwd:
+            err2 = sum(float((t.param.data.float() - o.float()).pow(2).sum()) for t, o in zip(targets, originals))
+            del originals
+            t_program = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ppl = perplexity(model, ids, seq_len, p.batch_size)
+            t_eval = time.perf_counter() - t0
     n_noisy = sum(t.param.numel() for t in targets)
     n_total = sum(q.numel() for q in model.parameters())
     return {
@@ -155,4 +222,5 @@ def run_trial(p: Params, seed: int, ctx: TrialContext | None = None) -> dict[str
         "device_model": dev_model.description or dev_model.name,
         "program_s": t_program,
         "eval_s": t_eval,
+        **analog_metrics(fwd),
     }

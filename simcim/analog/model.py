@@ -1,0 +1,162 @@
+"""Run a whole model's selected weights through the analog periphery instead of digital matmuls.
+
+:class:`AnalogForward` programs the selected weights onto crossbars (``simcim.crossbar.program_arrays``:
+the same device models, tile mapping and drift compensation as the weights forward, with the device's
+read noise left for every read), writes the read-back weights into the parameters (the digital side's
+view: what a ROMER copy or a redundancy average replaces), and, while active, answers every
+``torch.nn.functional.linear`` whose weight is a selected matrix with :func:`analog_mvm`:
+
+* ``nn.Linear`` layers and routers (transformers 5 routers call ``F.linear`` on their weight);
+* stacked 3-D expert parameters ``[experts, out, in]``: the experts run in transformers' eager
+  implementation, which calls ``F.linear`` on one expert's slice with only the tokens routed to it;
+  the slice's offset in the parameter names the expert, whose matrix sits on its own tiles.
+
+A selected weight that never reaches ``F.linear`` (an embedding lookup, a custom matmul) cannot be mapped,
+and :meth:`AnalogForward.check_mapped` says which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from simcim.analog.periphery import Counters, PeripheryConfig, analog_mvm
+from simcim.crossbar import CrossbarConfig, _per_weight, program_arrays, target_seed, tile_scales
+from simcim.noise_models.base import DeviceModel
+from simcim.targets import WeightTarget
+
+Engine = Literal["auto", "torch", "triton"]
+_LINEAR = {torch.nn.functional.linear, torch._C._nn.linear}
+
+
+@dataclasses.dataclass
+class _Armed:
+    target: WeightTarget
+    scales: torch.Tensor  # [n, out, blocks], float32
+    read_var: torch.Tensor | None  # [n, out, in]
+    fingerprint: torch.Tensor  # [n]: each matrix's sum when programmed; a change means it was rewritten
+    hits: int = 0
+
+
+def _fingerprint(mats: torch.Tensor) -> torch.Tensor:
+    # one full reduction per matrix, the same op the forward repeats on a slice (bitwise equal if unchanged)
+    return torch.stack([m.float().sum() for m in mats])
+
+
+class AnalogForward(TorchFunctionMode):
+    """Context manager: the selected weights programmed for, and computed by, the analog forward.
+
+    The parameters keep the programmed weights after the block; restore them as the weights forward does
+    (``noise_injection.restored``).
+    """
+
+    def __init__(self, model: torch.nn.Module, targets: Sequence[WeightTarget], device_model: DeviceModel,
+                 crossbar: CrossbarConfig, periphery: PeripheryConfig, seed: int, t_inference: float = 0.0,
+                 drift_compensation: Literal["none", "column", "tile"] = "none", engine: Engine = "auto") -> None:
+        super().__init__()
+        if engine not in ("auto", "torch", "triton"):
+            raise ValueError(f"engine {engine!r}: expected 'auto', 'torch' or 'triton'")
+        for t in targets:
+            if t.input_axis != -1:
+                raise ValueError(f"forward 'analog': {t.name} ({t.role}) is a lookup table, not a matrix-vector "
+                                 "product; leave it off the crossbars (roles/exclude) or use forward 'weights'")
+        self.model, self.crossbar, self.engine = model, crossbar, engine
+        self.periphery = dataclasses.replace(periphery, g_max=device_model.g_max)
+        self.counters = Counters()
+        self._armed: dict[int, _Armed] = {}
+        self._saved_experts_impl: str | None = None
+        with torch.no_grad():
+            for t in targets:
+                self._armed[t.param.untyped_storage().data_ptr()] = self._program(
+                    t, device_model, seed, t_inference, drift_compensation)
+        dev = next(model.parameters()).device
+        self.generator = torch.Generator(device=dev).manual_seed(target_seed(seed, "analog forward"))
+
+    def _program(self, t: WeightTarget, device_model: DeviceModel, seed: int, t_inference: float,
+                 drift_compensation: Literal["none", "column", "tile"]) -> _Armed:
+        gen = torch.Generator(device=t.param.device).manual_seed(target_seed(seed, t.name))
+        arr = program_arrays(t.matrices(), device_model, self.crossbar, gen, t_inference, drift_compensation)
+        t.param.data.copy_(t.from_matrices(arr.weights))
+        return _Armed(t, arr.scales.float(), arr.read_var, _fingerprint(t.matrices()))
+
+    # ------------------------------------------------------------------ context
+    def __enter__(self) -> AnalogForward:
+        impl = getattr(getattr(self.model, "config", None), "_experts_implementation", None)
+        if impl is not None and impl != "eager" and hasattr(self.model, "set_experts_implementation"):
+            self._saved_experts_impl = impl
+            self.model.set_experts_implementation("eager")  # one F.linear per expert on its routed tokens
+        return super().__enter__()
+
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        if self._saved_experts_impl is not None:
+            self.model.set_experts_implementation(self._saved_experts_impl)
+            self._saved_experts_impl = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _LINEAR:
+            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+            hit = self._lookup(weight)
+            if hit is not None:
+                x = args[0] if args else kwargs["input"]
+                bias = args[2] if len(args) > 2 else kwargs.get("bias")
+                return self._linear(x, weight, bias, *hit)
+        return func(*args, **kwargs)
+
+    # ------------------------------------------------------------------ the product
+    def _lookup(self, w: torch.Tensor | None) -> tuple[_Armed, int] | None:
+        if not isinstance(w, torch.Tensor) or w.dim() != 2:
+            return None
+        armed = self._armed.get(w.untyped_storage().data_ptr())
+        if armed is None:
+            return None
+        out_dim, in_dim = armed.scales.shape[1], armed.target.matrices().shape[-1]
+        offset = w.storage_offset() - armed.target.param.storage_offset()
+        if tuple(w.shape) != (out_dim, in_dim) or w.stride() != (in_dim, 1) or offset % (out_dim * in_dim):
+            raise ValueError(f"forward 'analog': {armed.target.name} is used as a {tuple(w.shape)} matrix with "
+                             f"strides {w.stride()}, not as one [out, in] = [{out_dim}, {in_dim}] matrix per slice")
+        return armed, offset // (out_dim * in_dim)
+
+    def _linear(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, armed: _Armed,
+                index: int) -> torch.Tensor:
+        armed.hits += 1
+        with torch.no_grad():
+            fp = w.float().sum()
+            if not torch.equal(fp, armed.fingerprint[index]):  # rewritten after programming (ROMER, redundancy)
+                armed.scales[index] = tile_scales(w[None].float(), self.crossbar)[0]
+                armed.fingerprint[index] = fp
+            s = armed.scales[index]  # [out, blocks]
+            per_weight = _per_weight(s[None], w.shape[1], self.crossbar)[0]
+            unit = w.float() / torch.where(per_weight > 0, per_weight, torch.ones_like(per_weight))
+            var = armed.read_var[index] if armed.read_var is not None else None
+            x2 = x.reshape(-1, x.shape[-1])
+            y = self._mvm(x2, unit, s.t().contiguous(), var, bias)
+        return y.reshape(*x.shape[:-1], w.shape[0])
+
+    def _mvm(self, x, unit, scales, var, bias) -> torch.Tensor:
+        from simcim.analog import engines
+
+        if engines.use_kernel(self.engine, x, self.periphery, self.crossbar.tile_rows, var):
+            return engines.kernel_mvm(x, unit, scales, self.periphery, self.crossbar.tile_rows, bias,
+                                      self.generator, self.counters)
+        return analog_mvm(x, unit, scales, self.periphery, self.crossbar.tile_rows, var, bias, self.generator,
+                          self.counters)
+
+    # ------------------------------------------------------------------ checks
+    @torch.no_grad()
+    def check_mapped(self, input_ids: torch.Tensor) -> None:
+        """Run ``input_ids [1, T]`` once and fail if a selected weight never went through ``F.linear``."""
+        before = {k: a.hits for k, a in self._armed.items()}
+        with self:
+            self.model(input_ids=input_ids.to(next(self.model.parameters()).device))
+        missed = [a.target.name for k, a in self._armed.items() if a.hits == before[k]]
+        if missed:
+            more = f" (and {len(missed) - 1} more)" if len(missed) > 1 else ""
+            raise ValueError(f"forward 'analog': {missed[0]}{more} never reaches a linear layer's matrix product "
+                             "(torch.nn.functional.linear), so it cannot be mapped; leave it off the crossbars or "
+                             "use forward 'weights'")
