@@ -62,8 +62,12 @@ def test_the_gpu_runner_builds_every_kernel_of_the_space(kernel):
 
 def test_only_the_smallest_calls_stay_in_l2():
     l2 = 50 * 2**20
-    assert measure.stays_in_l2(100e3, l2) and not measure.stays_in_l2(1e6, l2)
-    assert measure.rotated_copies(1e6, l2) == 105 and measure.rotated_copies(1e9, l2) == 1
+    small, large = Op("b", "fwht", (("rows", 64), ("d", 128))), Op("b", "fwht", (("rows", 4096), ("d", 128)))
+    assert measure.input_bytes(small) == 2 * 64 * 128 * 2 and measure.stays_in_l2(small, l2)
+    assert not measure.stays_in_l2(large, l2) and measure.rotated_copies(large, l2) == 50
+    # a gathered table counts whole: a few small bags from a 256 MB table get one copy of it, not 256
+    bags = Op("b", "embedding_bag", (("bags", 256), ("per_bag", 4), ("dim", 64), ("vocab", 10**6), ("elem_bytes", 4)))
+    assert measure.rotated_copies(bags, l2) == 1 and not measure.stays_in_l2(bags, l2)
 
 
 @pytest.fixture

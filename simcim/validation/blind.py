@@ -190,12 +190,13 @@ BODY = ("launch", "hbm", "l2", "compute", "chain")  # the terms a launch's time 
 def predict_calls(calls: list[tuple[str, dict]], spec: GPUSpec) -> list[dict]:
     """Each call's prediction on ``spec``: from L2 when its rotated inputs fit there (as ``measure.time_op`` runs
     it), else from HBM."""
+    from simcim.validation.decode_step import Op
     from simcim.validation.measure import stays_in_l2
 
     rows = []
     for kernel, args in calls:
         work = counts.count(kernel, **args)
-        resident = stays_in_l2(work.hbm_bytes, int(spec.l2_mib * 2**20))
+        resident = stays_in_l2(Op("blind", kernel, tuple(args.items())), int(spec.l2_mib * 2**20))
         p = predict(work, spec, l2_resident=resident)
         top = sorted(((p.terms[k], k) for k in BODY if p.terms[k] > 0), reverse=True)[:2]
         rows.append({"kernel": kernel, "args": args, "call": call_key(kernel, args), "family": work.kernel,

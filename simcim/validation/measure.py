@@ -85,16 +85,25 @@ def build(op: Op, gen: torch.Generator, dev: torch.device) -> Callable[[], torch
 MAX_COPIES = 256  # building thousands of copies of a tiny kernel's inputs would take minutes
 
 
-def rotated_copies(nbytes: float, l2_bytes: int) -> int:
-    """How many copies of a call's inputs :func:`time_op` rotates over: enough to overflow L2 twice, at most
+def input_bytes(op: Op) -> float:
+    """Bytes of one instance of ``op``'s inputs, which the rotation over copies must overflow L2 with: the bytes the
+    call moves, or for ``embedding_bag`` its whole table, of which a call reads only the rows it gathers."""
+    a = op.args
+    if op.kernel == "embedding_bag":
+        return a["vocab"] * a["dim"] * a.get("elem_bytes", 4) + 8.0 * a["bags"] * (a["per_bag"] + 1)
+    return op.work().hbm_bytes
+
+
+def rotated_copies(op: Op, l2_bytes: int) -> int:
+    """How many copies of ``op``'s inputs :func:`time_op` rotates over: enough to overflow L2 twice, at most
     ``MAX_COPIES``."""
-    return min(MAX_COPIES, max(1, math.ceil(2 * l2_bytes / max(nbytes, 1))))
+    return min(MAX_COPIES, max(1, math.ceil(2 * l2_bytes / max(input_bytes(op), 1))))
 
 
-def stays_in_l2(nbytes: float, l2_bytes: int) -> bool:
-    """Whether a call's rotated inputs still fit in L2 (only the smallest, launch-bound calls): then its data come
+def stays_in_l2(op: Op, l2_bytes: int) -> bool:
+    """Whether ``op``'s rotated inputs still fit in L2 (only the smallest, launch-bound calls): then its data come
     from L2, and the GPU model predicts it with ``l2_resident``."""
-    return rotated_copies(nbytes, l2_bytes) * nbytes < l2_bytes
+    return rotated_copies(op, l2_bytes) * input_bytes(op) < l2_bytes
 
 
 def time_op(op: Op, env: Env, seed: int = 0) -> tuple[float, bool]:
@@ -104,8 +113,7 @@ def time_op(op: Op, env: Env, seed: int = 0) -> tuple[float, bool]:
     smallest calls (a few KB, bound by their launch) then stay in L2, and the flag says so.
     """
     gen = torch.Generator(device=env.device).manual_seed(seed)
-    nbytes = int(op.work().hbm_bytes)
-    copies = rotated_copies(nbytes, env.l2_bytes)
+    copies = rotated_copies(op, env.l2_bytes)
     calls = [build(op, gen, env.device) for _ in range(copies)]
     for c in calls:  # compile and autotune outside the graph
         c()
@@ -113,7 +121,7 @@ def time_op(op: Op, env: Env, seed: int = 0) -> tuple[float, bool]:
     ms = bench(lambda: [c() for c in calls], env, graph=True) / copies
     calls.clear()
     torch.cuda.empty_cache()
-    return ms * 1e-3, stays_in_l2(nbytes, env.l2_bytes)
+    return ms * 1e-3, stays_in_l2(op, env.l2_bytes)
 
 
 def time_step(order: list[Op], env: Env, seed: int = 0) -> float:
