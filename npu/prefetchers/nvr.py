@@ -10,10 +10,15 @@ of whole rows is covered, and chains of several indirections are followed). Stag
 on index data does not stop stage A. The sub-thread uses the time the core spends stalled,
 because it only falls behind the wall clock, never the core.
 
-Throttling: every ``epoch`` prefetches, if prefetched lines evicted unused exceed a quarter
-of those used, the distance halves (down to ``min_distance``: it is running so far ahead that
-it evicts its own prefetches); else if more than a quarter of the used ones arrived late and
-under a tenth were wasted, it doubles (up to ``max_distance``).
+Throttling: every ``epoch`` prefetches it weighs the prefetched lines evicted unused from
+the NPU-side level against the used ones that arrived late, a late one counting four times
+an evicted one: an evicted line was also filled into L2 on its way, so its demand access
+costs an L2 hit, while a late one waits for part of a DRAM access. If evictions exceed a
+quarter of the used lines and outweigh lateness, the distance halves (down to
+``min_distance``: it runs so far ahead that it evicts its own prefetches); if late ones
+exceed a quarter of the used lines and outweigh evictions, it doubles (up to
+``max_distance``); otherwise it holds. (Halving on evictions alone drove the distance to its
+minimum on SpMV with a small NPU cache, where a third of the prefetches then came late.)
 
 Reads of the future instruction stream are what runahead executes. With
 ``known_loop_bounds`` (the default) control flow is taken as known, so the sub-thread never
@@ -130,9 +135,9 @@ def operate(H: tuple, tr: tuple, st: np.ndarray, prm: np.ndarray, i: int, t: int
             useful = stats[0, PF_USEFUL] - st[s + E_USEFUL, 0]
             useless = stats[0, PF_USELESS] - st[s + E_USELESS, 0]
             late = stats[0, PF_LATE] - st[s + E_LATE, 0]
-            if 4 * useless > useful:
+            if 4 * useless > useful and useless > 4 * late:
                 st[s + DIST, 0] = max(prm[1], dist // 2)
-            elif 4 * late > useful and 10 * useless < useful:
+            elif 4 * late > useful and 4 * late > useless:
                 st[s + DIST, 0] = min(prm[2], dist * 2)
             st[s + E_ISSUED, 0] = stats[0, PF_ISSUED]
             st[s + E_USEFUL, 0] = stats[0, PF_USEFUL]
