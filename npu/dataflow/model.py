@@ -558,8 +558,9 @@ def linear_layers(
 ) -> dict[str, np.ndarray]:
     """The rest of one transformer layer on the 2D array: Q/K/V/output projections and the FFN.
 
-    Each matmul streams its activations once and its weights once; it takes
-    max(MACs / array, traffic / bandwidth).
+    Each matmul streams its activations once and its weights once; it takes max(compute, traffic /
+    bandwidth), the compute output stationary: tokens along the rows, output features along the
+    columns, whole tiles (a partial tile takes as long as a full one), the reduction in time.
     """
     over = dict(overrides or {})
     rows, cols = _f(over.get("rows", arch.rows)), _f(over.get("cols", arch.cols))
@@ -577,7 +578,8 @@ def linear_layers(
     for k, n in shapes:
         m = tokens * k * n
         t = w * (tokens * k + k * n + tokens * n)
-        latency = latency + np.maximum(m / (rows * cols * clock), t / bw)
+        cycles = np.ceil(tokens / rows) * np.ceil(n / cols) * k  # whole output tiles, k in time
+        latency = latency + np.maximum(cycles / clock, t / bw)
         macs = macs + m
         traffic = traffic + t
     scale = np.sqrt(glb / banks / en.glb_reference_bank_bytes)

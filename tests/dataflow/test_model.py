@@ -295,3 +295,15 @@ def test_nonsense_inputs_are_refused_naming_the_parameter():
     # a buffer that holds fewer rows than the array has re-reads the keys for every block it does hold
     r = evaluate(tiny("fusemax", glb_bytes=28), WL)
     assert r["rows_resident"] == 1 and r["dram_bytes"] == pytest.approx(16 + 4 * 16 + 4 * 16 + 16)
+
+
+def test_linear_layers_pay_for_partial_tiles_in_time_only():
+    from simcim.npu.dataflow.model import linear_layers
+
+    m = dataclasses.replace(MODELS["BERT"], batch=1)
+    fast = {"dram_bytes_per_s": 1e18}  # compute bound
+    full, part = linear_layers(FUSEMAX_ARCH, m, 512, fast), linear_layers(FUSEMAX_ARCH, m, 257, fast)
+    # 257 tokens fill two 256-row tiles, as 512 do: Q/K/V/O projections and the FFN, k cycles a tile
+    cycles = sum(2 * -(-n // 256) * k for k, n in ((768, 768),) * 4 + ((768, 3072), (3072, 768)))
+    assert part["latency_s"] == pytest.approx(cycles / 940e6) and full["latency_s"] == pytest.approx(cycles / 940e6)
+    assert part["macs"] == pytest.approx(full["macs"] * 257 / 512)
