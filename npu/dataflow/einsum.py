@@ -27,6 +27,7 @@ Every syntax error is a :class:`CascadeSyntaxError` naming the source, line and 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from pathlib import Path
 
@@ -85,7 +86,7 @@ class Ref:
     indices: tuple[IndexTerm, ...]
     col: int = 0
 
-    @property
+    @functools.cached_property
     def vars(self) -> tuple[str, ...]:
         return tuple(t.var for t in self.indices if t.var is not None)
 
@@ -167,7 +168,7 @@ class Einsum:
     def name(self) -> str:
         return self.output.name
 
-    @property
+    @functools.cached_property
     def inputs(self) -> tuple[Ref, ...]:
         out: list[Ref] = []
 
@@ -191,7 +192,7 @@ class Einsum:
         """The output is indexed ``i+1``: a running value over ``i``, whose state is read at ``i``."""
         return any(t.offset == 1 for t in self.output.indices)
 
-    @property
+    @functools.cached_property
     def iteration_vars(self) -> tuple[str, ...]:
         seen: dict[str, None] = {}
         for v in self.output.vars:
@@ -201,7 +202,7 @@ class Einsum:
                 seen[v] = None
         return tuple(seen)
 
-    @property
+    @functools.cached_property
     def reduced_vars(self) -> tuple[str, ...]:
         out = set(self.output.vars)
         return tuple(v for v in self.iteration_vars if v not in out)

@@ -291,6 +291,8 @@ def evaluate(
             out[names] = (max(was[0], lo), min(was[1], hi))
         return out
 
+    densities: dict[str, np.ndarray] = {}
+
     def density(e: Einsum) -> np.ndarray:
         """Fraction of the iteration space the ``where`` constraints keep (1 when there are none).
 
@@ -298,6 +300,11 @@ def evaluate(
         iterates only its tiles (``m1``): the tile-level fraction is taken equal to the element-level
         one, which is exact up to one tile per row.
         """
+        if e.name not in densities:
+            densities[e.name] = _density(e)
+        return densities[e.name]
+
+    def _density(e: Einsum) -> np.ndarray:
         out = _f(1.0)
         for names, (lo, hi) in ranges(e).items():
             if len(names) == 1:
@@ -529,6 +536,8 @@ def _block_pairs(
     """
     if lo > hi:
         return _f(0.0) * n_rows * block * n_cols
+    if (lo, hi, *row_range, *col_range) == (-np.inf, np.inf, -np.inf, np.inf, -np.inf, np.inf):
+        return np.ceil(n_rows / block) * n_cols  # no mask: every block fetches every column
     r0, r1 = np.clip(row_range[0], 0, n_rows), np.clip(row_range[1], -1, n_rows - 1)
     c0, c1 = np.clip(col_range[0], 0, n_cols), np.clip(col_range[1], -1, n_cols - 1)
     n_used_rows = np.maximum(r1 - r0 + 1, 0)
