@@ -1,0 +1,5 @@
+import sys
+
+from simcim.kernels.bench import main
+
+sys.exit(main())

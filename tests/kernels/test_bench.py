@@ -1,0 +1,40 @@
+import math
+
+import pytest
+import torch
+
+from simcim.kernels import bench
+from simcim.kernels.bench import quant_gemv as quant_bench
+from simcim.kernels.bench.harness import Env, Row, finish
+from simcim.kernels.testing import rel_err
+
+
+def test_a_nan_output_fails_the_comparison():
+    # one rel_err for tests and benches: an element a kernel never wrote (NaN) is an error, not a quiet NaN
+    with pytest.raises(AssertionError, match="NaN"):
+        rel_err(torch.tensor([1.0, float("nan")]), torch.ones(2))
+    assert not hasattr(bench, "rel_err")
+
+
+def test_quant_gemv_cases_hold_the_goal_and_olmoe_rows():
+    cases = quant_bench.cases(Env(torch.device("cpu"), tiny=False))
+    goal = {(c.n, c.k, c.m) for c in cases if c.label == "goal"}
+    assert goal == {(n, k, m) for n, k in quant_bench.GOAL_SHAPES for m in quant_bench.GOAL_M}
+    low = {(c.n, c.m) for c in cases if c.label == "goal" and "ternary" in c.schemes and "int2" in c.schemes}
+    assert {m for _, m in low} == {1, 8}
+    olmoe = {(c.n, c.k) for c in cases if c.label.startswith("OLMoE")}
+    assert olmoe == {(2048, 2048), (2048, 1024)}
+
+
+def test_finish_sets_ratios_against_the_named_baseline():
+    rows = [Row("k", "c", "base", 2.0), Row("k", "c", "fast", 0.5), Row("k", "other", "x", 1.0)]
+    finish(rows, "base", "c")
+    assert rows[1].ratio_to_baseline == 4.0 and rows[0].ratio_to_baseline == 1.0
+    assert math.isnan(rows[2].ratio_to_baseline)
+
+
+def test_tiny_quant_gemv_bench_times_the_tensor_core_kernel_for_batches():
+    rows = [r for r in bench.run(["quant_gemv"], tiny=True) if r.kernel == "quant_gemv"]
+    batch = {r.impl for r in rows if r.case.startswith("goal M3")}
+    assert batch == {"bf16 F.linear", "triton int4 tc", "triton int2 tc", "triton ternary tc"}
+    assert all(r.rel_err < 1e-2 for r in rows if r.impl != "bf16 F.linear")
