@@ -138,6 +138,11 @@ def program_arrays(mats: torch.Tensor, device: DeviceModel, cfg: CrossbarConfig,
     return _program(mats, device, cfg, generator, t_inference, drift_compensation, per_mvm_read=True)
 
 
+def without_read_noise(device: DeviceModel) -> DeviceModel:
+    """``device`` less its ``ReadNoise`` components (the analog forward draws read noise at every read)."""
+    return dataclasses.replace(device, components=tuple(c for c in device.components if not isinstance(c, ReadNoise)))
+
+
 def _program(mats: torch.Tensor, device: DeviceModel, cfg: CrossbarConfig, generator: torch.Generator,
              t_inference: float, drift_compensation: Literal["none", "column", "tile"],
              per_mvm_read: bool) -> ProgrammedArray:
@@ -148,8 +153,7 @@ def _program(mats: torch.Tensor, device: DeviceModel, cfg: CrossbarConfig, gener
     read_noise: list[ReadNoise] = []
     if per_mvm_read:
         read_noise = [c for c in device.components if isinstance(c, ReadNoise) and not c.is_identity]
-        device = dataclasses.replace(device, components=tuple(c for c in device.components
-                                                              if not isinstance(c, ReadNoise)))
+        device = without_read_noise(device)
     w = mats.float()
     scales = tile_scales(w, cfg)
     if device.is_identity and not read_noise:

@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 
 from simcim import noise_injection
-from simcim.crossbar import program_targets_
+from simcim.crossbar import without_read_noise
 from simcim.evaluate import eval_token_ids
 from simcim.experiments.config import param
 from simcim.experiments.kinds import TrialContext
@@ -179,14 +179,15 @@ def run_trial(p: Params, seed: int, ctx: TrialContext | None = None) -> dict[str
         for r in routers:
             touched += expert_parameters(model, r) + [(f"{r.name}.weight", r.module.weight)]
     dev_model = p.device_model()
-    prog = Programming(dev_model, p.crossbar, seed, p.t_inference, p.drift_compensation)
+    # with the analog forward a re-programmed copy leaves its read noise to every read, as the original does
+    prog = Programming(without_read_noise(dev_model) if p.forward == "analog" else dev_model, p.crossbar, seed,
+                       p.t_inference, p.drift_compensation)
     metrics: dict[str, float | int | str | list[float]] = {}
     romer_result = None
-    with _snapshot(touched) as clean:
+    with _snapshot(touched) as clean, contextlib.ExitStack() as stack:
         try:
             t0 = time.perf_counter()
-            program_targets_(targets, dev_model, p.crossbar, seed, p.t_inference,
-                             drift_compensation=p.drift_compensation)
+            fwd = stack.enter_context(noise_injection.on_crossbars(p, model, targets, dev_model, seed, ids))
             n_programmed = sum(t.param.numel() for t in targets)
             if p.repair == "redundancy":
                 layers = redundant_layers(_num_layers(model), p.redundancy_depth, p.redundancy_position)
@@ -222,6 +223,7 @@ def run_trial(p: Params, seed: int, ctx: TrialContext | None = None) -> dict[str
         finally:
             if romer_result is not None:
                 romer_result.remove()
+    metrics.update(noise_injection.analog_metrics(fwd))
     metrics.update({
         "perplexity": ppl,
         "clean_perplexity": clean_ppl,
