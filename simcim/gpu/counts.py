@@ -68,12 +68,8 @@ def quant_gemv(n: int, k: int, scheme: str, group: int = 128, block_n: int = 64,
 
     Below ``F16ACC_MIN_WEIGHTS`` weights, the fp32 path (1, 64, 8, 2, 3): the kernel on a grid of
     ``cdiv(n, block_n) x split`` programs (2 warps; split = min(8, groups)). Triton does not pipeline its loads
-    (on the H200 num_stages 1 and 3 time the same), so every group of a program after its first waits for its
-    loads (``iters``; the first group's wait is the launch's first load): on the H200 a second group a program
-    adds 1.28 us (OLMoE's 2048 x 2048 against 2048 x 1024 int4, 5.47 against 4.19 us, 2026-12-02), one
-    ``dram_iter_us`` is 1.65. (Counting the first group as a wait too over-predicts the one-group programs by
-    11-42%; before the split-K sum moved into this launch, counting any wait moved the suite's MAPE from 19.7% to
-    23.1% on the H100, which the second launch's floor had hidden.)
+    (num_stages 1 and 3 time the same), so every group of a program after its first waits for its loads
+    (``iters``); the first group's wait is the launch's first load, not a step.
     With split-K, the same launch finishes the sum: each program writes its fp32 partial row and counts itself
     in with an atomic, and the last of a row block re-reads the partials from L2, sums them and casts into y
     (``splitk_fixup``); without, the kernel writes y. Per code: one unpack
@@ -136,9 +132,8 @@ def _gather_rows(name: str, m: int, k: int, ncols: int, nnz: int, *, has_vals: b
     step: its row pointers, then its column indices, then the rows of B they name; every further step repeats
     the last two (``hops``): Triton does not software-pipeline a loop whose load address is another load's
     value (SASS of an offline sm_90 compile, triton 3.9: the step loads its indices, waits, gathers, waits,
-    then sums across the warp), so at few programs an SM the steps' round trips add up. (A first version
-    counted a full waited iteration, ``dram_iter_us``, per step: +83-93% on the H100 at OLMoE's shapes, where
-    16 programs an SM overlap their waits and the loads' issue bounds the kernel.) Per step
+    then sums across the warp), so at few programs an SM the steps' round trips add up; with many, their waits
+    overlap and the loads' issue bounds the kernel. Per step
     (``block_nnz`` nonzeros times a column block) every thread loads a column index (and a value), and the
     gathered tile: ``block_nnz x block_n`` elements in 16-byte vectors along the row (Triton vectorizes the
     contiguous dim), at least one load a thread; each element is multiplied by its value or added (fp32). A
@@ -193,12 +188,10 @@ def embedding_bag(bags: int, per_bag: int, dim: int, vocab: int, elem_bytes: int
 
 
 # Instructions per thread of ``_fwht_kernel`` at its launch (min(64, 8192 / d) rows, 4 warps), by (bytes an element,
-# d): static SASS, NOPs left out. 16-bit at d = 32 and 128: as triton 3.6 compiled it on the H200 (the launch profile,
+# d): static SASS, NOPs left out. 16-bit at d = 32 and 128: as triton 3.6 compiled it on the device (the launch profile,
 # tests/data/sim_vs_measured_h200/kernel_grids.json; a test keeps them equal); the rest from an offline sm_90 compile
-# with triton 3.9's ptxas (2026-12-02), which gave about twice as many (2642 at d = 128, 180 registers against 3.6's
-# 1290 and 105). Straight-line code but at d = 1024. At the device's count the FWHT is not issue-bound: 2M rows of
-# 128 are 5.4G lane-instructions, 181 us at the H200's FMA rate. It is bytes-bound on the H100 (366 us measured, 362
-# at the copy rate) and reaches 77% of the H200's copy rate (335 us against 259), for a reason not counted here.
+# with triton 3.9's ptxas, which gives about twice as many (2642 at d = 128 against 1290). Straight-line code but at
+# d = 1024.
 FWHT_INSTR = {(2, 16): 274, (2, 32): 254, (2, 64): 1194, (2, 128): 1290, (2, 256): 2269, (2, 512): 2085,
               (2, 1024): 2129, (4, 16): 249, (4, 32): 530, (4, 64): 1110, (4, 128): 2453, (4, 256): 2059,
               (4, 512): 1877, (4, 1024): 1941}

@@ -78,9 +78,9 @@ is two), and the loop iterations of its longest program that wait for their load
 Memory overlaps compute (many warps in flight stream while others compute). Of the compute terms, the
 issue-bound ones (FMA, unpack, exp, loads) add: one warp's instruction stream issues them in turn. The
 tensor-core products overlap them when many programs share the chip, because a warp issues its products
-asynchronously and other warps' softmax or unpack issues meanwhile (docs/sim-vs-measured.md: the fused
-attention without a mask at 4K-16K tokens runs at 491-505 TFLOP/s on the H200, within 3-6% of the
-attention-loop dot rate alone); within the longest program they add, since the softmax of a tile needs its
+asynchronously and other warps' softmax or unpack issues meanwhile (the fused attention without a mask at
+long sequences runs within a few percent of the attention-loop dot rate alone); within the longest program they
+add, since the softmax of a tile needs its
 product and the next product its softmax. There is no per-kernel efficiency factor: every constant is a
 microbenchmark, every count comes from a launch path, and what the counts miss shows up as error, which the
 report names.

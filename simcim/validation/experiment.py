@@ -39,7 +39,7 @@ from simcim.validation.decode_step import (
 )
 
 Compression = Literal["bf16", "int4", "int2", "ternary", "kv4", "kv2", "prune"]
-NO_GPU = "measured half skipped: it needs a CUDA GPU (run on one, e.g. the device tool's H100); simulated half only"
+NO_GPU = "measured half skipped: it needs a CUDA GPU; simulated half only"
 
 
 @functools.cache
