@@ -191,3 +191,11 @@ def test_stored_gpu_runs_were_predicted_before_timing(run, tmp_path):
         t = blind_report.trial_table(r)
         assert blind.score(t)["mape_pct"] == pytest.approx(r["mape_pct"])
     assert "calls scored" in blind_report.write(tmp_path / run).read_text()
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    assert blind_report.main([str(tmp_path / "none")]) == 2 and "error:" in capsys.readouterr().err
+    run = tmp_path / "cpu"
+    shutil.copytree(DATA / "sim_vs_measured_cpu", run)
+    (run / "experiment.json").write_text(json.dumps({"kind": "npu_sim"}))
+    assert blind_report.main([str(run)]) == 2 and "not gpu_model_blind or sim_vs_measured" in capsys.readouterr().err
