@@ -32,32 +32,38 @@ class Params:
     design: DesignName = param("fusemax", help="design to evaluate (see simcim.npu.dataflow.designs)")
     baseline: DesignName = param("flat", help="design the ratios are taken against")
     model: Literal["BERT", "TrXL", "T5", "XLM"] = param("BERT", help="transformer shape (FuseMax's set)")
-    seq_len: int = param(1024, ge=1, le=1 << 24, help="sequence length (queries = keys)")
+    seq_len: int = param(1024, ge=1, le=1 << 24, help="sequence length (queries = keys) [tokens]")
     batch: int | None = param(None, ge=1, help="batch; default: the model's (64)")
     cascade: str | None = param(
         None,
         help="a user's .einsum file (or shipped cascade name) run on the design's hardware: Einsums over "
         "every key go to the 2D array when its PEs support their operations, the rest to the 1D array",
     )
-    rows: int | None = param(None, ge=1, help="2D array rows; default: the design's (256)")
-    cols: int | None = param(None, ge=1, help="2D array columns (and M0 tile); default: the design's (256)")
-    pes_1d: int | None = param(None, ge=1, help="1D array PEs; default: the design's (256)")
-    glb_mib: float | None = param(None, gt=0, help="global buffer MiB; default: the design's (FLAT 32, FuseMax 16)")
-    dram_gib_s: float | None = param(None, gt=0, help="DRAM bandwidth GiB/s; default 400")
-    clock_mhz: float | None = param(None, gt=0, help="clock MHz; default 940")
+    rows: int | None = param(None, ge=1, help="2D array rows [PEs]; default: the design's (256)")
+    cols: int | None = param(None, ge=1, help="2D array columns (and M0 tile) [PEs]; default: the design's (256)")
+    pes_1d: int | None = param(None, ge=1, help="1D array size [PEs]; default: the design's (256)")
+    glb_mib: float | None = param(
+        None, gt=0, help="global buffer [MiB], rounded down to whole bytes; default: the design's (FLAT 32, FuseMax 16)"
+    )
+    dram_gib_s: float | None = param(None, gt=0, help="DRAM bandwidth [GiB/s]; default 400")
+    clock_mhz: float | None = param(None, gt=0, help="clock [MHz]; default 940")
     kv_group: int = param(1, ge=1, help="query heads per key/value head, for cascades with a g index (GQA)")
     end_to_end: bool = param(True, help="also model the layer's linear layers (projections and FFN)")
     mode: Literal["point", "design_space"] = param("point", help="one point, or the dse_* grid at once")
-    dse_array_dim: list[int] = param(default_factory=lambda: [64, 128, 256, 512], ge=1, help="square 2D array sizes")
-    dse_pes_1d: list[int] = param(default_factory=lambda: [64, 128, 256, 512], ge=1, help="1D array sizes")
-    dse_glb_mib: list[float] = param(default_factory=lambda: [4.0, 8.0, 16.0, 32.0, 64.0], gt=0, help="buffers")
+    dse_array_dim: list[int] = param(
+        default_factory=lambda: [64, 128, 256, 512], ge=1, help="square 2D array sizes [PEs a side]"
+    )
+    dse_pes_1d: list[int] = param(default_factory=lambda: [64, 128, 256, 512], ge=1, help="1D array sizes [PEs]")
+    dse_glb_mib: list[float] = param(
+        default_factory=lambda: [4.0, 8.0, 16.0, 32.0, 64.0], gt=0, help="global buffer sizes [MiB]"
+    )
     dse_dram_gib_s: list[float] = param(
-        default_factory=lambda: [100.0, 200.0, 400.0, 800.0, 1600.0], gt=0, help="DRAM bandwidths GiB/s"
+        default_factory=lambda: [100.0, 200.0, 400.0, 800.0, 1600.0], gt=0, help="DRAM bandwidths [GiB/s]"
     )
     dse_seq_len: list[int] = param(
         default_factory=lambda: [1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20],
         ge=1,
-        help="sequence lengths",
+        help="sequence lengths [tokens]",
     )
 
     def __post_init__(self) -> None:
