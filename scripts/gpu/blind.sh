@@ -24,29 +24,29 @@ case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)" in
 esac
 
 step "1. microbenchmarks -> $dir/spec_fresh.toml"
-timeout 45 python3 -m simcim.kernels.gpu_microbench --out "$dir/spec_fresh.toml" > "$dir/microbench.log" 2>&1
+timeout 50 python3 -m simcim.kernels.gpu_microbench --out "$dir/spec_fresh.toml" > "$dir/microbench.log" 2>&1
 tail -n 3 "$dir/microbench.log"
 
 # one seed for the draw, chosen now: steps 2 and 3 predict (and time) the same calls
 seed=$(python3 -c "import secrets; print(secrets.randbelow(2**31))")
 echo "draw seed: $seed" | tee "$dir/seed.txt"
 blind() {  # blind NAME SPEC BUDGET_S: predictions written, then timed for at most BUDGET_S, in $dir/NAME
-  timeout $(($3 + 20)) python3 -m simcim.experiments.cli run experiments/configs/gpu_model_blind.toml --out "$dir/$1" \
+  timeout $(($3 + 45)) python3 -m simcim.experiments.cli run experiments/configs/gpu_model_blind.toml --out "$dir/$1" \
       --set "params.gpu_spec=\"$2\"" --set "params.draw_seed=$seed" --set "params.time_budget_s=$3" --no-progress \
       2>&1 | grep -v Warning | tee "$dir/$1.log"
   python3 -m simcim.validation.blind_report "$dir/$1" > /dev/null
 }
 if [ -n "$committed" ]; then
   step "2. blind, committed spec $committed"
-  blind committed "$committed" 150  # the first run compiles the kernels
+  blind committed "$committed" 140  # the first run compiles the kernels
 fi
 if [ -s "$dir/spec_fresh.toml" ]; then
   step "3. blind, the fresh microbenchmark spec only"
-  blind fresh "$dir/spec_fresh.toml" 90
+  blind fresh "$dir/spec_fresh.toml" 75
 fi
 
 step "4. sim_vs_measured, the suite's own calls (spec ${committed:-fresh})"
-timeout 100 python3 -m simcim.experiments.cli sweep experiments/configs/sim_vs_measured.toml --out "$dir/sim_vs_measured" \
+timeout 90 python3 -m simcim.experiments.cli sweep experiments/configs/sim_vs_measured.toml --out "$dir/sim_vs_measured" \
     --set "params.gpu_spec=\"${committed:-$dir/spec_fresh.toml}\"" --set params.quality=false \
     --set params.simulate=false --no-progress 2>&1 | grep -v Warning | tail -n 3
 python3 -m simcim.validation.report "$dir/sim_vs_measured" > /dev/null
