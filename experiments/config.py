@@ -20,7 +20,9 @@ filled in, plus kind and seed); its SHA-256 prefix is the trial id.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import itertools
 import json
 import math
 import sys
@@ -93,7 +95,6 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Return ``value`` converted to type ``tp``, or raise ConfigError naming ``where``."""
     origin = get_origin(tp)
-    expected = _type_name(tp)
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:
@@ -106,20 +107,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as e:
                 errors.append(e)
-        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in get_args(tp) and type(value) in {type(a) for a in get_args(tp)}:
             return value
-        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if origin in (list, tuple, Sequence):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
         (inner,) = get_args(tp)[:1] or (Any,)
         items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
         return dict(value)
     if tp is Any:
         return value
@@ -142,7 +143,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return Path(value)
     else:  # pragma: no cover - a Params class used an unsupported annotation
         raise TypeError(f"unsupported parameter type {tp!r} at {where}")
-    raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
 
 
 def _check_bounds(value: Any, meta: Mapping[str, Any], where: str, base_dir: Path | None) -> None:
@@ -162,6 +163,7 @@ def _check_bounds(value: Any, meta: Mapping[str, Any], where: str, base_dir: Pat
                 raise ConfigError(f"{where}: file not found: {v}")
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -225,7 +227,7 @@ class Trial:
     seed: int
     swept: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
         return trial_id(self.kind, self.params, self.seed)
 
@@ -253,6 +255,7 @@ class ExperimentConfig:
     source: str
     description: str = ""
     base_dir: Path | None = None
+    replaced_axes: tuple[str, ...] = ()  # swept keys that a --set params.KEY override fixed to one value
 
     @property
     def swept(self) -> tuple[str, ...]:
@@ -261,40 +264,98 @@ class ExperimentConfig:
             keys.extend(z)
         return tuple(keys)
 
-    def trials(self, *, sweep: bool = True) -> list[Trial]:
-        """Expand into validated trials: every sweep combination times every seed."""
+    def count(self, *, sweep: bool = True) -> int:
+        """How many trials :meth:`trials` expands to (before identical ones are merged)."""
+        n = len(self.seeds)
+        if sweep:
+            for values in self.grid.values():
+                n *= len(values)
+            for group in self.zips:
+                n *= len(next(iter(group.values())))
+        return n
+
+    def _axes(self) -> list[list[tuple[dict[str, Any], dict[str, str]]]]:
+        """Each sweep axis (a grid key or a zip group) as its points: (values, where each came from)."""
+        axes = [[({key: v}, {key: f"sweep.{key}[{i}]"}) for i, v in enumerate(values)]
+                for key, values in self.grid.items()]
+        for group in self.zips:
+            keys = list(group)
+            axes.append([({k: group[k][i] for k in keys}, {k: f"sweep.zip.{k}[{i}]" for k in keys})
+                         for i in range(len(group[keys[0]]))])
+        return axes
+
+    def _combos(self, sweep: bool):
+        """(sweep values, where each came from) for every point of the sweep, lazily."""
+        if not sweep:
+            yield {}, {}
+            return
+        for point in itertools.product(*self._axes()):
+            combo: dict[str, Any] = {}
+            where: dict[str, str] = {}
+            for values, locs in point:
+                combo.update(values)
+                where.update(locs)
+            yield combo, where
+
+    def _validate(self, cls: type, raw: Mapping[str, Any], where: Mapping[str, str]) -> Any:
+        try:
+            return validate_params(cls, raw, base_dir=self.base_dir)
+        except ConfigError as e:
+            msg = str(e)
+            for key, loc in where.items():  # point at the sweep entry that caused it
+                if msg.startswith(f"params.{key}:") or msg.startswith(f"params.{key}["):
+                    msg = loc + msg[len(f"params.{key}"):]
+                    break
+            raise ConfigError(f"{self.source}: {msg}") from None
+
+    def validate_values(self) -> None:
+        """Validate every swept value and every [params] value once, as a single value is validated.
+
+        Each value of each sweep axis is checked with the first value of every other axis, so a bad
+        one is refused before any trial runs, at a cost of one check per value, not per trial.
+        """
         from simcim.experiments.kinds import params_class
 
         cls = params_class(self.kind, where=f"{self.source}: experiment.kind")
-        combos: list[tuple[dict[str, Any], dict[str, str]]] = [({}, {})]
-        if sweep:
-            for key, values in self.grid.items():
-                combos = [({**c, key: v}, {**w, key: f"sweep.{key}[{i}]"})
-                          for c, w in combos for i, v in enumerate(values)]
-            for group in self.zips:
-                keys = list(group)
-                n = len(group[keys[0]])
-                combos = [({**c, **{k: group[k][i] for k in keys}},
-                           {**w, **{k: f"sweep.zip.{k}[{i}]" for k in keys}})
-                          for c, w in combos for i in range(n)]
+        first = next(self._combos(True))
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        axes = self._axes()
+        if required <= set(self.base) or not axes:
+            self._validate(cls, self.base, {})
+        for axis in axes:
+            for values, locs in axis:
+                self._validate(cls, {**self.base, **first[0], **values}, {**first[1], **locs})
+
+    def trials(self, *, sweep: bool = True, progress: bool = False) -> list[Trial]:
+        """Expand into validated trials: every sweep combination times every seed.
+
+        With ``progress``, a progress bar counts the expansion (a sweep of a million points takes
+        a while to validate and hash).
+        """
+        from simcim.experiments.kinds import params_class
+
+        cls = params_class(self.kind, where=f"{self.source}: experiment.kind")
+        swept = self.swept if sweep else ()
         out: list[Trial] = []
         seen: set[str] = set()
-        for combo, where in combos:
-            raw = {**self.base, **combo}
-            try:
-                params = validate_params(cls, raw, base_dir=self.base_dir)
-            except ConfigError as e:
-                msg = str(e)
-                for key, loc in where.items():  # point at the sweep entry that caused it
-                    if msg.startswith(f"params.{key}:") or msg.startswith(f"params.{key}["):
-                        msg = loc + msg[len(f"params.{key}"):]
-                        break
-                raise ConfigError(f"{self.source}: {msg}") from None
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.count(sweep=sweep), desc="expanding", unit="trial", dynamic_ncols=True,
+                       mininterval=0.5)
+        for combo, where in self._combos(sweep):
+            params = self._validate(cls, {**self.base, **combo}, where)
             for seed in self.seeds:
-                t = Trial(self.kind, params, seed, swept=self.swept if sweep else ())
+                t = Trial(self.kind, params, seed, swept=swept)
                 if t.id not in seen:
                     seen.add(t.id)
                     out.append(t)
+            if bar is not None:
+                bar.update(len(self.seeds))
+        if bar is not None:
+            bar.close()
         return out
 
 
@@ -307,6 +368,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
                  overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
     """Validate a parsed TOML mapping (plus dotted ``overrides`` such as ``params.level``)."""
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    # An override of a swept parameter fixes it: it replaces that sweep axis (or drops the key from
+    # its zip group) instead of being overwritten by every sweep value.
+    fixed = {dotted.partition(".")[2] for dotted in (overrides or {}) if dotted.startswith("params.")}
     for dotted, value in (overrides or {}).items():
         table, _, key = dotted.partition(".")
         if table not in _TOP or not key:
@@ -368,6 +432,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
     grid: dict[str, list[Any]] = {}
     zips: list[dict[str, list[Any]]] = []
     sweep = data.get("sweep", {})
+    replaced: list[str] = []
     for key, value in sweep.items():
         if key == "zip":
             groups = value if isinstance(value, list) else [value]
@@ -375,6 +440,10 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
                 loc = "sweep.zip" if not isinstance(value, list) else f"sweep.zip[{gi}]"
                 if not isinstance(group, dict) or not group:
                     raise err(loc, f"expected a table of equal-length lists, got {group!r}")
+                replaced.extend(k for k in group if k in fixed)
+                group = {k: v for k, v in group.items() if k not in fixed}
+                if not group:
+                    continue
                 lengths = set()
                 for zk, zv in group.items():
                     if zk not in field_names:
@@ -390,6 +459,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
             raise err(f"sweep.{key}", f"unknown parameter (known: {', '.join(sorted(field_names))})")
         if not isinstance(value, list) or not value:
             raise err(f"sweep.{key}", f"expected a non-empty list of values, got {value!r}")
+        if key in fixed:
+            replaced.append(key)
+            continue
         grid[key] = value
     swept_all = list(grid) + [k for z in zips for k in z]
     dup = {k for k in swept_all if swept_all.count(k) > 1}
@@ -412,8 +484,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", base_dir: Pa
     report = ReportSpec(x=rep.get("x"), lines=rep.get("lines"), metrics=tuple(metrics), logx=logx)
 
     cfg = ExperimentConfig(name=name, kind=kind, seeds=seeds, base=base, grid=grid, zips=tuple(zips),
-                           report=report, source=source, description=description, base_dir=base_dir)
-    cfg.trials()  # validate every combination now, before anything runs
+                           report=report, source=source, description=description, base_dir=base_dir,
+                           replaced_axes=tuple(replaced))
+    cfg.validate_values()  # every value now, before anything runs; trials() checks the combinations
     return cfg
 
 

@@ -8,6 +8,7 @@ standard deviation over seeds as error bars.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -65,12 +66,17 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+def _mean_std(mean: float, std: float, n: int) -> str:
+    # one seed has no spread to show: "± 0" would claim a spread of zero
+    return _fmt(mean) if n < 2 else f"{_fmt(mean)} ± {_fmt(std)}"
+
+
 def markdown_table(summary: pd.DataFrame, group_by: list[str], metrics: list[str]) -> str:
     header = group_by + ["n"] + metrics
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in summary.iterrows():
         cells = [_fmt(r[c]) for c in group_by] + [str(int(r["n"]))]
-        cells += [f"{_fmt(r[f'{m}_mean'])} ± {_fmt(r[f'{m}_std'])}" for m in metrics]
+        cells += [_mean_std(r[f"{m}_mean"], r[f"{m}_std"], int(r["n"])) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -86,33 +92,118 @@ def numeric_metrics(df: pd.DataFrame) -> list[str]:
     return out
 
 
+MAX_SERIES_PER_PLOT = 8  # more lines than this in one panel and a legend stops being readable
+
+
+@dataclasses.dataclass(frozen=True)
+class AxisText:
+    """What a report says about its parameters and metrics: labels with meaning and unit."""
+
+    param_help: dict[str, str] = dataclasses.field(default_factory=dict)
+    metric_help: dict[str, str] = dataclasses.field(default_factory=dict)
+    seed_noun: str = "seed"
+
+    @classmethod
+    def of_kind(cls, kind: str | None) -> AxisText:
+        """Help text from the kind's ``Params`` fields, its optional ``METRIC_HELP`` and ``SEED_NOUN``."""
+        if not kind:
+            return cls()
+        try:
+            from simcim.experiments.kinds import kind_module
+
+            module = kind_module(kind)
+        except Exception:  # a report of a kind not importable here still renders, with bare names
+            return cls()
+        helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(module.Params)}
+        return cls({k: v for k, v in helps.items() if v}, dict(getattr(module, "METRIC_HELP", {})),
+                   getattr(module, "SEED_NOUN", "seed"))
+
+    @staticmethod
+    def _label(name: str, text: str) -> str:
+        if not text:
+            return name
+        short = text.split("; ")[0].rstrip(".")
+        if len(short) > 60:
+            short = short[:57].rstrip() + "..."
+        return f"{name}: {short}"
+
+    def param(self, name: str) -> str:
+        return self._label(name, self.param_help.get(name, ""))
+
+    def metric(self, name: str) -> str:
+        return self._label(name, self.metric_help.get(name, ""))
+
+
+def _series_label(params: list[str], key: tuple) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in zip(params, key))
+
+
 def plot_metric(summary: pd.DataFrame, x: str, lines: list[str], metric: str, path: Path, logx: bool,
-                title: str) -> None:
-    """``metric`` against ``x``; one line per combination of the ``lines`` parameters."""
+                title: str, text: AxisText | None = None) -> int:
+    """``metric`` against ``x``; one line per combination of the ``lines`` parameters.
+
+    When that makes more than ``MAX_SERIES_PER_PLOT`` lines, the first ``lines`` parameter stays
+    as the lines and the others become a grid of panels (facets) sharing the y axis. A
+    non-numeric ``x`` is plotted at evenly spaced, labelled positions. Returns the number of panels.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    groups = summary.groupby(lines, sort=True) if lines else [((), summary)]
-    for key, g in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(f"{k}={v}" for k, v in zip(lines, key)) or None
-        g = g.sort_values(x)
-        ax.errorbar(pd.to_numeric(g[x], errors="coerce"), g[f"{metric}_mean"], yerr=g[f"{metric}_std"],
-                    marker="o", capsize=3, label=label)
-    ax.set_xlabel(x)
-    ax.set_ylabel(metric)
-    if logx:
-        ax.set_xscale("log")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if lines:
-        ax.legend(fontsize=8)
+    text = text or AxisText()
+    n_series = int(summary[lines].drop_duplicates().shape[0]) if lines else 1
+    series, facets = (lines[:1], lines[1:]) if n_series > MAX_SERIES_PER_PLOT else (lines, [])
+    panels = list(summary.groupby(facets, sort=True)) if facets else [((), summary)]
+    ncols = min(len(panels), 3)
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 1.5, 3.2 * nrows + 0.8), dpi=110,
+                             sharey=True, squeeze=False)
+    numeric_x = bool(pd.to_numeric(summary[x], errors="coerce").notna().all())
+    categories = [] if numeric_x else list(dict.fromkeys(summary[x].map(_fmt)))
+    max_n = int(summary["n"].max())
+    handles: dict[str, Any] = {}
+    for ax, (fkey, panel) in zip(axes.flat, panels):
+        groups = panel.groupby(series, sort=True) if series else [((), panel)]
+        for key, g in groups:
+            key = key if isinstance(key, tuple) else (key,)
+            g = g.sort_values(x)
+            xs = pd.to_numeric(g[x]) if numeric_x else g[x].map(_fmt).map(categories.index)
+            yerr = g[f"{metric}_std"].where(g["n"] > 1) if max_n > 1 else None
+            # the legend's title names a single lines parameter, so its entries are the values alone
+            label = _fmt(key[0]) if len(series) == 1 else _series_label(series, key)
+            h = ax.errorbar(xs, g[f"{metric}_mean"], yerr=yerr, marker="o", capsize=3, label=label or None)
+            handles.setdefault(label, h)
+        if facets:
+            fkey = fkey if isinstance(fkey, tuple) else (fkey,)
+            ax.set_title(_series_label(facets, fkey), fontsize=9)
+        if not numeric_x:
+            ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right", fontsize=8)
+        else:
+            if logx:
+                ax.set_xscale("log")
+            ticks = sorted(pd.to_numeric(summary[x]).unique())
+            if len(ticks) <= 8:  # a few swept values: tick exactly those, not matplotlib's round numbers
+                ax.set_xticks(ticks, [_fmt(float(t)) for t in ticks], rotation=30 if len(ticks) > 4 else 0,
+                              fontsize=8)
+                ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(text.param(x), fontsize=9)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(text.metric(metric), fontsize=9)
+    note = (f"error bars: ±1 standard deviation over the {text.seed_noun}s of each point (up to {max_n})"
+            if max_n > 1 else f"one {text.seed_noun} a point: no error bars")
+    fig.suptitle(f"{title}\n{note}", fontsize=10)
+    if series and any(handles):
+        fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5),
+                   fontsize=8, title=", ".join(series), title_fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+    return len(panels)
 
 
 def write_report(run_dir: str | Path, metrics: list[str] | None = None) -> tuple[Path, str]:
@@ -145,14 +236,21 @@ def write_report(run_dir: str | Path, metrics: list[str] | None = None) -> tuple
     out = [f"# {manifest.get('name', run_dir.name)}", ""]
     if manifest.get("description"):
         out += [manifest["description"], ""]
+    text = AxisText.of_kind(manifest.get("kind"))
+    seeds = sorted(df["seed"].unique().tolist())
+    spread = (f"Mean ± standard deviation over the {text.seed_noun}s (seeds) of each row (n)."
+              if int(summary["n"].max()) > 1 else f"One {text.seed_noun} (seed) a row: values, no spread.")
     out += [f"Kind `{manifest.get('kind')}`; {len(df)} successful trials, {len(failed)} failed; "
-            f"seeds {sorted(df['seed'].unique().tolist())}; simcim {df['simcim_version'].iloc[0]}, "
-            f"commit {df['git_commit'].iloc[0]}.", "", "Mean ± standard deviation over seeds.", "", table, ""]
+            f"seeds {seeds}; simcim {df['simcim_version'].iloc[0]}, "
+            f"commit {df['git_commit'].iloc[0]}.", "", spread, "", table, ""]
+    described = [c for c in group_by if c in text.param_help]
+    if described:
+        out += ["Parameters: " + "; ".join(f"`{c}`: {text.param_help[c]}" for c in described), ""]
     if x is not None:
         for m in shown:
             png = run_dir / f"plot_{m}.png"
             plot_metric(summary, x, line_params, m, png,
-                        bool(spec.get("logx")), f"{manifest.get('name', '')}: {m}")
+                        bool(spec.get("logx")), f"{manifest.get('name', '')}: {m}", text)
             out += [f"![{m} vs {x}]({png.name})", ""]
     if not failed.empty:
         out += ["## Failed trials", "", "| trial | seed | error |", "|---|---|---|"]
