@@ -199,3 +199,16 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     shutil.copytree(DATA / "sim_vs_measured_cpu", run)
     (run / "experiment.json").write_text(json.dumps({"kind": "npu_sim"}))
     assert blind_report.main([str(run)]) == 2 and "not gpu_model_blind or sim_vs_measured" in capsys.readouterr().err
+
+
+def test_a_gpu_described_only_by_its_microbenchmark_spec(tmp_path):
+    from simcim.gpu.model import write_spec
+    from tests.gpu.spec import SPEC
+
+    path = tmp_path / "fresh.toml"
+    write_spec(SPEC, path)  # what kernels.gpu_microbench --out writes
+    out = blind.run_trial(blind.Params(gpu_spec=str(path), measure="off", draw_seed=1), 0, TrialContext(tmp_path, "x"))
+    record = json.loads((tmp_path / "artifacts" / "x" / "predictions.json").read_text())
+    assert out["gpu_spec_name"] == "unit" and record["spec"]["copy_gbps"] == SPEC.copy_gbps
+    h200 = blind.run_trial(blind.Params(measure="off", draw_seed=1), 0, TrialContext(tmp_path, "y"))
+    assert h200["c_call"] == out["c_call"] and h200["c_pred_us"] != out["c_pred_us"]  # same draw, other rates
