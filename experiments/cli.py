@@ -34,6 +34,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     par.add_argument("--workers", type=int, default=0, metavar="N",
                      help="run trials in parallel on a local Dask cluster of N worker processes")
     par.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run trials on an existing Dask cluster")
+    par.add_argument("--gpus", metavar="N|all", help="run trials on a local Dask cluster of one worker per GPU, "
+                                                     "each pinned to its own GPU (device = 'auto' uses it)")
+    par.add_argument("--cluster", type=Path, metavar="FILE", help="run trials on Slurm jobs described by FILE's "
+                                                                  "[slurm] table (docs/sweeps.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -45,6 +49,7 @@ def _load(args: argparse.Namespace, config: Path):
 
 
 def _run(args: argparse.Namespace, config: Path, sweep: bool) -> int:
+    from simcim.experiments.cluster import choose, dask_client
     from simcim.experiments.runner import run_trials, write_run_manifest
 
     cfg = _load(args, config)
@@ -52,10 +57,11 @@ def _run(args: argparse.Namespace, config: Path, sweep: bool) -> int:
         raise ConfigError(f"--workers: expected N >= 1, got {args.workers}")
     trials = cfg.trials(sweep=sweep)
     run_dir = args.out or results_root() / cfg.name
-    write_run_manifest(cfg, run_dir, sweep)
-    t0 = time.perf_counter()
-    summary = run_trials(trials, run_dir, workers=args.workers, scheduler=args.scheduler,
-                         progress=not args.no_progress, description=cfg.name)
+    choice = choose(workers=args.workers, scheduler=args.scheduler, gpus=args.gpus, cluster_file=args.cluster)
+    with dask_client(choice) as client:  # reached before the run folder is touched
+        write_run_manifest(cfg, run_dir, sweep)
+        t0 = time.perf_counter()
+        summary = run_trials(trials, run_dir, client=client, progress=not args.no_progress, description=cfg.name)
     print(summary.line() + f" in {time.perf_counter() - t0:.1f}s")
     for tid, err in list(summary.errors.items())[:10]:
         print(f"  failed {tid}: {err}", file=sys.stderr)

@@ -1,9 +1,13 @@
 """Run trials serially or on Dask, storing each as soon as it finishes, skipping stored ones.
 
 Resumability comes from the store: a trial is done exactly when its file exists with status
-"ok"; the file is renamed into place atomically by the process that ran the trial. A run
-killed at any moment (kill -9 included) loses at most the trials that were in flight, and a
-re-run computes only what is not stored.
+"ok". Workers never write into the run folder, so they need not see it (no shared filesystem):
+a worker runs the trial with a scratch folder for its artifacts and sends back the record, the
+artifact files and any traceback; this process (the client) writes them, artifacts first and the
+record last, each atomically (temp name, fsync, rename). One writer makes "stored once" hold by
+construction. A run killed at any moment (kill -9 included) loses at most the trials that were in
+flight, and a re-run computes only what is not stored. A trial whose worker dies is retried by
+Dask on another worker and recorded as failed when workers keep dying under it.
 """
 
 from __future__ import annotations
@@ -12,19 +16,27 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import shutil
+import sys
+import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from simcim.experiments.cluster import THREADS_ENV, ClusterChoice, dask_client
 from simcim.experiments.config import ExperimentConfig, Trial
 from simcim.experiments.kinds import TrialContext, kind_module
-from simcim.experiments.store import make_record, remove_stale_temp_files, stored_status, trial_path, write_record
-
-THREADS_ENV = "SIMCIM_TORCH_THREADS"
+from simcim.experiments.store import (
+    make_record,
+    remove_stale_temp_files,
+    stored_status,
+    write_artifacts,
+    write_record,
+)
 
 
 @dataclasses.dataclass
@@ -41,46 +53,109 @@ class RunSummary:
                 f" -> {self.run_dir}")
 
 
+@dataclasses.dataclass
+class TrialOutcome:
+    """What a worker sends back for one trial: everything the client stores."""
+
+    record: dict[str, Any]
+    artifacts: dict[str, bytes]  # path relative to the trial's artifact folder -> content
+    traceback: str | None = None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        rec = self.record
+        return {"trial_id": rec["trial_id"], "status": rec["status"], "error": rec["error"],
+                "wall_time_s": rec["wall_time_s"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class ScratchContext(TrialContext):
+    """The worker's view of a trial: artifacts go to a local scratch folder, not into the run folder."""
+
+    scratch: Path = Path()
+
+    @property
+    def artifact_dir(self) -> Path:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        return self.scratch
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
 
 
-def execute_trial(trial: Trial, run_dir: str | Path) -> dict[str, Any]:
-    """Run one trial and store its result (ok or failed). Runs in the worker process."""
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _scratch_root() -> str | None:
+    """The Dask worker's own folder when running on one (removed with the worker), else the temp folder."""
+    if "distributed" in sys.modules:
+        from distributed import get_worker
+
+        try:
+            return get_worker().local_directory
+        except ValueError:  # not inside a worker
+            return None
+    return None
+
+
+def _read_tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def compute_trial(trial: Trial, run_dir: str | Path) -> TrialOutcome:
+    """Run one trial and return its outcome (ok or failed) without storing it. Runs on the worker.
+
+    ``run_dir`` is the client's run folder, passed on as ``TrialContext.run_dir`` for reference; the
+    trial's artifacts are collected from a scratch folder on the worker.
+    """
     threads = os.environ.get(THREADS_ENV)
     if threads:
         import torch
 
         torch.set_num_threads(int(threads))
-    run_dir = Path(run_dir)
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    scratch = Path(tempfile.mkdtemp(prefix=f"simcim-{trial.id}-", dir=_scratch_root()))
+    started = _now()
     t0 = time.perf_counter()
+    tb = None
     try:
-        module = kind_module(trial.kind)
-        metrics = module.run_trial(trial.params, trial.seed, TrialContext(run_dir, trial.id))
-        if not isinstance(metrics, dict):
-            raise TypeError(f"run_trial of kind {trial.kind!r} returned {type(metrics).__name__}, not a dict")
-        status, error = "ok", None
-    except Exception as exc:  # a failing trial is recorded and does not stop the others
-        metrics, status, error = None, "failed", _one_line(exc)
+        ctx = ScratchContext(Path(run_dir), trial.id, scratch / "artifacts")
+        try:
+            module = kind_module(trial.kind)
+            metrics = module.run_trial(trial.params, trial.seed, ctx)
+            if not isinstance(metrics, dict):
+                raise TypeError(f"run_trial of kind {trial.kind!r} returned {type(metrics).__name__}, not a dict")
+            status, error = "ok", None
+        except Exception as exc:  # a failing trial is recorded and does not stop the others
+            metrics, status, error, tb = None, "failed", _one_line(exc), traceback.format_exc()
+        wall = time.perf_counter() - t0
+        artifacts = _read_tree(ctx.scratch) if ctx.scratch.is_dir() else {}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    record = make_record(trial, status=status, metrics=metrics, error=error, wall_time_s=wall, started_at=started)
+    return TrialOutcome(record, artifacts, tb)
+
+
+def store_outcome(run_dir: Path, outcome: TrialOutcome) -> dict[str, Any]:
+    """Write a trial's artifacts, traceback and record into the run folder; the record goes last."""
+    tid = outcome.record["trial_id"]
+    if outcome.artifacts:
+        write_artifacts(run_dir, tid, outcome.artifacts)
+    if outcome.traceback is not None:
         err_dir = run_dir / "errors"
         err_dir.mkdir(parents=True, exist_ok=True)
-        (err_dir / f"{trial.id}.txt").write_text(traceback.format_exc())
-    wall = time.perf_counter() - t0
-    record = make_record(trial, status=status, metrics=metrics, error=error, wall_time_s=wall, started_at=started)
-    write_record(run_dir, record)
-    return {"trial_id": trial.id, "status": status, "error": error, "wall_time_s": wall}
+        tmp = err_dir / f".{tid}.{os.getpid()}.txt.tmp"
+        tmp.write_text(outcome.traceback)
+        os.replace(tmp, err_dir / f"{tid}.txt")
+    write_record(run_dir, outcome.record)
+    return outcome.summary
 
 
-def stored_status_of(run_dir: Path, tid: str) -> str | None:
-    import pyarrow.parquet as pq
-
-    path = trial_path(run_dir, tid)
-    try:
-        return pq.read_table(path, columns=["status"]).column("status")[0].as_py()
-    except (OSError, KeyError, IndexError):
-        return None
+def execute_trial(trial: Trial, run_dir: str | Path) -> dict[str, Any]:
+    """Run one trial here and store it in ``run_dir``."""
+    return store_outcome(Path(run_dir), compute_trial(trial, Path(run_dir).absolute()))
 
 
 def write_run_manifest(config: ExperimentConfig, run_dir: Path, sweep: bool) -> None:
@@ -104,8 +179,9 @@ def write_run_manifest(config: ExperimentConfig, run_dir: Path, sweep: bool) -> 
 
 
 def run_trials(trials: Sequence[Trial], run_dir: str | Path, *, workers: int = 0, scheduler: str | None = None,
-               progress: bool = True, description: str = "trials") -> RunSummary:
-    """Run every trial not already stored in ``run_dir``; serial, on a LocalCluster, or on ``scheduler``."""
+               client: Any = None, progress: bool = True, description: str = "trials") -> RunSummary:
+    """Run every trial not already stored in ``run_dir``: on ``client`` (a connected Dask client) when
+    given, else serially, on a local cluster of ``workers`` processes, or on ``scheduler``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(run_dir)
@@ -126,45 +202,33 @@ def run_trials(trials: Sequence[Trial], run_dir: str | Path, *, workers: int = 0
         bar.update(1)
 
     try:
-        if workers <= 0 and scheduler is None:
-            for t in todo:
-                account(execute_trial(t, run_dir))
+        if client is not None:
+            _run_dask(client, todo, run_dir, account)
         else:
-            _run_dask(todo, run_dir, workers, scheduler, account)
+            with dask_client(ClusterChoice(workers=workers, scheduler=scheduler)) as own:
+                if own is None:
+                    for t in todo:
+                        account(execute_trial(t, run_dir))
+                else:
+                    _run_dask(own, todo, run_dir, account)
     finally:
         bar.close()
     return summary
 
 
-def _run_dask(todo: Sequence[Trial], run_dir: Path, workers: int, scheduler: str | None, account) -> None:
-    from dask.distributed import Client, LocalCluster, as_completed
-    from distributed.client import FutureCancelledError
+def _run_dask(client: Any, todo: Sequence[Trial], run_dir: Path,
+              account: Callable[[dict[str, Any]], None]) -> None:
+    from dask.distributed import as_completed
 
-    cluster = None
-    if scheduler is None:
-        cores = os.cpu_count() or 1
-        # each worker is one process with one task at a time; torch inside it gets its share of cores
-        os.environ.setdefault(THREADS_ENV, str(max(1, cores // workers)))
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
-    else:
-        client = Client(scheduler, timeout="20s")
-    try:
-        futures = {client.submit(execute_trial, t, str(run_dir), key=f"trial-{t.id}", pure=False): t for t in todo}
-        for fut in as_completed(futures):
-            t = futures[fut]
-            try:
-                account(fut.result())
-            except (Exception, FutureCancelledError) as exc:  # e.g. KilledWorker: the trial's worker died
-                if stored_status_of(run_dir, t.id) == "ok":  # it finished before its worker went away
-                    account({"trial_id": t.id, "status": "ok", "error": None})
-                    continue
-                err = _one_line(exc)
-                record = make_record(t, status="failed", metrics=None, error=err, wall_time_s=0.0,
-                                     started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"))
-                write_record(run_dir, record)
-                account({"trial_id": t.id, "status": "failed", "error": err})
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    where = str(run_dir.absolute())
+    futures = {client.submit(compute_trial, t, where, key=f"trial-{t.id}", pure=False): t for t in todo}
+    for fut in as_completed(futures):
+        t = futures.pop(fut)
+        try:
+            outcome = fut.result()
+        except Exception as exc:  # KilledWorker (workers kept dying under it), a cancelled future, ...
+            record = make_record(t, status="failed", metrics=None, error=_one_line(exc), wall_time_s=0.0,
+                                 started_at=_now())
+            outcome = TrialOutcome(record, {})
+        fut.release()  # the worker may drop the result now that it is stored here
+        account(store_outcome(run_dir, outcome))

@@ -1,8 +1,8 @@
 """The results store: one Parquet file per finished trial, in ``RUN_DIR/trials/``.
 
-Why Parquet files and not DuckDB: a trial's result is written by whichever process ran it
-(a Dask worker on another host included). One small file per trial, written to a temporary
-name, fsynced and atomically renamed, needs no lock, no server and no single writer, and a
+Why Parquet files and not DuckDB: a trial's result is stored by the sweep's client as soon as it
+arrives (workers on other hosts send it back). One small file per trial, written to a temporary
+name, fsynced and atomically renamed, needs no lock, no server and no database, and a
 kill at any moment leaves either the whole file or none. A store of thousands of trials loads
 with pyarrow in well under a second, and DuckDB can still query the folder directly
 (``SELECT * FROM 'RUN_DIR/trials/*.parquet'``).
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -32,6 +33,7 @@ import pyarrow.parquet as pq
 from simcim.experiments.config import Trial, _jsonable
 
 TRIALS_DIR = "trials"
+ARTIFACTS_DIR = "artifacts"
 IDENTITY_COLUMNS = ("trial_id", "kind", "seed", "status", "error", "wall_time_s", "started_at",
                     "simcim_version", "git_commit", "host", "config_json")
 
@@ -105,9 +107,7 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
     final = trial_path(run_dir, record["trial_id"])
     final.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([record])
-    # host and pid in the name let a later sweep tell a dead writer's leftover from a live write
-    prefix = f".{record['trial_id']}.{_host_tag()}.{os.getpid()}."
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(record["trial_id"]), suffix=".tmp", dir=final.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             pq.write_table(table, fh)
@@ -118,12 +118,48 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(final.parent, os.O_RDONLY)
+    _fsync_dir(final.parent)
+    return final
+
+
+def write_artifacts(run_dir: Path, tid: str, files: dict[str, bytes]) -> Path:
+    """Put a trial's artifact files (relative path -> content) in ``RUN_DIR/artifacts/TRIAL/`` at once.
+
+    They are written into a temp folder that is renamed into place, replacing what an earlier attempt
+    of the trial left; the trial's record, written after them, is what marks them complete.
+    """
+    final = Path(run_dir) / ARTIFACTS_DIR / tid
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(tid), suffix=".tmp", dir=final.parent))
+    try:
+        for rel, data in files.items():
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(final.parent)
+    return final
+
+
+def _temp_prefix(tid: str) -> str:
+    # host and pid in the name let a later sweep tell a dead writer's leftover from a live write
+    return f".{tid}.{_host_tag()}.{os.getpid()}."
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return final
 
 
 def _host_tag() -> str:
@@ -145,25 +181,25 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temp_files(run_dir: Path) -> list[Path]:
-    """Delete the temp files that writers on this host left when they were killed mid-write.
+    """Delete the temp files (and artifact temp folders) that writers on this host left when killed.
 
     A SIGKILL between mkstemp and the rename leaves ``.TRIAL.HOST.PID.XXXX.tmp`` behind; it is
     never read as a result, but it would pile up over resumed sweeps. Only files whose writer ran
     on this host and is no longer alive are removed: another host's in-flight write is left alone.
     """
-    folder = Path(run_dir) / TRIALS_DIR
     removed: list[Path] = []
-    if not folder.is_dir():
-        return removed
     host = _host_tag()
-    for f in folder.glob(".*.tmp"):
+    for f in (*Path(run_dir).glob(f"{TRIALS_DIR}/.*.tmp"), *Path(run_dir).glob(f"{ARTIFACTS_DIR}/.*.tmp")):
         parts = f.name[1:].split(".")
         if len(parts) < 5 or parts[1] != host or not parts[2].isdigit():
             continue
         if _pid_alive(int(parts[2])):  # this process and live writers keep theirs
             continue
         with contextlib.suppress(FileNotFoundError):
-            f.unlink()
+            if f.is_dir():
+                shutil.rmtree(f)
+            else:
+                f.unlink()
             removed.append(f)
     return removed
 
