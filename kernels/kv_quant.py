@@ -308,6 +308,37 @@ if HAVE_TRITON:
         return unpack_pairs(vw, vs.to(tl.float32) * R, vl.to(tl.float32), BITS, DT, True, ASM)
 
     @triton.jit
+    def _split_left(q, KW, KS, KL, VW, VS, VL, lo, hi, w_off, offs_d, v_off, m_i, one,
+                    BITS: tl.constexpr, PW: tl.constexpr, KG: tl.constexpr, VG: tl.constexpr, D: tl.constexpr,
+                    GP: tl.constexpr, DT: tl.constexpr, ASM: tl.constexpr):
+        """One split's tokens with every dequantized tile as the left operand of its dot (which Hopper's tensor
+        cores read from registers), the query group (GQA heads of one kv head, padded to GP) as the right one:
+        scores^T [KG, GP] = K [KG, D] q^T, out^T [D, GP] += V^T [D, KG] p^T. Keys are dequantized whole here
+        (c / R s R + lo per channel, an FMA an element) so that q^T stays one operand for the whole loop.
+        Returns the output, row sums and maxima as the other formulation keeps them ([GP, D], [GP, KG], [GP])."""
+        R: tl.constexpr = 1 << BITS
+        q_t = tl.trans(q).to(DT)
+        acc_t = tl.zeros([D, GP], tl.float32)
+        l_t = tl.zeros([KG, GP], tl.float32)
+        kw, ks, kl, vw, vs, vl = _load_group(KW, KS, KL, VW, VS, VL, lo, hi, w_off, offs_d, v_off, PW, KG, VG, D)
+        for start in range(lo, hi, KG):
+            nkw, nks, nkl, nvw, nvs, nvl = _load_group(
+                KW, KS, KL, VW, VS, VL, start + KG, hi, w_off, offs_d, v_off, PW, KG, VG, D
+            )
+            xk = unpack_pairs(kw, one, -one, BITS, DT, False, ASM).to(tl.float32)
+            k = (xk * (ks.to(tl.float32) * R)[None, :] + kl.to(tl.float32)[None, :]).to(DT)
+            s_t = mma(k, q_t)
+            m_new = tl.maximum(m_i, tl.max(s_t, 0))
+            p_t = tl.math.exp2(s_t - m_new[None, :])
+            alpha = tl.math.exp2(m_i - m_new)
+            l_t = l_t * alpha[None, :] + p_t
+            m_i = m_new
+            v = _group_values(vw, vs, vl, BITS, DT, ASM)
+            acc_t = acc_t * alpha[None, :] + mma(tl.trans(v), p_t.to(DT))
+            kw, ks, kl, vw, vs, vl = nkw, nks, nkl, nvw, nvs, nvl
+        return tl.trans(acc_t), tl.trans(l_t), m_i
+
+    @triton.jit
     def _kv_split_kernel(
         Q,
         KW,
@@ -343,6 +374,7 @@ if HAVE_TRITON:
         ASM: tl.constexpr,
         KF: tl.constexpr,
         PAIR: tl.constexpr,
+        LEFT: tl.constexpr,
     ):
         PW: tl.constexpr = 32 // BITS
         DT: tl.constexpr = FV.dtype.element_ty
@@ -383,8 +415,13 @@ if HAVE_TRITON:
             VL += bh64 * s_vs
             w_off = offs_n[:, None] * (D // PW) + offs_w[None, :]
             v_off = offs_n[:, None] * (D // VG) + (offs_w * PW // VG)[None, :]
-            kw, ks, kl, vw, vs, vl = _load_group(KW, KS, KL, VW, VS, VL, lo, hi, w_off, offs_d, v_off, PW, KG, VG, D)
-            if PAIR:
+            if LEFT:
+                acc, l_acc, m_i = _split_left(q, KW, KS, KL, VW, VS, VL, lo, hi, w_off, offs_d, v_off, m_i, one,
+                                              BITS, PW, KG, VG, D, GP, DT, ASM)
+            elif PAIR:
+                kw, ks, kl, vw, vs, vl = _load_group(
+                    KW, KS, KL, VW, VS, VL, lo, hi, w_off, offs_d, v_off, PW, KG, VG, D
+                )
                 # two key groups per step: twice the independent work between the step's barriers
                 kw1, ks1, kl1, vw1, vs1, vl1 = _load_group(
                     KW, KS, KL, VW, VS, VL, lo + KG, hi, w_off, offs_d, v_off, PW, KG, VG, D
@@ -410,6 +447,9 @@ if HAVE_TRITON:
                     kw, ks, kl, vw, vs, vl = nkw, nks, nkl, nvw, nvs, nvl
                     kw1, ks1, kl1, vw1, vs1, vl1 = nkw1, nks1, nkl1, nvw1, nvs1, nvl1
             else:
+                kw, ks, kl, vw, vs, vl = _load_group(
+                    KW, KS, KL, VW, VS, VL, lo, hi, w_off, offs_d, v_off, PW, KG, VG, D
+                )
                 for start in range(lo, hi, KG):
                     # the next group's loads go out before this group's arithmetic (register double buffer)
                     nkw, nks, nkl, nvw, nvs, nvl = _load_group(
@@ -478,6 +518,7 @@ def kv_decode(
     unpack: str = "asm",
     max_registers: int | None = None,
     groups_per_step: int | None = None,
+    tiles: str | None = None,
 ) -> torch.Tensor:
     """One decode step: ``q [B, H, D]`` (unrotated) against the quantized cache; returns ``[B, H, D]``.
 
@@ -486,7 +527,10 @@ def kv_decode(
     ``repeat_unpack`` is accepted for compatibility and ignored; ``max_registers`` caps the registers
     per thread of the main kernel (more programs per SM, at the risk of spills); ``groups_per_step``
     (1 or 2) is how many key groups a
-    program works on between its barriers. ``num_splits``, ``num_warps``, ``num_stages`` and ``groups_per_step``
+    program works on between its barriers. ``tiles`` is which operand of the tensor-core dots the dequantized K and
+    V tiles are: ``"left"`` (the transposed products, GQA query heads of a kv head as the dots' N; the tiles stay
+    in registers on Hopper; one key group a step) or ``"right"`` (query heads as the dots' M; the tiles go through
+    shared memory). ``num_splits``, ``num_warps``, ``num_stages`` and ``groups_per_step``
     left at None take the device's measured defaults (``KVDecodeConfig`` in ``launch_defaults.toml``).
     """
     if unpack not in ("asm", "int"):
@@ -495,6 +539,9 @@ def kv_decode(
     groups_per_step = groups_per_step or cfg.groups_per_step
     num_warps = num_warps or cfg.num_warps
     num_stages = num_stages or cfg.num_stages
+    tiles = tiles or cfg.tiles
+    if tiles not in ("left", "right"):
+        raise ValueError(f"tiles must be 'left' or 'right'; got {tiles!r}")
     if groups_per_step not in (1, 2):
         raise ValueError(f"groups_per_step must be 1 or 2; got {groups_per_step}")
     _check_q(q, cache)
@@ -560,6 +607,7 @@ def kv_decode(
         ASM=unpack == "asm" and not interpreting(),
         KF=16,
         PAIR=groups_per_step == 2,
+        LEFT=tiles == "left",
         num_warps=num_warps,
         num_stages=1 if interpreting() else num_stages,
         **({"maxnreg": max_registers} if max_registers and not interpreting() else {}),

@@ -85,13 +85,15 @@ class AttentionConfig(NamedTuple):
 
 
 class KVDecodeConfig(NamedTuple):
-    """Quantized KV decode: ``num_splits`` 0 gives about ``programs`` programs over all kv heads."""
+    """Quantized KV decode: ``num_splits`` 0 gives about ``programs`` programs over all kv heads; ``tiles`` which
+    operand of the dots the dequantized K and V tiles are ("left" or "right")."""
 
     num_splits: int
     groups_per_step: int
     num_warps: int
     num_stages: int
     programs: int = 2048
+    tiles: str = "left"
 
 
 C = TypeVar("C", bound=tuple)

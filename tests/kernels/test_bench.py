@@ -38,3 +38,19 @@ def test_tiny_quant_gemv_bench_times_the_tensor_core_kernel_for_batches():
     batch = {r.impl for r in rows if r.case.startswith("goal M3")}
     assert batch == {"bf16 F.linear", "triton int4 tc", "triton int2 tc", "triton ternary tc"}
     assert all(r.rel_err < 1e-2 for r in rows if r.impl != "bf16 F.linear")
+
+
+def test_kv_bench_quantizes_large_caches_in_slices_that_join_into_one():
+    from simcim.kernels.bench import kv_decode as kv_bench
+    from simcim.kernels.kv_quant import dequantize_kv
+
+    g = torch.Generator().manual_seed(0)
+    k, v = (torch.randn(3, 2, 40, 64, generator=g).to(torch.bfloat16) for _ in range(2))
+    env = Env(torch.device("cpu"), tiny=True)
+    whole, sliced = kv_bench._quantize(k, v, 2, env), kv_bench._quantize(k, v, 2, env, max_elems=1)
+    for a, b in zip(dequantize_kv(whole), dequantize_kv(sliced)):
+        assert torch.equal(a, b)
+    cases = kv_bench.cases(Env(torch.device("cpu"), tiny=False))
+    assert (8, 32, 8, 32768) in {(c.b, c.h, c.hkv, c.t) for c in cases}
+    assert {(c.b, c.t) for c in cases if c.label == "context"} == {(1, 4096), (32, 4096), (1, 131072), (32, 131072)}
+    assert any(c.label == "OLMoE" and (c.h, c.hkv) == (16, 16) for c in cases)

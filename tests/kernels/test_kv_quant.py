@@ -31,8 +31,27 @@ def test_decode_matches_dequantized_reference(bits, b, h, hkv, t, d, n_sink, rot
     assert rel_err(y, ref) < 2e-2
     if t == 90:  # plain-Triton unpacking, two key groups per step and odd group counts agree too
         assert rel_err(kv_decode(q, cache, num_splits=2, unpack="int"), ref) < 2e-2
-        assert rel_err(kv_decode(q, cache, num_splits=2, groups_per_step=2), ref) < 2e-2
-        assert rel_err(kv_decode(q, cache, num_splits=1, groups_per_step=2), ref) < 2e-2
+        for tiles in ("left", "right"):
+            assert rel_err(kv_decode(q, cache, num_splits=2, groups_per_step=2, tiles=tiles), ref) < 2e-2
+            assert rel_err(kv_decode(q, cache, num_splits=1, groups_per_step=2, tiles=tiles), ref) < 2e-2
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_left_operand_decode_groups_gqa_heads_and_splits(bits, device, rng):
+    # GQA 8/2 at d = 128 (4 query heads of a kv head as the dot's N, padded to 16); 5 key groups over 1, 2 and 5
+    # splits (one split empty at 4 groups of 2 steps); both operand orders give the reference
+    b, h, hkv, t, d = 2, 8, 2, 86, 128
+    k = randn(b, hkv, t, d, g=rng, dtype=torch.bfloat16, device=device)
+    v = randn(b, hkv, t, d, g=rng, dtype=torch.bfloat16, device=device)
+    q = randn(b, h, d, g=rng, dtype=torch.bfloat16, device=device)
+    cache = quantize_kv(k, v, bits, k_group=16, v_group=64, n_sink=4)
+    ref = kv_decode_reference(q, cache)
+    for splits in (1, 2, 5):
+        y = kv_decode(q, cache, num_splits=splits, tiles="left", out=poisoned(q.shape, q.dtype, device))
+        assert rel_err(y, ref) < 2e-2
+    assert rel_err(kv_decode(q, cache, tiles="right"), ref) < 2e-2
+    with pytest.raises(ValueError, match="tiles must be"):
+        kv_decode(q, cache, tiles="middle")
 
 
 def test_full_precision_tokens_are_exact_and_quantization_error_shrinks_with_bits(device, rng):
