@@ -34,8 +34,8 @@ Workload = Literal["spmv", "spmm", "pruned_matmul", "embedding_bag", "gnn"]
 class Params:
     workload: Workload = param("spmv", help="kernel lowered to the trace")
     structure: Literal["random", "powerlaw", "banded"] = param("random", help="sparsity pattern generator")
-    rows: int = param(4096, ge=1, help="output rows (matrix rows, bags, graph nodes)")
-    cols: int = param(262144, ge=1, help="columns of the sparse matrix / rows of the gathered table")
+    rows: int = param(4096, ge=1, help="output rows (matrix rows, bags, graph nodes) [rows]")
+    cols: int = param(262144, ge=1, help="columns of the sparse matrix / rows of the gathered table [rows]")
     sparsity: float = param(0.9995, ge=0, lt=1, help="fraction of zeros (pruned_matmul: pruned weights)")
     feat: int = param(16, ge=1, help="dense width gathered per index (SpMM/pruned-matmul batch, "
                                      "embedding dim, GNN features; SpMV uses 1)")
@@ -48,18 +48,19 @@ class Params:
     zipf_alpha: float = param(1.05, gt=0, help="Zipf exponent of embedding-bag indices")
     trace: Path | None = param(None, must_exist=True,
                                help="a trace file to simulate instead of generating the workload: a ChampSim "
-                                    "binary trace (raw, .xz or .gz), a text/CSV list of 'R|W address [pc]', or a "
-                                    ".npz from save_trace; the workload parameters above are then unused")
+                                    "binary trace (raw, .xz or .gz), a text/CSV list of accesses (R or W, address, "
+                                    "optional pc), or a .npz from save_trace; the workload parameters above are "
+                                    "then unused")
 
-    npu_cache_kib: float = param(0.0, ge=0, help="NPU-side cache size (0 = none)")
-    npu_cache_ways: int = param(4, ge=1)
-    npu_cache_latency: int = param(2, ge=0)
-    l2_kib: float = param(256.0, gt=0, help="L2 size")
-    l2_ways: int = param(16, ge=1)
-    l2_latency: int = param(20, ge=0)
-    llc_kib: float = param(0.0, ge=0, help="last-level cache size (0 = none)")
-    llc_ways: int = param(16, ge=1)
-    llc_latency: int = param(40, ge=0)
+    npu_cache_kib: float = param(0.0, ge=0, help="NPU-side cache size, 0 = none [KiB]")
+    npu_cache_ways: int = param(4, ge=1, help="NPU-side cache associativity [ways]")
+    npu_cache_latency: int = param(2, ge=0, help="NPU-side cache hit latency [cycles]")
+    l2_kib: float = param(256.0, gt=0, help="L2 size [KiB]")
+    l2_ways: int = param(16, ge=1, help="L2 associativity [ways]")
+    l2_latency: int = param(20, ge=0, help="L2 hit latency, added after the levels above [cycles]")
+    llc_kib: float = param(0.0, ge=0, help="last-level cache size, 0 = none [KiB]")
+    llc_ways: int = param(16, ge=1, help="LLC associativity [ways]")
+    llc_latency: int = param(40, ge=0, help="LLC hit latency, added after the levels above [cycles]")
     policy: Literal["lru", "srrip"] = param("lru", help="replacement policy of every level")
     dram_latency: int = param(100, ge=0, help="cycles from the end of a line's bus transfer to its data at the "
                                               "NPU (banks model: the controller and interconnect part, on top of "
@@ -86,9 +87,9 @@ class Params:
                                       "use, so this only limits anything when one instruction (a vector of up "
                                       "to `width` lanes) or the loads before a compute miss on more lines than "
                                       "this")
-    prefetch_queue: int = param(64, ge=1, help="outstanding prefetches")
-    ports: int = param(2, ge=1, help="lines the vector unit sends per cycle")
-    compute_cycles: int = param(1, ge=0, help="cycles per vector compute instruction")
+    prefetch_queue: int = param(64, ge=1, help="outstanding prefetches (a queue apart from the MSHRs)")
+    ports: int = param(2, ge=1, help="cache lines the vector unit sends to the NPU-side level [lines/cycle]")
+    compute_cycles: int = param(1, ge=0, help="time of one vector compute instruction [cycles]")
 
     prefetcher: str = param("nvr", help="prefetcher by name: none, next_line, stride, stream, imp, nvr, or one "
                                         "registered with simcim.npu.prefetchers.register")
@@ -96,7 +97,8 @@ class Params:
                                                      "elements, stream: lines; others ignore it); "
                                                      "default per prefetcher")
     pf_degree: int | None = param(None, ge=1, help="lines per trigger for next_line/stride/stream (others ignore it)")
-    nvr_throttle: bool = param(True, help="adapt NVR's distance to accuracy and lateness")
+    nvr_throttle: bool = param(True, help="adapt NVR's distance: shorter when its prefetches are evicted unused, "
+                                          "longer when they arrive late (late ones weigh 4x)")
     nvr_known_loop_bounds: bool = param(True, help="NVR knows loop bounds; false: it waits for each "
                                                    "row's row-pointer data before running into the row")
     compare_baseline: bool = param(True, help="also run without prefetching for speedup / miss reduction")
@@ -180,5 +182,5 @@ def run_trial(params: Params, seed: int, ctx: TrialContext) -> dict[str, float |
         m["baseline_misses"] = base["misses"]
         m["speedup"] = base["cycles"] / m["cycles"]
         m["miss_reduction"] = 1.0 - m["misses"] / base["misses"] if base["misses"] else 0.0
-    m["trace"] = trace.name
+    m["trace_name"] = trace.name
     return m

@@ -1,9 +1,13 @@
 """The NVR paper's three headline numbers beside ours, from the bundled claim sweeps.
 
-    python -m simcim.npu.reproduce [--results results] [--workers 2]
+    python -m simcim.npu.reproduce [--results results] [--workers 2] [--dram banks [--dram-preset hbm2]]
 
 Runs (or resumes: finished trials are kept) ``experiments/configs/npu_claim{1,2,3}_*.toml``
-through the runner into ``RESULTS/<name>/``, then prints a markdown table:
+through the runner into ``RESULTS/<name>/``, then prints a markdown table. ``--dram banks``
+runs the same sweeps over the open-page bank model of the preset (into
+``RESULTS/<name>-banks-<preset>/``) with ``dram_latency`` lowered by the preset's
+``t_rcd + t_cas``, so that a read to a closed bank takes as long as the fixed-latency DRAM's
+100 cycles: row hits are then faster, row conflicts slower.
 
 1. miss reduction of NVR against the best other prefetcher, per workload and on average
    (against the best of all others, IMP included, and against the best general-purpose one:
@@ -29,15 +33,25 @@ PAPER = {"miss_reduction": 0.90, "speedup": 4.0, "cache_ratio": 5.0}
 GENERAL_PURPOSE = ("next_line", "stride", "stream")
 
 
-def run_claims(results: Path, workers: int) -> dict[str, pd.DataFrame]:
+def bank_overrides(preset: str, clock_ghz: float = 1.0) -> dict[str, object]:
+    """Config overrides for the bank model with a closed-bank read as long as the default 100 cycles."""
+    from simcim.npu.dram import preset_cycles
+
+    g = preset_cycles(preset, clock_ghz)
+    return {"params.dram_model": "banks", "params.dram_preset": preset,
+            "params.dram_latency": 100 - g["t_rcd"] - g["t_cas"]}
+
+
+def run_claims(results: Path, workers: int, overrides: dict[str, object] | None = None,
+               suffix: str = "") -> dict[str, pd.DataFrame]:
     from simcim.experiments.config import load_config
     from simcim.experiments.runner import run_trials, write_run_manifest
     from simcim.experiments.store import load
 
     frames = {}
     for name in CLAIMS:
-        cfg = load_config(CONFIG_DIR / f"{name}.toml")
-        run_dir = results / cfg.name
+        cfg = load_config(CONFIG_DIR / f"{name}.toml", overrides)
+        run_dir = results / f"{cfg.name}{suffix}"
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_manifest(cfg, run_dir, True)
         summary = run_trials(cfg.trials(), run_dir, workers=workers, description=name)
@@ -114,14 +128,35 @@ def table(frames: dict[str, pd.DataFrame]) -> str:
     return "\n".join(lines)
 
 
+def row_hit_rates(df: pd.DataFrame) -> str:
+    """DRAM row-buffer hit rate per workload and prefetcher (bank model runs of claim 1)."""
+    rates = df.pivot_table(index="workload", columns="prefetcher", values="dram_row_hit_rate", aggfunc="mean")
+    cols = [c for c in ("none", "next_line", "stride", "stream", "imp", "nvr") if c in rates.columns]
+    lines = ["| workload | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
+    for w in rates.index:
+        lines.append(f"| {w} | " + " | ".join(f"{rates.loc[w, c]:.0%}" for c in cols) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=Path("results"), help="folder holding the run folders")
     ap.add_argument("--workers", type=int, default=0, help="Dask worker processes (0: run serially)")
+    ap.add_argument("--dram", choices=("simple", "banks"), default="simple", help="DRAM model")
+    ap.add_argument("--dram-preset", choices=("ddr4_3200", "hbm2", "hbm3"), default="ddr4_3200",
+                    help="device of the banks model")
     args = ap.parse_args(argv)
     if args.workers < 0:
         raise SystemExit(f"--workers must be >= 0, got {args.workers}")
-    print(table(run_claims(args.results, args.workers)))
+    if args.dram == "banks":
+        frames = run_claims(args.results, args.workers, bank_overrides(args.dram_preset),
+                            f"-banks-{args.dram_preset}")
+    else:
+        frames = run_claims(args.results, args.workers)
+    print(table(frames))
+    if args.dram == "banks":
+        print("\nDRAM row-buffer hit rate (claim 1 runs):\n")
+        print(row_hit_rates(frames[CLAIMS[0]]))
 
 
 if __name__ == "__main__":

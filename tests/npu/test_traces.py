@@ -80,7 +80,7 @@ def test_npu_sim_reads_a_champsim_trace_through_the_kind(tmp_path):
         artifact_dir = tmp_path
 
     m = run_trial(p, 0, Ctx())
-    assert m["trace"] == "champsim:spmv.champsim.xz" and m["speedup"] > 2
+    assert m["trace_name"] == "champsim:spmv.champsim.xz" and m["speedup"] > 2
 
 
 def test_text_and_csv_traces(tmp_path):
