@@ -14,6 +14,7 @@ from pathlib import Path
 from simcim.experiments.config import ConfigError, _type_name, load_config, parse_override
 
 RESULTS_ENV = "SIMCIM_RESULTS"
+LARGE_SWEEP = 10_000  # from this many trials on, the CLI warns and shows the expansion's progress
 
 
 def results_root() -> Path:
@@ -51,12 +52,22 @@ def _load(args: argparse.Namespace, config: Path):
 def _run(args: argparse.Namespace, config: Path, sweep: bool) -> int:
     from simcim.experiments.cluster import choose, dask_client
     from simcim.experiments.runner import run_trials, write_run_manifest
+    from simcim.experiments.store import damaged_trial_files
 
     cfg = _load(args, config)
     if args.workers < 0:
         raise ConfigError(f"--workers: expected N >= 1, got {args.workers}")
-    trials = cfg.trials(sweep=sweep)
+    for key in cfg.replaced_axes if sweep else ():
+        print(f"simcim: --set params.{key} fixes {key}: it replaces that sweep axis", file=sys.stderr)
+    count = cfg.count(sweep=sweep)
+    large = count >= LARGE_SWEEP
+    if large:
+        print(f"simcim: warning: {config} expands to {count:,} trials; checking and hashing them first",
+              file=sys.stderr, flush=True)
+    trials = cfg.trials(sweep=sweep, progress=large and not args.no_progress)
     run_dir = args.out or results_root() / cfg.name
+    for path in damaged_trial_files(run_dir):
+        print(f"simcim: warning: {path} is damaged (unreadable); its trial is recomputed", file=sys.stderr)
     choice = choose(workers=args.workers, scheduler=args.scheduler, gpus=args.gpus, cluster_file=args.cluster)
     with dask_client(choice) as client:  # reached before the run folder is touched
         write_run_manifest(cfg, run_dir, sweep)
@@ -99,7 +110,12 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     print(f"simcim quickstart: the bundled MoE model under Gaussian weight noise on simulated crossbars "
           f"({config})", flush=True)
     rc = _run(args, config, sweep=True)
-    path, table = write_report(args.out)
+    try:
+        path, table = write_report(args.out)
+    except ValueError as e:  # nothing to report: every trial failed
+        print(f"simcim: error: quickstart has no result to report ({e}); the trials' errors are in "
+              f"{args.out / 'errors'}", file=sys.stderr)
+        return rc or 1
     print(table)
     print(f"report: {path}  ({time.perf_counter() - t0:.0f}s in all)")
     return rc

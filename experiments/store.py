@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -204,19 +205,41 @@ def remove_stale_temp_files(run_dir: Path) -> list[Path]:
     return removed
 
 
+DAMAGED = "damaged"
+
+
+class DamagedTrialWarning(UserWarning):
+    """A trial file in the store cannot be read (truncated or corrupted); its trial is not loaded."""
+
+
+def _read_trial(path: Path, columns: list[str] | None = None) -> pa.Table:
+    table = pq.read_table(path, columns=columns)
+    if table.num_rows != 1:
+        raise pa.ArrowInvalid(f"expected one row, found {table.num_rows}")
+    return table
+
+
 def stored_status(run_dir: Path) -> dict[str, str]:
-    """trial_id -> status for every trial file in the store."""
+    """trial_id -> status for every trial file in the store; ``DAMAGED`` for one that cannot be read.
+
+    A damaged trial is not "ok", so a resumed sweep recomputes it (and overwrites the file).
+    """
     out = {}
     folder = Path(run_dir) / TRIALS_DIR
     if not folder.is_dir():
         return out
     for f in folder.glob("*.parquet"):
         try:
-            status = pq.read_table(f, columns=["status"]).column("status")[0].as_py()
+            status = _read_trial(f, columns=["status"]).column("status")[0].as_py()
         except (OSError, pa.ArrowException, KeyError, IndexError):
-            continue  # unreadable files are treated as absent and recomputed
+            status = DAMAGED
         out[f.stem] = status
     return out
+
+
+def damaged_trial_files(run_dir: Path) -> list[Path]:
+    """The trial files of a run that cannot be read."""
+    return sorted(trial_path(run_dir, tid) for tid, status in stored_status(run_dir).items() if status == DAMAGED)
 
 
 def load(run_dir: str | Path, *, include_failed: bool = False) -> pd.DataFrame:
@@ -227,9 +250,11 @@ def load(run_dir: str | Path, *, include_failed: bool = False) -> pd.DataFrame:
     tables = []
     for f in sorted(folder.glob("*.parquet")):
         try:
-            tables.append(pq.read_table(f))
-        except (OSError, pa.ArrowException):
-            continue
+            tables.append(_read_trial(f))
+        except (OSError, pa.ArrowException) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            warnings.warn(f"{f}: damaged trial file left out ({reason}); re-running the sweep recomputes it",
+                          DamagedTrialWarning, stacklevel=2)
     if not tables:
         return pd.DataFrame(columns=list(IDENTITY_COLUMNS))
     table = pa.concat_tables(tables, promote_options="permissive")
