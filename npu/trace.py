@@ -243,6 +243,13 @@ def _lower(indptr, indices, feat, width, weighted, kind, pc, start, dep, addr, p
     start[i] = a
 
 
+def empty_arrays(n_inst: int, n_lane: int) -> tuple[np.ndarray, ...]:
+    """Uninitialised arrays of a trace, in ``Trace`` order: kind, pc, start, dep, addr, producer, value, ctrl."""
+    return (np.empty(n_inst, np.int8), np.empty(n_inst, np.int32), np.empty(n_inst + 1, np.int64),
+            np.empty(n_inst, np.int64), np.empty(n_lane, np.int64), np.empty(n_lane, np.int64),
+            np.zeros(n_lane, np.int64), np.full(n_inst, -1, np.int64))
+
+
 def gather_reduce_trace(matrix: sp.csr_matrix | sp.csr_array, feat: int, width: int, weighted: bool,
                         name: str = "") -> Trace:
     """Lower ``out[r] = sum_j w_rj * table[col_j, :feat]`` over a CSR structure into a trace."""
@@ -255,14 +262,7 @@ def gather_reduce_trace(matrix: sp.csr_matrix | sp.csr_array, feat: int, width: 
     indptr = m.indptr.astype(np.int64)
     indices = m.indices.astype(np.int64)
     n_inst, n_lane = _count(indptr, feat, width, weighted)
-    kind = np.empty(n_inst, np.int8)
-    pc = np.empty(n_inst, np.int32)
-    start = np.empty(n_inst + 1, np.int64)
-    dep = np.empty(n_inst, np.int64)
-    addr = np.empty(n_lane, np.int64)
-    producer = np.empty(n_lane, np.int64)
-    value = np.empty(n_lane, np.int64)
-    ctrl = np.empty(n_inst, np.int64)
+    kind, pc, start, dep, addr, producer, value, ctrl = empty_arrays(n_inst, n_lane)
     _lower(indptr, indices, feat, width, weighted, kind, pc, start, dep, addr, producer, value, ctrl)
     return Trace(kind, pc, start, dep, addr, producer, value, name=name, inst_ctrl=ctrl)
 

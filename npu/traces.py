@@ -37,7 +37,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from simcim.npu.trace import COMPUTE, LOAD, STORE, Trace
+from simcim.npu.trace import COMPUTE, LOAD, STORE, Trace, empty_arrays
 
 CHAMPSIM_RECORD = np.dtype([("ip", "<u8"), ("is_branch", "u1"), ("branch_taken", "u1"),
                             ("dst_reg", "u1", 2), ("src_reg", "u1", 4),
@@ -109,21 +109,16 @@ def read_champsim(path: str | Path, max_records: int | None = None) -> Trace:
     for field in ("src_mem", "dst_mem"):
         if np.any(rec[field] >= 1 << 63):
             raise ValueError(f"trace file {path}: a {field} address is >= 2**63, not a ChampSim trace we can read")
-    pcs, pc_ids = np.unique(rec["ip"], return_inverse=True)
+    _, pc_ids = np.unique(rec["ip"], return_inverse=True)
     src_mem, dst_mem = rec["src_mem"].astype(np.int64), rec["dst_mem"].astype(np.int64)
     src_reg, dst_reg = rec["src_reg"].astype(np.int64), rec["dst_reg"].astype(np.int64)
     n_inst, n_lane = _champsim_count(src_mem, dst_mem, src_reg, dst_reg)
-    kind = np.empty(n_inst, np.int8)
-    pc = np.empty(n_inst, np.int32)
-    start = np.empty(n_inst + 1, np.int64)
-    dep = np.empty(n_inst, np.int64)
-    addr = np.empty(n_lane, np.int64)
-    producer = np.empty(n_lane, np.int64)
+    kind, pc, start, dep, addr, producer, value, ctrl = empty_arrays(n_inst, n_lane)
     _champsim_lower(pc_ids.astype(np.int64), src_mem, dst_mem, src_reg, dst_reg, kind, pc, start, dep, addr,
                     producer)
     if n_lane == 0:
         raise ValueError(f"trace file {path}: its {len(rec)} ChampSim records have no memory operands")
-    return Trace(kind, pc, start, dep, addr, producer, np.zeros(n_lane, np.int64), name=f"champsim:{path.name}")
+    return Trace(kind, pc, start, dep, addr, producer, value, name=f"champsim:{path.name}", inst_ctrl=ctrl)
 
 
 @numba.njit(cache=True)

@@ -11,14 +11,16 @@ on index data does not stop stage A. The sub-thread uses the time the core spend
 because it only falls behind the wall clock, never the core.
 
 Throttling: every ``epoch`` prefetches it weighs the prefetched lines evicted unused from
-the NPU-side level against the used ones that arrived late, a late one counting four times
-an evicted one: an evicted line was also filled into L2 on its way, so its demand access
-costs an L2 hit, while a late one waits for part of a DRAM access. If evictions exceed a
-quarter of the used lines and outweigh lateness, the distance halves (down to
-``min_distance``: it runs so far ahead that it evicts its own prefetches); if late ones
-exceed a quarter of the used lines and outweigh evictions, it doubles (up to
-``max_distance``); otherwise it holds. (Halving on evictions alone drove the distance to its
-minimum on SpMV with a small NPU cache, where a third of the prefetches then came late.)
+the NPU-side level against the used ones that arrived late, a late one counting
+``late_weight`` evicted ones: an evicted line was also filled into L2 on its way, so its
+demand access costs an L2 hit, while a late one waits for part of a DRAM access. If
+evictions exceed a quarter of the used lines and outweigh lateness, the distance halves
+(it runs so far ahead that it evicts its own prefetches); if late ones exceed a quarter of
+the used lines and outweigh evictions, it doubles (up to ``max_distance``); otherwise it
+holds. A doubling right after a halving marks the halved distance as too short: the
+distance never goes below the doubled one again (nor below ``min_distance``). (Halving on
+evictions alone drove the distance to its minimum on SpMV with a small NPU cache, where a
+third of the prefetches then came late.)
 
 Reads of the future instruction stream are what runahead executes. With
 ``known_loop_bounds`` (the default) control flow is taken as known, so the sub-thread never
@@ -38,7 +40,7 @@ from simcim.npu.cache import PF_ISSUED, PF_LATE, PF_USEFUL, PF_USELESS, prefetch
 
 NAME = "nvr"
 # scalar slots after the per-instruction rows
-FRONTIER, TA, TB, DIST, LAST_CALL, E_ISSUED, E_USEFUL, E_USELESS, E_LATE = range(9)
+FRONTIER, TA, TB, DIST, LAST_CALL, E_ISSUED, E_USEFUL, E_USELESS, E_LATE, FLOOR, SHRUNK = range(11)
 N_SCALARS = 16
 VECTOR_REGS = 8
 
@@ -53,13 +55,15 @@ class Config:
     ports: int = 4  # lines the sub-thread can issue per cycle
     prefetch_queue: int = 64  # for the hardware budget: in-flight index vectors it must hold
     known_loop_bounds: bool = True
+    late_weight: int = 8  # throttle: one late prefetch weighs this many evicted-unused ones
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_distance <= self.distance <= self.max_distance:
             raise ValueError(f"nvr: need 1 <= min_distance <= distance <= max_distance, got "
                              f"{self.min_distance}, {self.distance}, {self.max_distance}")
-        if self.epoch < 1 or self.ports < 1:
-            raise ValueError(f"nvr: epoch and ports must be >= 1, got {self.epoch}, {self.ports}")
+        if self.epoch < 1 or self.ports < 1 or self.late_weight < 1:
+            raise ValueError(f"nvr: epoch, ports and late_weight must be >= 1, got {self.epoch}, {self.ports}, "
+                             f"{self.late_weight}")
 
 
 def make_state(cfg: Config, trace_arrays: tuple, width: int, line_bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,8 +72,9 @@ def make_state(cfg: Config, trace_arrays: tuple, width: int, line_bits: int) -> 
     s = n_inst
     st[s:, 0] = 0
     st[s + DIST, 0] = cfg.distance
+    st[s + FLOOR, 0] = cfg.min_distance
     prm = np.array([cfg.distance, cfg.min_distance, cfg.max_distance, cfg.epoch, int(cfg.throttle),
-                    line_bits, cfg.ports, n_inst, int(cfg.known_loop_bounds)], np.int64)
+                    line_bits, cfg.ports, n_inst, int(cfg.known_loop_bounds), cfg.late_weight], np.int64)
     return st, prm
 
 
@@ -135,10 +140,16 @@ def operate(H: tuple, tr: tuple, st: np.ndarray, prm: np.ndarray, i: int, t: int
             useful = stats[0, PF_USEFUL] - st[s + E_USEFUL, 0]
             useless = stats[0, PF_USELESS] - st[s + E_USELESS, 0]
             late = stats[0, PF_LATE] - st[s + E_LATE, 0]
-            if 4 * useless > useful and useless > 4 * late:
-                st[s + DIST, 0] = max(prm[1], dist // 2)
-            elif 4 * late > useful and 4 * late > useless:
+            w = prm[9]
+            if 4 * useless > useful and useless > w * late:
+                st[s + DIST, 0] = max(st[s + FLOOR, 0], dist // 2)
+                st[s + SHRUNK, 0] = 1
+            elif 4 * late > useful and w * late > useless:
                 st[s + DIST, 0] = min(prm[2], dist * 2)
+                if st[s + SHRUNK, 0]:
+                    # the last halving made prefetches late: that distance is not tried again
+                    st[s + FLOOR, 0] = max(st[s + FLOOR, 0], st[s + DIST, 0])
+                st[s + SHRUNK, 0] = 0
             st[s + E_ISSUED, 0] = stats[0, PF_ISSUED]
             st[s + E_USEFUL, 0] = stats[0, PF_USEFUL]
             st[s + E_USELESS, 0] = stats[0, PF_USELESS]

@@ -14,11 +14,11 @@ def cycles(throttle: bool, **kw) -> int:
 
 def test_throttle_recovers_an_8_kib_cache_that_nvr_floods():
     kw = dict(workload="spmm", rows=128, cols=262144, sparsity=0.9995, feat=16, npu_cache_kib=8.0)
-    assert cycles(True, **kw) < 0.8 * cycles(False, **kw)
+    assert cycles(True, **kw) < 0.7 * cycles(False, **kw)
 
 
 @pytest.mark.parametrize("cache", [8.0, 16.0])
 def test_throttle_does_not_shorten_spmv_into_late_prefetches(cache):
     # evicted prefetches still hit in L2; halving on them alone made 1/3 of the prefetches late (+8%)
     kw = dict(workload="spmv", rows=1024, cols=262144, sparsity=0.9995, feat=1, npu_cache_kib=cache)
-    assert cycles(True, **kw) <= 1.05 * cycles(False, **kw)
+    assert cycles(True, **kw) <= 1.02 * cycles(False, **kw)

@@ -188,13 +188,15 @@ def test_nvr_throttle_backs_off_when_prefetches_are_evicted_unused():
     tr = gather_reduce_trace(m, feat=1, width=16, weighted=False)
     tiny = HierarchyConfig(levels=(CacheConfig("c", 4, 4, 1), CacheConfig("l2", 1024, 16, 10)),
                            dram=DRAMConfig(50, 2, 16.0))
-    cfg_fixed = prefetchers.nvr.Config(distance=512, max_distance=512, throttle=False)
+    fixed = {d: run(tr, "nvr", prefetchers.nvr.Config(distance=d, min_distance=4, max_distance=512,
+                                                       throttle=False), tiny)[0] for d in (4, 16, 64, 512)}
     cfg_thr = prefetchers.nvr.Config(distance=512, min_distance=4, max_distance=512, throttle=True, epoch=64)
-    fixed, _, _ = run(tr, "nvr", cfg_fixed, tiny)
     thr, _, _ = run(tr, "nvr", cfg_thr, tiny)
-    assert fixed["pf_useless"] > fixed["pf_useful"]
-    assert thr["pf_useless"] < 0.5 * fixed["pf_useless"]
-    assert thr["pf_useful"] > fixed["pf_useful"]
+    assert fixed[512]["pf_useless"] > 10 * fixed[512]["pf_useful"]
+    # it backs off from 512, but not into the short distances whose prefetches come late
+    assert thr["cycles"] < 0.96 * fixed[512]["cycles"]
+    assert thr["cycles"] < 0.9 * fixed[4]["cycles"]
+    assert thr["cycles"] <= 1.05 * min(m["cycles"] for m in fixed.values())
 
 
 def test_nvr_waiting_for_loop_bounds_prefetches_the_same_lines_later():
