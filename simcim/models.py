@@ -8,18 +8,19 @@ from pathlib import Path
 
 import torch
 
-from simcim.bundled import MODEL_DIR
+from simcim.bundled import BUNDLED_DIRS
 
 BUNDLED = "bundled"
 
 
 def resolve_model_path(spec: str | Path) -> Path:
-    """``"bundled"`` or a local checkpoint directory; a clear error for anything else."""
-    if str(spec) == BUNDLED:
-        return MODEL_DIR
+    """A bundled model's name (``"bundled"``, ``"bundled-64e"``) or a local checkpoint directory."""
+    if str(spec) in BUNDLED_DIRS:
+        return BUNDLED_DIRS[str(spec)]
     path = Path(spec).expanduser()
     if not path.exists():
-        raise ValueError(f"model {spec!s}: no such directory (give 'bundled' or a local Hugging Face "
+        names = " or ".join(repr(n) for n in BUNDLED_DIRS)
+        raise ValueError(f"model {spec!s}: no such directory (give {names} or a local Hugging Face "
                          "checkpoint directory; hub names are not downloaded)")
     if not (path / "config.json").is_file():
         raise ValueError(f"model {spec!s}: no config.json in that directory (not a Hugging Face checkpoint)")
@@ -32,6 +33,19 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: no CUDA GPU is available here (use device = \"cpu\" or \"auto\")")
     return torch.device(device)
+
+
+def check_weight_files(path: Path, spec: str | Path) -> None:
+    """Open the header of every ``*.safetensors`` file, so a truncated or corrupted one is named."""
+    from safetensors import SafetensorError, safe_open
+
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(f, framework="pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"model {spec}: {f.name} is truncated or corrupted ({first})") from None
 
 
 @functools.lru_cache(maxsize=2)
@@ -48,6 +62,7 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto"):
     dev = resolve_device(device)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    check_weight_files(path, spec)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype)
     except (OSError, ValueError, KeyError) as e:

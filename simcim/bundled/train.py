@@ -1,9 +1,16 @@
-"""Train the bundled MoE model: ``python -m simcim.bundled.train [--device cuda] [--steps N]``.
+"""Train a bundled MoE model: ``python -m simcim.bundled.train [--model NAME] [--device cuda] [--steps N]``.
 
-A byte-level BPE tokenizer (2048 tokens) and a 4-layer ``OlmoeForCausalLM`` with 8 experts,
-top-2 routing (about 2.4M parameters) are trained on the training split of the bundled corpus,
-with early stopping on the validation split. The weights are saved as float16 safetensors
-(the config says float32, so they load upcast) together with the tokenizer.
+``--model bundled`` (the default): a byte-level BPE tokenizer (2048 tokens) and a 4-layer
+``OlmoeForCausalLM`` with 8 experts, top-2 routing (about 2.4M parameters).
+``--model bundled-64e``: OLMoE's routing structure (64 experts, top-8, no top-k renormalization)
+at 4 layers, hidden 128, experts of intermediate size 16 (about 2.4M parameters), reusing the
+first model's tokenizer (the checkpoint has none; evaluation falls back to the bundled one).
+The size flags (``--hidden``, ``--intermediate``, ``--layers``, ``--heads``, ``--experts``,
+``--top-k``) override a preset, e.g. for a wider model on a GPU.
+
+Both train on the training split of the bundled corpus with early stopping on the validation
+split (``--max-minutes`` also stops at a wall-clock limit, keeping the best checkpoint). The
+weights are saved as float16 safetensors (the config says float32, so they load upcast).
 """
 
 from __future__ import annotations
@@ -11,30 +18,43 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import time
 from pathlib import Path
 
 import torch
 
-from simcim.bundled import CORPUS_DIR, MODEL_DIR
+from simcim.bundled import BUNDLED_DIRS, CORPUS_DIR, MODEL_DIR
 from simcim.bundled.corpus import build_corpus, read_split
 
 VOCAB_SIZE = 2048
 SEQ_LEN = 256
 
+# architecture of each bundled model: hidden, intermediate (per expert), layers, heads, experts, top-k
+PRESETS: dict[str, dict[str, int]] = {
+    "bundled": dict(hidden=128, intermediate=128, layers=4, heads=4, experts=8, top_k=2),
+    "bundled-64e": dict(hidden=128, intermediate=16, layers=4, heads=4, experts=64, top_k=8),
+}
 
-def model_config():
+
+def model_config(hidden: int = 128, intermediate: int = 128, layers: int = 4, heads: int = 4, experts: int = 8,
+                 top_k: int = 2):
     from transformers import OlmoeConfig
 
+    if hidden % heads:
+        raise ValueError(f"--hidden {hidden} is not a multiple of --heads {heads}")
+    if not (1 <= top_k <= experts):
+        raise ValueError(f"--top-k {top_k} must be in [1, --experts {experts}]")
     return OlmoeConfig(
         vocab_size=VOCAB_SIZE,
-        hidden_size=128,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        num_experts=8,
-        num_experts_per_tok=2,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        num_experts=experts,
+        num_experts_per_tok=top_k,
+        norm_topk_prob=False,  # OLMoE's router: top-k probabilities are not renormalized
         max_position_embeddings=SEQ_LEN * 4,
         router_aux_loss_coef=0.01,
         output_router_logits=False,
@@ -85,17 +105,59 @@ def evaluate(model, ids: torch.Tensor, device: str) -> float:
     return math.exp(total / (n * SEQ_LEN))
 
 
-def main(argv: list[str] | None = None) -> None:
+@torch.no_grad()
+def init_from(model, checkpoint: Path) -> list[str]:
+    """Copy every tensor of ``checkpoint`` whose name and shape match into ``model``; return the names
+    (layer numbers folded) of the copied groups."""
+    from safetensors.torch import load_file
+
+    state = load_file(checkpoint / "model.safetensors")
+    own = model.state_dict()
+    copied = set()
+    for name, tensor in state.items():
+        if name in own and own[name].shape == tensor.shape:
+            own[name].copy_(tensor.to(own[name].dtype))
+            copied.add(re.sub(r"layers\.\d+\.", "layers.*.", name))
+    if not copied:
+        raise ValueError(f"--init-from {checkpoint}: no tensor matches this model's names and shapes")
+    return sorted(copied)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="bundled", choices=sorted(PRESETS), help="which bundled model to train")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--eval-every", type=int, default=100)
-    ap.add_argument("--out", type=Path, default=MODEL_DIR)
+    ap.add_argument("--max-minutes", type=float, default=None, help="stop at this wall time, keep the best so far")
+    for flag in PRESETS["bundled"]:
+        ap.add_argument(f"--{flag.replace('_', '-')}", type=int, default=None, help="override the preset's size")
+    ap.add_argument("--experts-impl", default=None, choices=["eager", "grouped_mm"],
+                    help="transformers expert kernel during training (default: grouped_mm for 64 experts)")
+    ap.add_argument("--init-from", default=None, choices=sorted(BUNDLED_DIRS),
+                    help="start from this trained bundled model's weights wherever name and shape match (embeddings, "
+                         "attention, norms, lm_head); experts and routers of another shape start fresh")
+    ap.add_argument("--out", type=Path, default=None, help="output folder (default: the model's asset folder)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--corpus-only", action="store_true", help="only rebuild the corpus split files")
     args = ap.parse_args(argv)
+    for flag, value in PRESETS[args.model].items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, value)
+        elif getattr(args, flag) < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.out is None:
+        args.out = BUNDLED_DIRS[args.model]
+    for name in ("steps", "batch", "eval_every"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     if args.corpus_only or not (CORPUS_DIR / "train.txt").is_file():
         print("corpus:", build_corpus())
@@ -105,21 +167,42 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    tok = train_tokenizer(read_split("train"), args.out)
+    if args.model == "bundled":
+        tok = train_tokenizer(read_split("train"), args.out)
+    else:  # the other bundled models share the first one's tokenizer
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(MODEL_DIR, local_files_only=True)
     ids = {s: torch.tensor(tok(read_split(s))["input_ids"], dtype=torch.long) for s in ("train", "valid")}
     print({k: v.numel() for k, v in ids.items()}, "tokens")
 
-    cfg = model_config()
-    model = OlmoeForCausalLM(cfg).to(args.device)
+    sizes = {flag: getattr(args, flag) for flag in PRESETS["bundled"]}
+    print(f"model {args.model}: {sizes}; device {args.device}, torch {torch.__version__}")
+    cfg = model_config(**sizes)
+    model = OlmoeForCausalLM(cfg)
+    if args.init_from is not None:
+        print("initialized from", args.init_from + ":", ", ".join(init_from(model, BUNDLED_DIRS[args.init_from])))
+    model = model.to(args.device)
+    impl = args.experts_impl or ("grouped_mm" if args.experts > 8 else None)
+    if impl is not None:
+        model.set_experts_implementation(impl)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params / 1e6:.2f}M parameters")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
     warmup = 100
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+
+    def lr_factor(step: int) -> float:
+        # cosine over the run; with a wall-clock limit the run ends at whichever comes first, steps or
+        # minutes, so the schedule follows the larger fraction done and anneals on a slow machine too
+        done = step / args.steps
+        if args.max_minutes is not None:
+            done = max(done, (time.time() - t0) / (60 * args.max_minutes))
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
     gen = torch.Generator().manual_seed(args.seed)
     best, best_state, bad = float("inf"), None, 0
     t0 = time.time()
+    for group in opt.param_groups:
+        group["lr"] = args.lr * lr_factor(0)
     stream = batches(ids["train"], args.batch, gen)
     for step in range(args.steps):
         x = next(stream).to(args.device)
@@ -133,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
+        for group in opt.param_groups:
+            group["lr"] = args.lr * lr_factor(step + 1)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             ppl = evaluate(model, ids["valid"], args.device)
             print(f"step {step + 1} loss {loss.item():.3f} valid ppl {ppl:.2f} ({time.time() - t0:.0f}s)", flush=True)
@@ -145,7 +229,12 @@ def main(argv: list[str] | None = None) -> None:
                 if bad >= 5:
                     print("early stop")
                     break
+            if args.max_minutes is not None and time.time() - t0 > 60 * args.max_minutes:
+                print(f"time limit ({args.max_minutes} min)")
+                break
     model.load_state_dict(best_state)
+    if impl is not None:
+        model.set_experts_implementation("eager")  # a training-speed choice, not part of the checkpoint
     model = model.to("cpu").half()
     model.save_pretrained(args.out, safe_serialization=True)
     cfg_path = args.out / "config.json"

@@ -28,25 +28,29 @@ OLMOE_SMALL = dict(OLMOE_1B_7B, vocab_size=2048, hidden_size=64, intermediate_si
 ARCHS = {"olmoe-1b-7b": OLMOE_1B_7B, "olmoe-small": OLMOE_SMALL}
 
 
-def build_config(arch: str):
+def build_config(arch: str, layers: int | None = None):
+    """The architecture's config; ``layers`` keeps only that many decoder layers (same shapes each)."""
     from transformers import OlmoeConfig
 
     if arch not in ARCHS:
         raise ValueError(f"arch {arch!r} is not one of {', '.join(ARCHS)}")
-    return OlmoeConfig(**ARCHS[arch])
+    if layers is not None and not (1 <= layers <= ARCHS[arch]["num_hidden_layers"]):
+        raise ValueError(f"layers {layers} must be in [1, {ARCHS[arch]['num_hidden_layers']}] for {arch}")
+    return OlmoeConfig(**dict(ARCHS[arch], num_hidden_layers=layers or ARCHS[arch]["num_hidden_layers"]))
 
 
 @torch.no_grad()
 def write_random_checkpoint(arch: str, out: Path, device: str = "cpu", dtype: str = "bfloat16",
-                            seed: int = 0) -> int:
-    """Write a random-weight ``arch`` checkpoint to ``out``; return its parameter count."""
+                            seed: int = 0, layers: int | None = None) -> int:
+    """Write a random-weight ``arch`` checkpoint (optionally only ``layers`` decoder layers) to ``out``;
+    return its parameter count."""
     from transformers import AutoModelForCausalLM
 
     if dtype not in ("bfloat16", "float16", "float32"):
         raise ValueError(f"dtype {dtype!r} is not one of bfloat16, float16, float32")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: no CUDA GPU is available here")
-    cfg = build_config(arch)
+    cfg = build_config(arch, layers)
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))
@@ -66,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="where to draw the weights (cuda is much faster)")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layers", type=int, default=None, help="keep only this many decoder layers (CPU profiling)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    n = write_random_checkpoint(args.arch, args.out, args.device, args.dtype, args.seed)
+    n = write_random_checkpoint(args.arch, args.out, args.device, args.dtype, args.seed, args.layers)
     print(f"{args.arch}: {n / 1e9:.2f}B parameters ({args.dtype}) written to {args.out} "
           f"in {time.perf_counter() - t0:.1f}s")
     return 0
