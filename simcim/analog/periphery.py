@@ -96,29 +96,34 @@ class PeripheryConfig:
 
 
 def quantize(v: torch.Tensor, levels: int, bound: float) -> torch.Tensor:
-    """Clip ``v`` to ``[-bound, bound]`` and round to ``levels`` steps per sign (0 levels: the sign)."""
-    v = v.clamp(-bound, bound)
+    """Clip ``v`` to ``[-bound, bound]`` and round to ``levels`` steps per sign (0 levels: the sign), in place."""
+    v = v.clamp_(-bound, bound)
     if levels == 0:
-        return torch.sign(v) * bound
+        return v.sign_().mul_(bound)
     step = bound / levels
-    return torch.floor(v / step + 0.5) * step
+    return v.mul_(1.0 / step).add_(0.5).floor_().mul_(step)
 
 
 def tiles_of(t: torch.Tensor, tile_rows: int) -> torch.Tensor:
     """``[..., K]`` zero-padded and split into ``[..., T, tile_rows]``."""
     k = t.shape[-1]
     n_tiles = -(-k // tile_rows)
-    t = torch.nn.functional.pad(t, (0, n_tiles * tile_rows - k))
+    if n_tiles * tile_rows != k:
+        t = torch.nn.functional.pad(t, (0, n_tiles * tile_rows - k))
     return t.reshape(*t.shape[:-1], n_tiles, tile_rows)
+
+
+def _rows_used(k: int, tile_rows: int, device: torch.device) -> torch.Tensor:
+    n_tiles = -(-k // tile_rows)
+    return torch.tensor([min(tile_rows, k - t * tile_rows) for t in range(n_tiles)], device=device,
+                        dtype=torch.float32)
 
 
 def ir_drop_weights(k: int, tile_rows: int, device: torch.device) -> torch.Tensor:
     """``[T, tile_rows]``: each row's share of the drop, ``1 - (1 - j / n)^2`` for row ``j`` of a tile of ``n`` used
     rows (aihwkit's steady-state approximation; ``j = 0`` is the row at the far end of the line)."""
-    n_tiles = -(-k // tile_rows)
     j = torch.arange(tile_rows, device=device, dtype=torch.float32)
-    used = torch.tensor([min(tile_rows, k - t * tile_rows) for t in range(n_tiles)], device=device,
-                        dtype=torch.float32)[:, None]
+    used = _rows_used(k, tile_rows, device)[:, None]
     p = 1.0 - j / used
     return torch.where(j < used, 1.0 - p * p, torch.zeros_like(p))
 
@@ -127,23 +132,21 @@ def ir_drop_delta(v: torch.Tensor, u: torch.Tensor, cfg: PeripheryConfig, k: int
     """aihwkit's first-order IR drop (``ForwardBackwardPassIOManaged::applyIrDrop``), per tile: the line's total
     current ``I_n = sum_k |u_nk| |v_k|`` sets ``a = I_n * n_rows / g_ratio`` and ``c = a (a (0.05 a - 0.2) + 0.5)``
     (a polynomial fit of the steady-state voltage along the line), and the output loses
-    ``ir_drop * c * sum_k u_nk v_k (1 - (1 - k / n_rows)^2)``. ``v [M, T, R]``, ``u [N, T, R]``; returns the
-    amount to subtract, ``[M, T, N]``."""
-    used = torch.tensor([min(tile_rows, k - t * tile_rows) for t in range(v.shape[1])], device=v.device,
-                        dtype=torch.float32)
-    current = torch.einsum("mtk,ntk->mtn", v.abs(), u.abs())
-    a = current * (used[None, :, None] / cfg.g_ratio)
+    ``ir_drop * c * sum_k u_nk v_k (1 - (1 - k / n_rows)^2)``. ``v [T, M, R]``, ``u [T, R, N]``; returns the
+    amount to subtract, ``[T, M, N]``."""
+    used = _rows_used(k, tile_rows, v.device)
+    a = torch.bmm(v.abs(), u.abs()).mul_((used / cfg.g_ratio)[:, None, None])
     c = a * (a * (0.05 * a - 0.2) + 0.5)
-    weighted = torch.einsum("mtk,ntk->mtn", v * ir_drop_weights(k, tile_rows, v.device)[None], u)
-    return cfg.ir_drop * c * weighted
+    weighted = torch.bmm(v * ir_drop_weights(k, tile_rows, v.device)[:, None, :], u)
+    return c.mul_(weighted).mul_(cfg.ir_drop)
 
 
-def input_ranges(x: torch.Tensor, cfg: PeripheryConfig, tile_rows: int) -> torch.Tensor:
-    """``r [M, T]``: the divisor that brings each token's slice of each tile into the DAC's range."""
-    xt = tiles_of(x.float(), tile_rows)
+def input_ranges(xt: torch.Tensor, cfg: PeripheryConfig) -> torch.Tensor:
+    """``r [T, M, 1]`` for inputs ``xt [T, M, R]``: the divisor that brings each token's slice of each tile
+    into the DAC's range."""
     if cfg.input_range == "none":
-        return torch.ones(xt.shape[:2], device=x.device)
-    r = xt.abs().amax(-1)
+        return torch.ones((*xt.shape[:2], 1), device=xt.device)
+    r = xt.abs().amax(-1, keepdim=True)
     return torch.where(r > 0, r, torch.ones_like(r))
 
 
@@ -179,56 +182,69 @@ def analog_mvm(x: torch.Tensor, unit: torch.Tensor, scales: torch.Tensor, cfg: P
     n_tiles = -(-k // tile_rows)
     if scales.shape != (n_tiles, n):
         raise ValueError(f"scales must be [{n_tiles}, {n}] (tiles, outputs); got {tuple(scales.shape)}")
-    u = tiles_of(unit.float(), tile_rows)  # [N, T, R]
+    u = tiles_of(unit.float(), tile_rows).permute(1, 2, 0)  # [T, R, N]
     var = None
     if cfg.read_sigma is None and read_var is not None:
-        var = tiles_of(read_var.float(), tile_rows)
-    r = input_ranges(x, cfg, tile_rows)  # [M, T]
-    xt = tiles_of(x.float(), tile_rows)  # [M, T, R]
-    factor = torch.ones_like(r)
-    todo = torch.arange(m, device=x.device)
-    q = torch.empty((m, n_tiles, n), device=x.device, dtype=torch.float32)
-    saturated = torch.empty((m, n_tiles, n), device=x.device, dtype=torch.bool)
-    while True:
-        z, sat = _convert(xt[todo] / (r[todo] * factor[todo])[..., None], u, var, cfg, k, tile_rows, generator)
-        q[todo], saturated[todo] = z, sat
-        redo = sat.any(-1)  # [len(todo), T]: a tile of a token saturated somewhere
-        if cfg.bound_management == "none" or not bool(redo.any()):
-            break
-        rows = redo.any(-1)
-        next_factor = factor[todo] * torch.where(redo, 2.0, 1.0)
-        if float(next_factor.max()) > cfg.max_bm_factor:
-            break
-        factor[todo] = next_factor
-        todo = todo[rows]
-        if counters is not None:
-            counters.bm_rounds += 1
+        var = tiles_of(read_var.float(), tile_rows).permute(1, 2, 0)
+    xt = tiles_of(x.float(), tile_rows).transpose(0, 1)  # [T, M, R]
+    r = input_ranges(xt, cfg)  # [T, M, 1]
+    if cfg.bound_management == "none":
+        q, saturated = _convert(xt / r, u, var, cfg, k, tile_rows, generator)
+        scale = r
+    else:
+        q, saturated, scale = _managed(xt, r, u, var, cfg, k, tile_rows, generator, counters)
     if counters is not None:
         counters.conversions += q.numel()
         counters.saturated += int(saturated.sum())
-    y = torch.einsum("mtn,tn->mn", q * (r * factor)[..., None], scales.float())
+    q.mul_(scale).mul_(scales.float()[:, None, :])
+    y = q[0] if n_tiles == 1 else q.sum(0)
     if bias is not None:
         y = y + bias.float()
     return y.to(x.dtype)
 
 
+def _managed(xt, r, u, var, cfg, k, tile_rows, generator, counters):
+    """Iterative bound management: convert again, with the input range doubled, every token whose tile
+    saturated an output, until none does or aihwkit's limit on the factor is reached."""
+    factor = torch.ones_like(r)
+    n_tiles, m = xt.shape[:2]
+    q = torch.empty((n_tiles, m, u.shape[-1]), device=xt.device)
+    saturated = torch.empty(q.shape, device=xt.device, dtype=torch.bool)
+    todo = torch.arange(m, device=xt.device)
+    while True:
+        z, sat = _convert(xt[:, todo] / (r[:, todo] * factor[:, todo]), u, var, cfg, k, tile_rows, generator)
+        q[:, todo], saturated[:, todo] = z, sat
+        redo = sat.any(-1, keepdim=True)  # [T, len(todo), 1]: a tile of a token saturated somewhere
+        if not bool(redo.any()):
+            break
+        next_factor = factor[:, todo] * torch.where(redo, 2.0, 1.0)
+        if float(next_factor.max()) > cfg.max_bm_factor:
+            break
+        factor[:, todo] = next_factor
+        todo = todo[redo.any(0)[:, 0]]
+        if counters is not None:
+            counters.bm_rounds += 1
+    return q, saturated, r * factor
+
+
 def _convert(v: torch.Tensor, u: torch.Tensor, var: torch.Tensor | None, cfg: PeripheryConfig, k: int,
              tile_rows: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 2-6 for scaled inputs ``v [M, T, R]``: ADC outputs ``[M, T, N]`` and where they saturated."""
+    """Steps 2-6 for scaled inputs ``v [T, M, R]`` (overwritten): ADC outputs ``[T, M, N]`` and where they
+    saturated."""
     vq = quantize(v, cfg.dac_levels, cfg.input_bound)
-    z = torch.einsum("mtk,ntk->mtn", vq, u)
+    z = torch.bmm(vq, u)
     if cfg.ir_drop > 0:
-        z = z - ir_drop_delta(vq, u, cfg, k, tile_rows)
+        z.sub_(ir_drop_delta(vq, u, cfg, k, tile_rows))
     noise_var = None
     if cfg.read_sigma is not None:
         if cfg.read_sigma > 0:
-            noise_var = (cfg.read_sigma ** 2) * vq.square().sum(-1, keepdim=True)
+            noise_var = vq.square().sum(-1, keepdim=True).mul_(cfg.read_sigma ** 2)
     elif var is not None:
-        noise_var = torch.einsum("mtk,ntk->mtn", vq.square(), var)
+        noise_var = torch.bmm(vq.square(), var)
     if cfg.out_noise > 0:
-        noise_var = cfg.out_noise ** 2 if noise_var is None else noise_var + cfg.out_noise ** 2
+        noise_var = cfg.out_noise ** 2 if noise_var is None else noise_var.add_(cfg.out_noise ** 2)
     if noise_var is not None:
         eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        z = z + eps * torch.as_tensor(noise_var, device=z.device).sqrt()
+        z.add_(eps.mul_(torch.as_tensor(noise_var, device=z.device).sqrt()))
     sat = z.abs() > cfg.adc_bound
     return quantize(z, cfg.adc_levels, cfg.adc_bound), sat
