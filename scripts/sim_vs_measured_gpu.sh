@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device-tool call: measure the GPU spec, then run the sim_vs_measured sweep; results under $OUT.
+# On one GPU machine: measure the GPU spec, then run the sim_vs_measured sweep; results under $OUT.
 #   run: bash scripts/sim_vs_measured_gpu.sh   (needs a CUDA GPU; OUT defaults to ./out_gpu; on an H200
 #        SPEC=simcim/gpu/specs/h200.toml, on another GPU a new file: the spec it measures is the one the sweep predicts with)
 # then the kernels, grids, durations and compiled registers of each call (kernel_grids.json)
