@@ -214,9 +214,10 @@ def _connect(address: str) -> Any:
         raise ConfigError(f"{where}: no Dask scheduler reachable there ({e.strerror or e})") from None
     try:
         return Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
-    except (OSError, TimeoutError) as e:
+    except Exception as e:  # silence, or something else listening there (a dashboard's HTTP port, a proxy)
+        text = str(e).strip().splitlines()
         raise ConfigError(f"{where}: no Dask scheduler answered within {CONNECT_TIMEOUT_S:.0f}s "
-                          f"({type(e).__name__})") from None
+                          f"({type(e).__name__}{': ' + text[0][:160] if text else ''})") from None
 
 
 def worker_specs(devices: list[str | None], *, cores: int | None = None,

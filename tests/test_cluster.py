@@ -175,6 +175,34 @@ def test_unreachable_scheduler_is_one_line_at_once_and_leaves_no_run_folder(tmp_
     assert not (tmp_path / "run").exists()
 
 
+def test_a_port_where_no_scheduler_listens_is_one_line(tmp_path, capsys):
+    # e.g. the dashboard's port given instead of the scheduler's: something answers, but not Dask
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+    def answer_http():
+        for _ in range(20):
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 64)
+
+    threading.Thread(target=answer_http, daemon=True).start()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[experiment]\nkind = "selftest"\n')
+    try:
+        rc = main(["run", str(cfg), "--out", str(tmp_path / "run"), "--scheduler", address, "--no-progress"])
+    finally:
+        server.close()
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and address in err and "no Dask scheduler answered" in err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(("gpus", "count", "message"), [
     ("1", 0, "no CUDA GPU is visible"),
     ("all", 0, "no CUDA GPU is visible"),

@@ -152,7 +152,7 @@ def test_existing_scheduler(tmp_path):
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(SLOW.format(sleep=0.0))
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster:
         rc = main(["sweep", str(cfg), "--out", str(tmp_path / "remote"), "--scheduler", cluster.scheduler_address,
                    "--no-progress"])
     assert rc == 0 and len(simcim.load(tmp_path / "remote")) == 12
