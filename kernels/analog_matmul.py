@@ -7,11 +7,12 @@ Numerics (``x [M, K]``, ``W [N, K]`` as in ``nn.Linear``, config :class:`AnalogC
    ``s[t, n] = max_{k in t} |W[n, k]|`` -- the same per-column scale that
    ``simcim.crossbar.tile_scales`` maps to ``g_max`` -- and holds the unit weight
    ``u = W / s`` (0 where ``s = 0``), stored in bf16 (the conductance resolution of this model).
-2. **DAC**: each input row is scaled by its abs-max ``r_m`` (dynamic input range; 1 for an all-zero
-   row) and rounded to ``L = 2^(dac_bits-1) - 1`` levels per sign:
-   ``c = floor(x * (L / r_m) + 1/2)`` in fp32, an integer code in ``[-L, L]``.
-3. **Analog MVM per tile**: ``z[m, t, n] = (sum_{k in t} c[m, k] u[n, k]) / L``, in fp32.
-4. **Read noise**: ``z += sqrt(read_noise^2 * sum_{k in t} (c/L)^2 + out_noise^2) * eps``, one
+2. **DAC**: each input row is scaled by its input range ``r[m, t]`` -- its abs-max (1 for an all-zero
+   row), per token or, with ``range_per_tile``, per token and tile; 1 with ``input_range="none"`` --
+   clipped to ``input_bound`` and rounded to ``L = 2^(dac_bits-1) - 1`` levels per sign:
+   ``c = floor(clip(x * L / (r * B), -L, L) + 1/2)`` in fp32 (``B = input_bound``), an integer code in ``[-L, L]``.
+3. **Analog MVM per tile**: ``z[m, t, n] = (sum_{k in t} c[m, k] u[n, k]) * B / L``, in fp32.
+4. **Read noise**: ``z += sqrt(read_noise^2 * sum_{k in t} (c B / L)^2 + out_noise^2) * eps``, one
    standard normal ``eps`` per output and tile. This is the exact distribution of independent
    Gaussian read noise of std ``read_noise`` on every unit weight (a sum of Gaussians) plus
    additive output noise ``out_noise``. The kernel draws ``eps`` with Philox4x32-10 keyed by ``seed + t``;
@@ -23,7 +24,10 @@ Numerics (``x [M, K]``, ``W [N, K]`` as in ``nn.Linear``, config :class:`AnalogC
    output, counter ``m * N + n``.
 5. **ADC**: ``z`` is clipped to ``[-adc_bound, adc_bound]`` and rounded to
    ``A = 2^(adc_bits-1) - 1`` levels per sign: ``q = floor(z * A / adc_bound + 1/2) * adc_bound / A``.
-6. **Digital sum**: ``y[m, n] = r_m * sum_t s[t, n] q[m, t, n] (+ bias[n])``, output in ``x``'s dtype.
+6. **Digital sum**: ``y[m, n] = sum_t r[m, t] s[t, n] q[m, t, n] (+ bias[n])``, output in ``x``'s dtype.
+
+``simcim.analog`` runs whole models through this kernel where it covers their periphery (see
+``simcim.analog.engines``) and through its own PyTorch reference otherwise.
 
 Everything but step 4 is deterministic; with the noise off, kernel and reference agree up to the
 fp32 summation order inside a tile, which can move a value that lies within rounding of an ADC
@@ -94,6 +98,9 @@ class AnalogConfig:
     adc_bound: float = 16.0  # ADC full scale, in units of one unit-input x unit-weight product
     read_noise: float = 0.0  # std of each unit weight's read noise, redrawn every MVM
     out_noise: float = 0.0  # std of additive noise on each tile output, same units as adc_bound
+    input_range: str = "abs_max"  # "abs_max": inputs divided by their abs-max; "none": taken as they are
+    input_bound: float = 1.0  # DAC full scale, in units of the input range
+    range_per_tile: bool = False  # abs-max per token and tile (aihwkit's per-tile noise management), not per token
 
     def __post_init__(self) -> None:
         if self.tile_rows < 16 or self.tile_rows & (self.tile_rows - 1):
@@ -105,6 +112,10 @@ class AnalogConfig:
             raise ValueError(f"adc_bits must be between 2 and 24; got {self.adc_bits}")
         if not self.adc_bound > 0:
             raise ValueError(f"adc_bound must be > 0; got {self.adc_bound}")
+        if self.input_range not in ("abs_max", "none"):
+            raise ValueError(f"input_range must be 'abs_max' or 'none'; got {self.input_range!r}")
+        if not self.input_bound > 0:
+            raise ValueError(f"input_bound must be > 0; got {self.input_bound}")
         if not (self.read_noise >= 0 and self.out_noise >= 0):
             raise ValueError(f"read_noise ({self.read_noise}) and out_noise ({self.out_noise}) must be >= 0")
 
@@ -152,16 +163,28 @@ def program_weights(w: torch.Tensor, config: AnalogConfig) -> AnalogWeights:
     return AnalogWeights(unit.to(torch.bfloat16).contiguous(), scales.t().contiguous(), config)
 
 
-def _input_range(x: torch.Tensor, config: AnalogConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _row_range(x: torch.Tensor, config: AnalogConfig) -> torch.Tensor:
+    """Per-token input range ``r [M]`` (the kernel's input when the range is not per tile)."""
+    if config.input_range == "none":
+        return torch.ones(x.shape[0], device=x.device, dtype=torch.float32)
     r = x.detach().abs().amax(-1).float()
-    r = torch.where(r > 0, r, torch.ones_like(r))
-    return r, (config.dac_levels / r).float()
+    return torch.where(r > 0, r, torch.ones_like(r))
 
 
 def dac(x: torch.Tensor, config: AnalogConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference DAC: integer codes ``[M, K]`` (fp32) and the per-row input range ``r [M]``."""
-    r, inv = _input_range(x, config)
-    return torch.floor(x.float() * inv[:, None] + 0.5), r
+    """Reference DAC: integer codes ``[M, K]`` (fp32) and the input range ``r [M, T]`` of each token and tile."""
+    m, k = x.shape
+    tiles = -(-k // config.tile_rows)
+    xt = torch.nn.functional.pad(x.detach().float(), (0, tiles * config.tile_rows - k)).reshape(m, tiles, -1)
+    if config.range_per_tile and config.input_range == "abs_max":
+        r = xt.abs().amax(-1)
+        r = torch.where(r > 0, r, torch.ones_like(r))
+    else:
+        r = _row_range(x, config)[:, None].expand(m, tiles)
+    levels = config.dac_levels
+    inv = levels / (r * config.input_bound)
+    codes = torch.floor((xt * inv[..., None]).clamp(-levels, levels) + 0.5)
+    return codes.reshape(m, -1)[:, :k], r.contiguous()
 
 
 def analog_matmul_reference(
@@ -179,7 +202,7 @@ def analog_matmul_reference(
     pad = tiles * rows - k
     c = torch.nn.functional.pad(codes, (0, pad)).reshape(m, tiles, rows)
     u = torch.nn.functional.pad(aw.unit.float(), (0, pad)).reshape(aw.n, tiles, rows)
-    inv_l = torch.tensor(1.0 / cfg.dac_levels, dtype=torch.float32)
+    inv_l = torch.tensor(cfg.input_bound / cfg.dac_levels, dtype=torch.float32)
     z = torch.einsum("mtk,ntk->mtn", c, u) * inv_l  # [M, T, N]
     if cfg.noisy:
         sq = ((c * inv_l) ** 2).sum(-1)  # [M, T]
@@ -188,7 +211,7 @@ def analog_matmul_reference(
         z = z + std * eps
     a, bound = cfg.adc_levels, cfg.adc_bound
     q = torch.floor(z.clamp(-bound, bound) * (a / bound) + 0.5) * (bound / a)
-    y = (q * aw.scales[None]).sum(1) * r[:, None]
+    y = (q * aw.scales[None] * r[..., None]).sum(1)
     if bias is not None:
         y = y + bias.float()
     return y.to(x.dtype)
@@ -219,32 +242,49 @@ if HAVE_TRITON:
     @triton.jit
     def _dac_kernel(
         X,
-        INV,
+        RIN,
         XC,
         SQ,
+        R,
         M,
         K,
         n_tiles,
         stride_xm,
-        inv_levels,
+        levels,
+        input_bound,
+        code_unit,
         TILE: tl.constexpr,
+        PER_TILE: tl.constexpr,
         BLOCK_R: tl.constexpr,
         BLOCK_K: tl.constexpr,
     ):
         rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
         t = tl.program_id(1)
         r_mask = rows < M
-        inv = tl.load(INV + rows, mask=r_mask, other=0.0)
+        if PER_TILE:  # abs-max of this token's slice of the tile: one pass to find it, one to convert
+            amax = tl.zeros([BLOCK_R, BLOCK_K], tl.float32)
+            for k0 in range(t * TILE, tl.minimum(t * TILE + TILE, K), BLOCK_K):
+                offs = k0 + tl.arange(0, BLOCK_K)
+                mask = r_mask[:, None] & (offs[None, :] < K)
+                x = tl.load(X + rows[:, None].to(tl.int64) * stride_xm + offs[None, :], mask=mask, other=0.0)
+                amax = tl.maximum(amax, tl.abs(x.to(tl.float32)))
+            r = tl.max(amax, 1)
+            r = tl.where(r > 0, r, 1.0)
+        else:
+            r = tl.load(RIN + rows, mask=r_mask, other=1.0)
+        inv = levels / (r * input_bound)
         sq = tl.zeros([BLOCK_R, BLOCK_K], tl.float32)
         for k0 in range(t * TILE, tl.minimum(t * TILE + TILE, K), BLOCK_K):
             offs = k0 + tl.arange(0, BLOCK_K)
             mask = r_mask[:, None] & (offs[None, :] < K)
             x = tl.load(X + rows[:, None].to(tl.int64) * stride_xm + offs[None, :], mask=mask, other=0.0)
-            code = tl.math.floor(x.to(tl.float32) * inv[:, None] + 0.5)
+            v = tl.minimum(tl.maximum(x.to(tl.float32) * inv[:, None], -levels), levels)
+            code = tl.math.floor(v + 0.5)
             tl.store(XC + rows[:, None].to(tl.int64) * K + offs[None, :], code.to(tl.bfloat16), mask=mask)
-            unit = code * inv_levels
+            unit = code * code_unit
             sq += unit * unit
         tl.store(SQ + rows * n_tiles + t, tl.sum(sq, 1), mask=r_mask)
+        tl.store(R + rows * n_tiles + t, r, mask=r_mask)
 
     @triton.jit
     def _tile_epilogue(
@@ -257,6 +297,7 @@ if HAVE_TRITON:
         n_mask,
         S,
         SQ,
+        R,
         N,
         n_tiles,
         seed,
@@ -280,7 +321,8 @@ if HAVE_TRITON:
         z = tl.minimum(tl.maximum(z, -adc_bound), adc_bound)
         q = tl.math.floor(z * (adc_levels / adc_bound) + 0.5) * (adc_bound / adc_levels)
         s = tl.load(S + t * N + offs_n, mask=n_mask, other=0.0)
-        return y + q * s[None, :]
+        r = tl.load(R + offs_m * n_tiles + t, mask=m_mask, other=0.0)
+        return y + q * s[None, :] * r[:, None]
 
     @triton.jit
     def _analog_kernel(
@@ -350,6 +392,7 @@ if HAVE_TRITON:
                     n_mask,
                     S,
                     SQ,
+                    R,
                     N,
                     n_tiles,
                     seed,
@@ -381,6 +424,7 @@ if HAVE_TRITON:
                         n_mask,
                         S,
                         SQ,
+                        R,
                         N,
                         n_tiles,
                         seed,
@@ -394,8 +438,6 @@ if HAVE_TRITON:
                         ASM,
                     )
                     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        r = tl.load(R + offs_m, mask=m_mask, other=0.0)
-        y = y * r[:, None]
         if HAS_BIAS:
             y += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
         tl.store(
@@ -441,7 +483,10 @@ def analog_matmul(
     if x.stride(1) != 1:
         x = x.contiguous()
     k = aw.k
-    r, inv = _input_range(x, cfg)
+    per_tile = cfg.range_per_tile and cfg.input_range == "abs_max"
+    r_in = r = torch.empty((m, aw.tiles), device=x.device, dtype=torch.float32)
+    if not per_tile:
+        r_in = _row_range(x, cfg)
     codes = torch.empty((m, k), device=x.device, dtype=torch.bfloat16)
     sq = torch.empty((m, aw.tiles), device=x.device, dtype=torch.float32)
     block_m, block_n, block_k, warps, stages, nested = config or _launch_config(m, aw.n)
@@ -451,15 +496,19 @@ def analog_matmul(
     dac_k = min(cfg.tile_rows, dac_k)
     _dac_kernel[(triton.cdiv(m, dac_rows), aw.tiles)](
         x,
-        inv,
+        r_in,
         codes,
         sq,
+        r,
         m,
         k,
         aw.tiles,
         x.stride(0),
-        1.0 / cfg.dac_levels,
+        float(cfg.dac_levels),
+        cfg.input_bound,
+        cfg.input_bound / cfg.dac_levels,
         TILE=cfg.tile_rows,
+        PER_TILE=per_tile,
         BLOCK_R=dac_rows,
         BLOCK_K=dac_k,
     )
@@ -480,7 +529,7 @@ def analog_matmul(
         seed,
         aw.unit.stride(0),
         y.stride(0),
-        1.0 / cfg.dac_levels,
+        cfg.input_bound / cfg.dac_levels,
         cfg.adc_bound,
         float(cfg.adc_levels),
         cfg.read_noise**2,

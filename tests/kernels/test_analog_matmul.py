@@ -41,6 +41,48 @@ def test_deterministic_parts_match_the_reference_exactly(device, rng):
     assert codes.abs().max() <= cfg.dac_levels
 
 
+@pytest.mark.parametrize("range_cfg", [dict(range_per_tile=True), dict(input_range="none", input_bound=2.0),
+                                       dict(range_per_tile=True, input_bound=0.5)])
+def test_input_range_policies_match_the_reference(device, rng, range_cfg):
+    cfg = AnalogConfig(tile_rows=32, dac_bits=6, adc_bits=10, adc_bound=8.0, **range_cfg)
+    aw = program_weights(randn(N, K, g=rng), cfg)
+    aw.unit, aw.scales = aw.unit.to(device), aw.scales.to(device)
+    x = randn(M, K, g=rng, device=device)
+    x[:, 40:64] *= 20  # one tile with a much larger range than the others
+    y, ref = analog_matmul(x, aw), analog_matmul_reference(x, aw)
+    step = cfg.adc_bound / cfg.adc_levels * aw.scales.max() * x.abs().amax()
+    differ = (y - ref).abs() > 1e-4 * ref.abs().max()
+    assert differ.float().mean() < 0.01 and bool(((y - ref).abs() <= step * 1.01).all())
+    codes, r = dac(x, cfg)
+    assert codes.abs().max() <= cfg.dac_levels and r.shape == (M, aw.tiles)
+    if cfg.range_per_tile:
+        assert float(r[0, 1]) == pytest.approx(float(x[0, 32:64].abs().max()))
+
+
+def test_simcim_analog_reference_and_kernel_agree_in_distribution(device, rng):
+    """The model-level engines: ``simcim.analog.periphery.analog_mvm`` (fp32 unit weights) and the kernel
+    (bf16 unit weights, Philox noise) on the same programmed array: the same mean output and noise std."""
+    from simcim.analog.engines import kernel_mvm
+    from simcim.analog.periphery import PeripheryConfig, analog_mvm
+
+    w = randn(N, K, g=rng, device=device)
+    aw = program_weights(w, AnalogConfig(tile_rows=32))
+    unit, scales = aw.unit.float(), aw.scales
+    x = randn(64, K, g=rng, device=device)
+    quiet = PeripheryConfig(dac_bits=8, adc_bits=12, adc_bound=12.0)
+    a = analog_mvm(x, unit, scales, quiet, 32)
+    b = kernel_mvm(x, unit, scales, quiet, 32, None, torch.Generator(device=device).manual_seed(0), None)
+    step = quiet.adc_bound / quiet.adc_levels * scales.max() * x.abs().amax()
+    assert bool(((a - b).abs() <= aw.tiles * step).all())
+    noisy = PeripheryConfig(dac_bits=8, adc_bits=12, adc_bound=12.0, read_sigma=0.05, out_noise=0.05)
+    g = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**30, (1,), generator=rng)))
+    da = torch.stack([analog_mvm(x, unit, scales, noisy, 32, generator=g) - a for _ in range(4)])
+    db = torch.stack([kernel_mvm(x, unit, scales, noisy, 32, None, g, None) - b for _ in range(4)])
+    n = da.numel()
+    assert abs(float(da.std() / db.std()) - 1) < 4.5 * (1 / n) ** 0.5
+    assert abs(float(da.mean() - db.mean())) < 4.5 * float(da.std()) * (2 / n) ** 0.5
+
+
 def test_ideal_converters_recover_the_matmul(device, rng):
     cfg = AnalogConfig(tile_rows=64, dac_bits=9, adc_bits=24, adc_bound=64.0)
     w = randn(N, K, g=rng, device=device)
@@ -60,7 +102,7 @@ def test_read_noise_has_the_documented_distribution(device, rng):
     pad = aw.tiles * 32 - K
     sq = (torch.nn.functional.pad(codes / cfg.dac_levels, (0, pad)).reshape(96, aw.tiles, 32) ** 2).sum(-1)
     var_t = cfg.read_noise**2 * sq + cfg.out_noise**2  # [M, T]
-    std = ((var_t[..., None] * aw.scales[None] ** 2).sum(1)).sqrt() * r[:, None]
+    std = ((var_t[..., None] * (aw.scales[None] * r[..., None]) ** 2).sum(1)).sqrt()
     seed = int(torch.randint(0, 2**20, (1,), generator=rng))
     z = (analog_matmul(x, aw, seed=seed) - clean) / std
     z_ref = (analog_matmul_reference(x, aw, generator=rng) - clean) / std
