@@ -214,13 +214,11 @@ def _managed(xt, r, u, var, cfg, k, tile_rows, generator, counters):
     while True:
         z, sat = _convert(xt[:, todo] / (r[:, todo] * factor[:, todo]), u, var, cfg, k, tile_rows, generator)
         q[:, todo], saturated[:, todo] = z, sat
-        redo = sat.any(-1, keepdim=True)  # [T, len(todo), 1]: a tile of a token saturated somewhere
+        # a tile of a token saturated somewhere, and its factor may still double: [T, len(todo), 1]
+        redo = sat.any(-1, keepdim=True) & (factor[:, todo] * 2 <= cfg.max_bm_factor)
         if not bool(redo.any()):
             break
-        next_factor = factor[:, todo] * torch.where(redo, 2.0, 1.0)
-        if float(next_factor.max()) > cfg.max_bm_factor:
-            break
-        factor[:, todo] = next_factor
+        factor[:, todo] = factor[:, todo] * torch.where(redo, 2.0, 1.0)
         todo = todo[redo.any(0)[:, 0]]
         if counters is not None:
             counters.bm_rounds += 1
