@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +123,7 @@ class AxisText:
     def _label(name: str, text: str) -> str:
         if not text:
             return name
-        short = text.split("; ")[0].rstrip(".")
-        if len(short) > 60:
-            short = short[:57].rstrip() + "..."
-        return f"{name}: {short}"
+        return textwrap.fill(f"{name}: {text.rstrip('.')}", width=56, max_lines=3, placeholder=" ...")
 
     def param(self, name: str) -> str:
         return self._label(name, self.param_help.get(name, ""))
@@ -164,15 +162,20 @@ def plot_metric(summary: pd.DataFrame, x: str, lines: list[str], metric: str, pa
     max_n = int(summary["n"].max())
     handles: dict[str, Any] = {}
     for ax, (fkey, panel) in zip(axes.flat, panels):
-        groups = panel.groupby(series, sort=True) if series else [((), panel)]
-        for key, g in groups:
+        groups = list(panel.groupby(series, sort=True)) if series else [((), panel)]
+        for i, (key, g) in enumerate(groups):
             key = key if isinstance(key, tuple) else (key,)
             g = g.sort_values(x)
-            xs = pd.to_numeric(g[x]) if numeric_x else g[x].map(_fmt).map(categories.index)
+            if numeric_x:
+                xs, style = pd.to_numeric(g[x]), "-"
+            else:  # categories: no line between unrelated cases, series side by side at each
+                dodge = (i - (len(groups) - 1) / 2) * 0.6 / max(len(groups), 1)
+                xs, style = g[x].map(_fmt).map(categories.index) + dodge, "none"
             yerr = g[f"{metric}_std"].where(g["n"] > 1) if max_n > 1 else None
             # the legend's title names a single lines parameter, so its entries are the values alone
             label = _fmt(key[0]) if len(series) == 1 else _series_label(series, key)
-            h = ax.errorbar(xs, g[f"{metric}_mean"], yerr=yerr, marker="o", capsize=3, label=label or None)
+            h = ax.errorbar(xs, g[f"{metric}_mean"], yerr=yerr, marker="o", capsize=3, linestyle=style,
+                            label=label or None)
             handles.setdefault(label, h)
         if facets:
             fkey = fkey if isinstance(fkey, tuple) else (fkey,)
@@ -184,7 +187,7 @@ def plot_metric(summary: pd.DataFrame, x: str, lines: list[str], metric: str, pa
                 ax.set_xscale("log")
             ticks = sorted(pd.to_numeric(summary[x]).unique())
             if len(ticks) <= 8:  # a few swept values: tick exactly those, not matplotlib's round numbers
-                ax.set_xticks(ticks, [_fmt(float(t)) for t in ticks], rotation=30 if len(ticks) > 4 else 0,
+                ax.set_xticks(ticks, [_fmt(float(t)) for t in ticks], rotation=30 if len(ticks) > 6 else 0,
                               fontsize=8)
                 ax.minorticks_off()
         ax.grid(alpha=0.3)
@@ -204,6 +207,22 @@ def plot_metric(summary: pd.DataFrame, x: str, lines: list[str], metric: str, pa
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return len(panels)
+
+
+def series_params(df: pd.DataFrame, x: str | None, lines: str | None, group_by: list[str]) -> list[str]:
+    """The parameters whose values make a plot's separate lines (or panels).
+
+    The [report] ``lines`` parameter first, then every other varying parameter, so no line mixes
+    settings; a parameter paired with x (one value at each x, as a [sweep.zip] makes) is part of
+    what x names, not a setting of its own.
+    """
+    def paired_with_x(c: str) -> bool:
+        per_x = df.groupby(df[x].map(_hashable))[c].agg(lambda v: v.map(_hashable).nunique(dropna=False))
+        return bool((per_x <= 1).all())
+
+    out = [c for c in [lines] + group_by
+           if c and c != x and c in group_by and (c == lines or x is None or not paired_with_x(c))]
+    return list(dict.fromkeys(out))
 
 
 def write_report(run_dir: str | Path, metrics: list[str] | None = None) -> tuple[Path, str]:
@@ -230,9 +249,7 @@ def write_report(run_dir: str | Path, metrics: list[str] | None = None) -> tuple
     table = markdown_table(summary, group_by, shown)
 
     x = spec.get("x") or next((c for c in group_by if pd.api.types.is_numeric_dtype(df[c])), None)
-    # the [report] lines parameter first, then every other varying parameter, so no line mixes settings
-    line_params = [c for c in [spec.get("lines")] + group_by if c and c != x and c in group_by]
-    line_params = list(dict.fromkeys(line_params))
+    line_params = series_params(df, x, spec.get("lines"), group_by)
     out = [f"# {manifest.get('name', run_dir.name)}", ""]
     if manifest.get("description"):
         out += [manifest["description"], ""]

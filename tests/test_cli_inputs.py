@@ -148,3 +148,15 @@ def test_many_series_are_split_into_panels(tmp_path):
     assert plot_metric(summary[(summary.l2 == 1) & (summary.cache == 0)], "x", ["pf", "l2", "cache"], "y",
                        tmp_path / "q.png", False, "t") == 1
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_parameters_paired_with_x_make_no_series_of_their_own():
+    from simcim.experiments.report import series_params
+
+    df = pd.DataFrame([dict(workload=w, rows=r, prefetcher=p) for w, r in (("a", 1), ("b", 2), ("c", 3))
+                       for p in ("none", "nvr")])
+    assert series_params(df, "workload", "prefetcher", ["workload", "rows", "prefetcher"]) == ["prefetcher"]
+    df["cache"] = [0, 16] * 3
+    df = pd.concat([df, df.assign(cache=df.cache + 32)])
+    assert series_params(df, "workload", "prefetcher", ["workload", "rows", "prefetcher", "cache"]) == \
+        ["prefetcher", "cache"]
