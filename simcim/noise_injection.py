@@ -119,6 +119,11 @@ class Params:
 
 
 DEFAULT_METRICS = ("perplexity",)
+SEED_NOUN = "simulated chip"  # each seed programs a new chip instance: its own device-to-device draws
+METRIC_HELP = {
+    "perplexity": "perplexity on the held-out text (lower is better)",
+    "weight_rel_error": "||W_read - W|| / ||W|| over the selected weights",
+}
 
 
 @contextlib.contextmanager

@@ -97,6 +97,7 @@ class Params(noise_injection.Params):
 
 
 DEFAULT_METRICS = ("perplexity", "load_cv", "topk_mismatch", "ppl_reduction_pct")
+SEED_NOUN = "simulated chip"  # each seed programs a new chip instance: its own device-to-device draws
 
 
 @functools.lru_cache(maxsize=4)
