@@ -35,10 +35,13 @@ class Params:
     fail_above: float = param(1e9, help="raise when x is above this")
     sleep_s: float = param(0.0, ge=0, help="seconds to sleep")
     peek: str = param("", help="a folder the trial tries to list")
+    die_at: float = param(-1.0, help="at this x (seed 0) the trial kills its worker process")
 
 
 def run_trial(params, seed, ctx):
     time.sleep(params.sleep_s)
+    if params.x == params.die_at and seed == 0:
+        os._exit(3)
     with open("executions.log", "a") as fh:  # the worker's working folder
         fh.write(ctx.trial_id + "\\n")
     (ctx.artifact_dir / "nested").mkdir()
@@ -247,6 +250,27 @@ def test_gpus_all_runs_one_worker_pinned_to_each_gpu(tmp_path, probe_kind, monke
     assert len(df) == 8
     assert set(df["gpu"]) == {"0", "1"}  # both workers ran trials, each with only its own GPU visible
     assert df.groupby("pid")["gpu"].nunique().eq(1).all() and df["pid"].nunique() == 2
+
+
+def test_a_trial_that_kills_its_worker_is_recorded_failed_and_every_trial_stored_once(tmp_path, probe_kind,
+                                                                                      monkeypatch):
+    import dask
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "probe.toml"
+    cfg.write_text(PROBE_SWEEP.format(sleep=0.0, peek="").replace("fail_above = 2.5", "die_at = 1.0"))
+    # no retries: the first worker death marks the trial as killing workers (and, at times, a trial that was
+    # handed to the same worker); one task on a worker at a time keeps that to few
+    with dask.config.set({"distributed.worker.preload": [str(probe_kind)],
+                          "distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0}):
+        rc = main(["sweep", str(cfg), "--out", str(tmp_path / "run"), "--workers", "2", "--no-progress"])
+    assert rc == 1
+    df = simcim.load(tmp_path / "run", include_failed=True)
+    assert len(df) == 8 and df["trial_id"].is_unique
+    killer = (df["x"] == 1.0) & (df["seed"] == 0)
+    assert killer.sum() == 1 and df.loc[killer, "error"].str.startswith("KilledWorker").all()
+    failed = df[df["status"] == "failed"]
+    assert failed["error"].str.startswith("KilledWorker").all() and len(failed) <= 3
 
 
 @pytest.mark.parametrize(("text", "message"), [
