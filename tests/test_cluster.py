@@ -294,6 +294,17 @@ def test_bad_cluster_file_is_one_line_exit_2(tmp_path, capsys, text, message):
     assert not (tmp_path / "run").exists()
 
 
+def test_cluster_file_off_a_slurm_submit_host_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cluster.shutil, "which", lambda name: None)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[experiment]\nkind = "selftest"\n')
+    (tmp_path / "slurm.toml").write_text("[slurm]\njobs = 2\n")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run"), "--cluster", str(tmp_path / "slurm.toml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "simcim: error: --cluster: sbatch is not on PATH: run the sweep on a Slurm login (submit) node"
+    assert not (tmp_path / "run").exists()
+
+
 def test_cluster_file_fields_and_worker_lifetime(tmp_path):
     path = tmp_path / "slurm.toml"
     path.write_text("[slurm]\njobs = 4\ncores = 8\nmemory = '32GB'\ngpus = 1\nwalltime = '1-00:00:00'\n"

@@ -101,3 +101,15 @@ def test_slurm_sweep_stores_every_trial_once_when_slurm_kills_a_worker_job(tmp_p
     assert all(executions.count(tid) == 1 for tid in stored_before)  # stored before the kill: not run again
     assert set(executions) == expected
     assert len(list((tmp_path / "logs").glob("*.err"))) >= 2  # Slurm output of the killed job and its replacement
+
+
+def test_a_job_slurm_refuses_is_one_line_before_anything_runs(tmp_path, capsys):
+    from simcim.experiments.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[experiment]\nkind = "selftest"\n')
+    (tmp_path / "slurm.toml").write_text('[slurm]\npartition = "no-such-partition"\n')
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "run"), "--cluster", str(tmp_path / "slurm.toml")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "sbatch refuses the worker job" in err and "partition" in err
+    assert not (tmp_path / "run").exists()
