@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -138,3 +139,18 @@ def test_a_weight_that_never_reaches_f_linear_is_named(tiny_models):
                 fwd.check_mapped(torch.ones(1, 8, dtype=torch.long))
         finally:
             del lin.forward
+
+
+@pytest.mark.parametrize("repair", ["romer", "digital_router", "redundancy"])
+def test_moe_repairs_run_on_top_of_the_analog_forward(tiny_models, repair):
+    from simcim.moe import experiment as moe
+
+    p = moe.Params(model=str(tiny_models["olmoe"]), noise="pcm", level=1.0, forward="analog", tile_rows=16,
+                   repair=repair, calib_tokens=256, diag_tokens=128, **FAST)
+    m = moe.run_trial(p, 0)
+    assert math.isfinite(m["perplexity"]) and 0 <= m["adc_saturation"] <= 1
+    if repair == "romer":
+        assert math.isfinite(m["unrepaired_perplexity"])
+    fresh = dict(load_model.__wrapped__(p.model, "cpu").named_parameters())
+    for name, q in load_model(p.model, "cpu").named_parameters():  # the clean weights are back
+        assert torch.equal(q, fresh[name]), name
