@@ -1,11 +1,13 @@
 """Low-bit weight-only matmul for small batches (M = 2..16 and above): three Triton kernels and their launchers.
 
-- ``"tc"`` (M = 2..16, fp16/bf16 activations): ``y^T = W x^T`` on the tensor cores. The weight tile is
-  dequantized in registers (two codes per shift, LOP3 and packed FMA, :mod:`simcim.kernels._unpack`) and is the
-  dot's left operand, which Hopper's tensor cores read from registers; the few activation rows, padded to 16,
-  are the right operand. Weight words are loaded evict-first (each is read once), the loop is software-pipelined
-  over ``num_stages``, and K is split over ``split_k`` programs whose partial sums the last program of each row
-  block adds in the same launch (deterministic: in split order).
+- ``"tc"`` (M = 2..16, fp16/bf16 activations): ``y^T = W x^T`` on the tensor cores with the codes themselves as
+  the dot's left operand, made in registers from the packed words by one shift and one LOP3 (Hopper's tensor
+  cores read the left operand from registers; the words reach them through the pipeline's asynchronous
+  shared-memory copy, and no dequantized tile goes through shared memory); the scale and zero apply to each
+  group's fp32 sum. The few activation rows, padded to 16, are the right operand. Weight words are loaded
+  evict-first (each is read once), the loop is software-pipelined over ``num_stages``, and K is split over
+  ``split_k`` programs whose partial sums the last program of each row block adds in the same launch
+  (deterministic: in split order).
 - ``"slices"`` (M <= 8, any float activations): CUDA-core products, the codes of a word unpacked once for all rows.
 - ``"dot"`` (any M): ``x @ W^T`` with the dequantized tile as the dot's right operand.
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from simcim.kernels._common import HAVE_TRITON, interpreting, next_pow2
+from simcim.kernels._common import HAVE_TRITON, next_pow2
 from simcim.kernels.launch import DotConfig, SlicesConfig, TensorCoreConfig, default
 from simcim.kernels.quant_formats import QuantizedWeight
 
@@ -26,7 +28,6 @@ if HAVE_TRITON:
     import triton.language as tl
 
     from simcim.kernels._common import codes_to_float, mma
-    from simcim.kernels._unpack import unpack_pairs
 
 TC_MAX_M = 16  # the tensor-core kernel pads M to this many rows
 
@@ -232,55 +233,64 @@ if HAVE_TRITON:
         BLOCK_K: tl.constexpr,
         SPLIT_K: tl.constexpr,
         MP: tl.constexpr,
-        ASM: tl.constexpr,
     ):
-        # y^T [N, M] = W [N, K] x^T [K, M]. Code q of a group with scale s and zero z is (q / R) (R s) - z s: one
-        # packed FMA a pair of codes from the paired words (EXACT: a single rounding), and the tile comes out in
-        # channel order. Ternary planes are summed in fp32 before the one dot.
+        # y^T [N, M] = W [N, K] x^T [K, M], the codes themselves on the tensor cores, the scale and zero applied to
+        # each group's fp32 sum: y_nm = sum_g s_ng (sum_{k in g} q_nk x_mk - z_ng sum_{k in g} x_mk).
+        # Per group and code position j, one shift and one LOP3 put code j of every word of the group's
+        # [BLOCK_N, WPG] tile in the mantissa of the 16-bit float C (bf16 128 or fp16 1024: C + q exactly). That
+        # chain has constant operands only, so Triton copies the words into shared memory asynchronously (the
+        # software pipeline), loads them from there straight into the left-operand registers of the dot and makes
+        # the codes there: no dequantized tile goes through shared memory. Code j of word w multiplies input
+        # w PW + ch(j) (the pair order of simcim.kernels.quant_formats), gathered as the right operand
+        # x_j^T [KW, MP]. The C offset comes off with the zero, (z + C) sum_g x. A dot is at least 16 deep: groups
+        # of fewer words are padded with zero inputs.
         PW: tl.constexpr = 32 // BITS
-        WORDS: tl.constexpr = BLOCK_K // PW
         WPG: tl.constexpr = GROUP // PW
-        R: tl.constexpr = 1 << BITS
+        KW: tl.constexpr = 16 if WPG < 16 else WPG
+        GPS: tl.constexpr = BLOCK_K // GROUP  # groups a step
+        MASK: tl.constexpr = (1 << BITS) - 1
         DT: tl.constexpr = X.dtype.element_ty
+        MAGIC: tl.constexpr = 0x4300 if DT == tl.bfloat16 else 0x6400
+        C: tl.constexpr = 128.0 if DT == tl.bfloat16 else 1024.0
         pid_n = tl.program_id(0)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_m = tl.arange(0, MP)
-        offs_k = tl.arange(0, BLOCK_K)
-        offs_w = tl.arange(0, WORDS)
+        offs_w = tl.arange(0, KW)
         n_mask = offs_n < N
         m_mask = offs_m < M
-        words_total = K // PW
-        steps = tl.cdiv(K, BLOCK_K)
+        w_in = offs_w < WPG
+        groups = K // GROUP
+        steps = tl.cdiv(groups, GPS)
         per_split = tl.cdiv(steps, SPLIT_K)
-        s_lo = tl.program_id(1) * per_split
-        s_hi = tl.minimum(s_lo + per_split, steps)
-        w_rows = WP + offs_n[:, None] * stride_wn
-        s_rows = offs_n[:, None] * stride_sn
+        g_lo = tl.program_id(1) * per_split * GPS
+        g_hi = tl.minimum(g_lo + per_split * GPS, groups)
+        w_rows = WP + offs_n[:, None] * stride_wn + offs_w[None, :]
+        x_rows = X + offs_m[:, None] * stride_xm + offs_w[None, :] * PW
+        s_rows = offs_n * stride_sn
         acc = tl.zeros([BLOCK_N, MP], tl.float32)
-        for step in range(s_lo, s_hi):
-            k0 = step * BLOCK_K
-            wj = k0 // PW + offs_w
-            w_ok = n_mask[:, None] & (wj < words_total)[None, :]
-            x = tl.load(
-                X + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :],
-                mask=m_mask[:, None] & (k0 + offs_k < K)[None, :],
-                other=0.0,
-            )
-            sz = s_rows + (wj // WPG)[None, :]  # one scale and zero a word (a word never straddles a group)
-            w_sum = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-            for p in tl.static_range(PLANES):
-                words = tl.load(w_rows + p * stride_wp + wj[None, :], mask=w_ok, other=0, eviction_policy="evict_first")
-                sc = tl.load(S + p * stride_sp + sz, mask=w_ok, other=0.0).to(tl.float32)
-                if HAS_ZERO:
-                    off = -sc * tl.load(Z + p * stride_sp + sz, mask=w_ok, other=0.0).to(tl.float32)
-                else:
-                    off = -sc
-                w = unpack_pairs(words, sc * R, off, BITS, DT, True, ASM)
-                if PLANES > 1:
-                    w_sum += w.to(tl.float32)
-            if PLANES > 1:
-                w = w_sum.to(DT)
-            acc += mma(w, tl.trans(x))
+        for g0 in range(g_lo, g_hi, GPS):
+            for gi in tl.static_range(GPS):
+                g = g0 + gi
+                n_live = offs_n < tl.where(g < g_hi, N, 0)  # all off past the split's last group
+                m_live = offs_m < tl.where(g < g_hi, M, 0)
+                x_sum = tl.zeros([MP], tl.float32)
+                for p in tl.static_range(PLANES):
+                    w = tl.load(w_rows + p * stride_wp + g * WPG, mask=n_live[:, None] & w_in[None, :], other=0,
+                                eviction_policy="evict_first")
+                    part = tl.zeros([BLOCK_N, MP], tl.float32)
+                    for j in tl.static_range(PW):
+                        ch = 2 * (j % (PW // 2)) + j // (PW // 2)
+                        xj = tl.load(x_rows + g * GROUP + ch, mask=m_live[:, None] & w_in[None, :], other=0.0)
+                        if p == 0:
+                            x_sum += tl.sum(xj.to(tl.float32), 1)
+                        c = (((w >> (j * BITS)) & MASK) | MAGIC).to(tl.int16).to(DT, bitcast=True)
+                        part += mma(c, tl.trans(xj))
+                    sc = tl.load(S + p * stride_sp + s_rows + g, mask=n_live, other=0.0).to(tl.float32)
+                    if HAS_ZERO:
+                        z = tl.load(Z + p * stride_sp + s_rows + g, mask=n_live, other=0.0).to(tl.float32)
+                    else:
+                        z = tl.full([BLOCK_N], 1.0, tl.float32)
+                    acc += sc[:, None] * (part - (z + C)[:, None] * x_sum[None, :])
         y_ptrs = Y + offs_m[None, :] * stride_ym + offs_n[:, None]
         y_mask = n_mask[:, None] & m_mask[None, :]
         if SPLIT_K > 1:
@@ -386,5 +396,5 @@ def launch_tc(x: torch.Tensor, qw: QuantizedWeight, bias, y: torch.Tensor, cfg: 
         bias if bias is not None else qw.scales, y, partials, counts, m, qw.n, qw.k,
         x.stride(0), qw.packed.stride(0), qw.packed.stride(1), qw.scales.stride(0), qw.scales.stride(1), y.stride(0),
         **_format_meta(qw, bias), BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, SPLIT_K=cfg.split_k, MP=TC_MAX_M,
-        ASM=not interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )

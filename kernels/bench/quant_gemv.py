@@ -65,7 +65,7 @@ class Case:
 
 def cases(env: Env) -> list[Case]:
     if env.tiny:
-        return [Case("goal", 96, 128, 1, ("int4",)), Case("goal", 96, 128, 3, SCHEMES)]
+        return [Case("goal", 96, 256, 1, ("int4",)), Case("goal", 96, 256, 3, SCHEMES)]
     out = [
         Case("goal", n, k, m, SCHEMES if m in LOW_BIT_M else ("int4",)) for n, k in GOAL_SHAPES for m in GOAL_M
     ]
@@ -92,7 +92,7 @@ def bench_quant_gemv(env: Env) -> list[Row]:
     import torch.nn.functional as F
 
     rows: list[Row] = []
-    group = 128 if not env.tiny else 32
+    group = 128
     for c in cases(env):
         case = f"{c.label} M{c.m} N{c.n} K{c.k} g{group}"
         w = torch.randn(c.n, c.k, device=env.device, dtype=torch.bfloat16) * 0.02

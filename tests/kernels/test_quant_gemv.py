@@ -154,14 +154,14 @@ def test_bench_sizes_times_both_m1_paths_beside_bf16():
 @pytest.mark.parametrize("scheme", ["int4", "int2", "ternary"])
 @pytest.mark.parametrize("m", [3, 16])
 def test_tensor_core_kernel_for_small_batches(scheme, m, device, rng):
-    # K = 320: five groups of 64, so a 128-wide step ends half outside K; N = 40 leaves a partial row block;
-    # split-K 1, 2 and 3 ways (3 steps over 3 programs, and 2 + 1), the sum made in the same launch
-    n, k, group = 40, 320, 64
+    # K = 384: three groups of 128, so a two-group step ends half outside K; N = 40 leaves a partial row block;
+    # split-K 1, 2 and 3 ways, the sum made in the same launch
+    n, k, group = 40, 384, 128
     qw = _quantize(randn(n, k, g=rng), scheme, group).to(device)
     x = randn(m, k, g=rng, dtype=torch.bfloat16, device=device)
     bias = randn(n, g=rng, dtype=torch.bfloat16, device=device)
     exact = x.double() @ dequantize(qw, torch.float64).t() + bias.double()
-    for cfg in (None, TensorCoreConfig(16, 128, 1, 4, 1), (32, 128, 2, 4, 1), (16, 64, 3, 4, 1)):
+    for cfg in (None, TensorCoreConfig(16, 256, 1, 4, 1), (32, 256, 2, 4, 1), (16, 128, 3, 4, 1)):
         y = quant_matmul(x, qw, bias, config=cfg, gemv="tc", out=poisoned((m, n), x.dtype, device))
         assert rel_err(y, exact) < 1e-2
     assert int(quant_gemv._split_counts(x.device, 1).abs().sum()) == 0
@@ -172,7 +172,7 @@ def test_tensor_core_kernel_for_small_batches(scheme, m, device, rng):
 
 
 def test_dispatcher_picks_the_tensor_core_kernel_for_2_to_16_rows(monkeypatch, device, rng):
-    qw = _quantize(randn(16, 64, g=rng), "int4", 32).to(device)
+    qw = _quantize(randn(16, 128, g=rng), "int4", 64).to(device)
     picked = []
     monkeypatch.setattr(quant_gemv, "launch_tc", lambda *a: picked.append("tc"))
     monkeypatch.setattr(quant_gemv, "launch_slices", lambda *a: picked.append("slices"))
@@ -180,7 +180,7 @@ def test_dispatcher_picks_the_tensor_core_kernel_for_2_to_16_rows(monkeypatch, d
     monkeypatch.setattr(quant_gemv, "_launch_m1", lambda *a: picked.append("m1"))
     for m, dtype in ((1, torch.bfloat16), (2, torch.bfloat16), (16, torch.float16), (17, torch.bfloat16),
                      (4, torch.float32), (9, torch.float32)):
-        quant_matmul(torch.zeros(m, 64, dtype=dtype, device=device), qw)
+        quant_matmul(torch.zeros(m, 128, dtype=dtype, device=device), qw)
     assert picked == ["m1", "tc", "tc", "dot", "slices", "dot"]
 
 
@@ -194,11 +194,11 @@ def test_launch_configs_are_named_and_read_from_the_device_table(device):
     assert launch.as_config(TensorCoreConfig, (16, 64, 2, 4, 1)).split_k == 2
     with pytest.raises(ValueError, match="config must be a TensorCoreConfig"):
         launch.as_config(TensorCoreConfig, (16, 64))
-    qw = _quantize(torch.randn(16, 64), "int4", 32).to(device)
+    qw = _quantize(torch.randn(16, 128), "int4", 64).to(device)
     with pytest.raises(ValueError, match="block_k must be a power of two"):
-        quant_matmul(torch.zeros(2, 64, dtype=torch.bfloat16, device=device), qw, config=(16, 16, 1, 4, 1), gemv="tc")
+        quant_matmul(torch.zeros(2, 128, dtype=torch.bfloat16, device=device), qw, config=(16, 32, 1, 4, 1), gemv="tc")
     with pytest.raises(ValueError, match="M <= 16"):
-        quant_matmul(torch.zeros(17, 64, dtype=torch.bfloat16, device=device), qw, gemv="tc")
+        quant_matmul(torch.zeros(17, 128, dtype=torch.bfloat16, device=device), qw, gemv="tc")
 
 
 def test_one_scheme_registry_serves_quantize_and_from_linear(rng):
