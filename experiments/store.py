@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -131,7 +132,8 @@ def write_artifacts(run_dir: Path, tid: str, files: dict[str, bytes]) -> Path:
     """
     final = Path(run_dir) / ARTIFACTS_DIR / tid
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(tid), suffix=".tmp", dir=final.parent))
+    tmp = final.parent / f"{_temp_prefix(tid)}{secrets.token_hex(4)}.tmp"
+    tmp.mkdir()  # unlike mkdtemp's 0700, the folder gets the umask's permissions, as the run folder does
     try:
         for rel, data in files.items():
             path = tmp / rel

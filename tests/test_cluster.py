@@ -323,6 +323,9 @@ def test_artifacts_replace_an_earlier_attempt_and_dead_writers_leftovers_go(tmp_
     final = write_artifacts(tmp_path, "ab12", {"a.txt": b"second"})
     assert sorted(p.relative_to(final).as_posix() for p in final.rglob("*") if p.is_file()) == ["a.txt"]
     assert (final / "a.txt").read_bytes() == b"second"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert final.stat().st_mode & 0o777 == 0o777 & ~umask  # as a folder made by mkdir, not mkdtemp's 0700
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     host = socket.gethostname().replace(".", "_")
