@@ -144,7 +144,9 @@ def _operate_pointer(module: object) -> numba.core.registry.CPUDispatcher:
     try:
         module.operate.compile(operate_signature())
     except numba.core.errors.TypingError as e:
-        first = str(e).strip().splitlines()[0]
+        lines = [ln.strip() for ln in str(e).splitlines()
+                 if ln.strip() and not ln.startswith(("Failed in", "During", "- Resolution", "File "))]
+        first = lines[0] if lines else type(e).__name__
         raise ValueError(f"prefetcher {module.NAME!r}: operate does not compile for the core's arguments "
                          f"({first})") from None
     return module.operate

@@ -10,17 +10,19 @@ of whole rows is covered, and chains of several indirections are followed). Stag
 on index data does not stop stage A. The sub-thread uses the time the core spends stalled,
 because it only falls behind the wall clock, never the core.
 
-Throttling: every ``epoch`` prefetches it weighs the prefetched lines evicted unused from
-the NPU-side level against the used ones that arrived late, a late one counting
-``late_weight`` evicted ones: an evicted line was also filled into L2 on its way, so its
-demand access costs an L2 hit, while a late one waits for part of a DRAM access. If
-evictions exceed a quarter of the used lines and outweigh lateness, the distance halves
-(it runs so far ahead that it evicts its own prefetches); if late ones exceed a quarter of
-the used lines and outweigh evictions, it doubles (up to ``max_distance``); otherwise it
-holds. A doubling right after a halving marks the halved distance as too short: the
-distance never goes below the doubled one again (nor below ``min_distance``). (Halving on
-evictions alone drove the distance to its minimum on SpMV with a small NPU cache, where a
-third of the prefetches then came late.)
+Throttling: the counters propose, the core's progress decides. Every ``epoch`` prefetches
+it weighs the prefetched lines evicted unused from the NPU-side level against the used ones
+that arrived late, a late one counting ``late_weight`` evicted ones (an evicted line was
+also filled into L2 on its way, so using it costs an L2 hit; a late one waits on DRAM). If
+evictions exceed a quarter of the used lines and outweigh lateness it proposes halving the
+distance; if late ones exceed a quarter and outweigh evictions, doubling. A change is kept
+only if it does not slow the core: the epoch after it settles, and if the core then
+advances over 2% fewer instructions per cycle than in the epoch before the change, the
+change is undone and that distance is not tried again (it becomes a floor or a ceiling).
+Measuring what the change did matters because the counters alone mislead: on SpMV with a
+small NPU cache the evicted prefetches still hit in L2 and halving only made them late
+(+8% cycles), and over DRAM banks lateness comes from row conflicts, which a longer
+distance does not cure (doubling overflowed L2: +13%).
 
 Reads of the future instruction stream are what runahead executes. With
 ``known_loop_bounds`` (the default) control flow is taken as known, so the sub-thread never
@@ -40,7 +42,9 @@ from simcim.npu.cache import PF_ISSUED, PF_LATE, PF_USEFUL, PF_USELESS, prefetch
 
 NAME = "nvr"
 # scalar slots after the per-instruction rows
-FRONTIER, TA, TB, DIST, LAST_CALL, E_ISSUED, E_USEFUL, E_USELESS, E_LATE, FLOOR, SHRUNK = range(11)
+(FRONTIER, TA, TB, DIST, LAST_CALL, E_ISSUED, E_USEFUL, E_USELESS, E_LATE, FLOOR, CEIL, E_INST, E_CYCLE, RATE,
+ MOVE, SHARE) = range(16)
+SETTLING = 2  # MOVE is +-SETTLING during the epoch right after a change of distance
 N_SCALARS = 16
 VECTOR_REGS = 8
 
@@ -73,6 +77,7 @@ def make_state(cfg: Config, trace_arrays: tuple, width: int, line_bits: int) -> 
     st[s:, 0] = 0
     st[s + DIST, 0] = cfg.distance
     st[s + FLOOR, 0] = cfg.min_distance
+    st[s + CEIL, 0] = cfg.max_distance
     prm = np.array([cfg.distance, cfg.min_distance, cfg.max_distance, cfg.epoch, int(cfg.throttle),
                     line_bits, cfg.ports, n_inst, int(cfg.known_loop_bounds), cfg.late_weight], np.int64)
     return st, prm
@@ -137,20 +142,47 @@ def operate(H: tuple, tr: tuple, st: np.ndarray, prm: np.ndarray, i: int, t: int
     if prm[4]:
         stats = H[5]
         if stats[0, PF_ISSUED] - st[s + E_ISSUED, 0] >= prm[3]:
-            useful = stats[0, PF_USEFUL] - st[s + E_USEFUL, 0]
-            useless = stats[0, PF_USELESS] - st[s + E_USELESS, 0]
-            late = stats[0, PF_LATE] - st[s + E_LATE, 0]
-            w = prm[9]
-            if 4 * useless > useful and useless > w * late:
-                st[s + DIST, 0] = max(st[s + FLOOR, 0], dist // 2)
-                st[s + SHRUNK, 0] = 1
-            elif 4 * late > useful and w * late > useless:
-                st[s + DIST, 0] = min(prm[2], dist * 2)
-                if st[s + SHRUNK, 0]:
-                    # the last halving made prefetches late: that distance is not tried again
-                    st[s + FLOOR, 0] = max(st[s + FLOOR, 0], st[s + DIST, 0])
-                st[s + SHRUNK, 0] = 0
+            _throttle(st, s, prm, i, t, stats[0, PF_USEFUL] - st[s + E_USEFUL, 0],
+                      stats[0, PF_USELESS] - st[s + E_USELESS, 0], stats[0, PF_LATE] - st[s + E_LATE, 0])
             st[s + E_ISSUED, 0] = stats[0, PF_ISSUED]
             st[s + E_USEFUL, 0] = stats[0, PF_USEFUL]
             st[s + E_USELESS, 0] = stats[0, PF_USELESS]
             st[s + E_LATE, 0] = stats[0, PF_LATE]
+
+
+@numba.njit(cache=True)
+def _throttle(st, s, prm, i, t, useful, useless, late):
+    """End of an epoch: keep, undo or propose a change of distance (see the module docstring)."""
+    dist = st[s + DIST, 0]
+    rate = ((i - st[s + E_INST, 0]) << 20) // max(1, t - st[s + E_CYCLE, 0])  # instructions per cycle, 2^20
+    move = st[s + MOVE, 0]
+    first = st[s + E_INST, 0] == 0
+    st[s + E_INST, 0] = i
+    st[s + E_CYCLE, 0] = t
+    if move == SETTLING or move == -SETTLING:
+        st[s + MOVE, 0] = move // SETTLING
+        return
+    late_share = (late << 10) // max(1, useful)
+    if move != 0 and (50 * rate < 49 * st[s + RATE, 0] or (move > 0 and 4 * late_share > 3 * st[s + SHARE, 0])):
+        # it slowed the core by over 2%, or a doubling did not cut the late share by a quarter (the
+        # lateness comes from DRAM queueing, not from the lead): undo it, never try that distance again
+        if move < 0:
+            st[s + DIST, 0] = dist * 2
+            st[s + FLOOR, 0] = dist * 2
+        else:
+            st[s + DIST, 0] = dist // 2
+            st[s + CEIL, 0] = dist // 2
+        st[s + MOVE, 0] = 0
+        return
+    st[s + MOVE, 0] = 0
+    st[s + RATE, 0] = rate
+    if first:
+        return  # the first epoch, with the cold start, only measures
+    w = prm[9]
+    if 4 * useless > useful and useless > w * late and dist // 2 >= st[s + FLOOR, 0]:
+        st[s + DIST, 0] = dist // 2
+        st[s + MOVE, 0] = -SETTLING
+    elif 4 * late > useful and w * late > useless and dist * 2 <= st[s + CEIL, 0]:
+        st[s + DIST, 0] = dist * 2
+        st[s + MOVE, 0] = SETTLING
+        st[s + SHARE, 0] = late_share

@@ -190,7 +190,7 @@ def test_nvr_throttle_backs_off_when_prefetches_are_evicted_unused():
                            dram=DRAMConfig(50, 2, 16.0))
     fixed = {d: run(tr, "nvr", prefetchers.nvr.Config(distance=d, min_distance=4, max_distance=512,
                                                        throttle=False), tiny)[0] for d in (4, 16, 64, 512)}
-    cfg_thr = prefetchers.nvr.Config(distance=512, min_distance=4, max_distance=512, throttle=True, epoch=64)
+    cfg_thr = prefetchers.nvr.Config(distance=512, min_distance=4, max_distance=512, throttle=True)
     thr, _, _ = run(tr, "nvr", cfg_thr, tiny)
     assert fixed[512]["pf_useless"] > 10 * fixed[512]["pf_useful"]
     # it backs off from 512, but not into the short distances whose prefetches come late
