@@ -21,12 +21,15 @@ stored in the cache dtype and the codes are computed against those rounded value
 
 Decode (:func:`kv_decode`) splits the quantized tokens over ``num_splits`` programs per kv head
 (FlashDecoding); one more program takes the full-precision tokens; a second kernel merges the
-partial softmax states. Per kv head, all its query heads (GQA) are processed together. Codes become
-floats two per shift, LOP3 and packed FMA (:mod:`simcim.kernels._unpack`). For keys the step is folded into
-the query (``q . k = (q s R) . (c / R) + q . lo``, ``c / R`` exact), and ``q . lo`` reaches every
-token of a group through a product with a ones matrix rather than a cross-warp sum; values are
-dequantized by the packed FMA; row sums are kept per score position and reduced once at the end.
-The next key group's words and scales are loaded before the current group's arithmetic.
+partial softmax states. Per kv head, all its query heads (GQA) are processed together. Two operand orders
+(``tiles``): ``"left"`` computes scores^T = K q^T and out^T = V^T p^T, the query heads as the dots' N: key
+codes are made from the words in the left operand's registers (one shift and one LOP3 a code position, the
+step folded into the query columns), values dequantized by the packed FMA (:mod:`simcim.kernels._unpack`).
+``"right"`` computes q K^T and p V, the query heads as the dots' M: for keys the step is folded into the
+query (``q . k = (q s R) . (c / R) + q . lo``, ``c / R`` exact) and ``q . lo`` reaches every token of a
+group through a product with a ones matrix rather than a cross-warp sum; values are dequantized by the
+packed FMA; row sums are kept per score position and reduced once at the end; the next key group's words
+and scales are loaded before the current group's arithmetic.
 """
 
 from __future__ import annotations
@@ -308,34 +311,56 @@ if HAVE_TRITON:
         return unpack_pairs(vw, vs.to(tl.float32) * R, vl.to(tl.float32), BITS, DT, True, ASM)
 
     @triton.jit
-    def _split_left(q, KW, KS, KL, VW, VS, VL, lo, hi, w_off, offs_d, v_off, m_i, one,
+    def _split_left(q, q_rows, g_mask, qk_scale, KW, KS, KL, VW, VS, VL, lo, hi, w_off, v_off, offs_d, m_i,
                     BITS: tl.constexpr, PW: tl.constexpr, KG: tl.constexpr, VG: tl.constexpr, D: tl.constexpr,
                     GP: tl.constexpr, DT: tl.constexpr, ASM: tl.constexpr):
-        """One split's tokens with every dequantized tile as the left operand of its dot (which Hopper's tensor
-        cores read from registers), the query group (GQA heads of one kv head, padded to GP) as the right one:
-        scores^T [KG, GP] = K [KG, D] q^T, out^T [D, GP] += V^T [D, KG] p^T. Keys are dequantized whole here
-        (c / R s R + lo per channel, an FMA an element) so that q^T stays one operand for the whole loop.
-        Returns the output, row sums and maxima as the other formulation keeps them ([GP, D], [GP, KG], [GP])."""
+        """One split's tokens with the key codes and the value tiles as the left operand of their dots, the query
+        group (GQA heads of one kv head, padded to GP) as the right one: scores^T [KG, GP] and out^T [D, GP].
+
+        Keys: q . k = sum_j c_j . (q s)_j + q . lo, with c_j [KG, D/PW] code position j of every word (channels
+        w PW + ch(j)) in the mantissa of the 16-bit float C (C + c exactly) by one shift and one LOP3 from the
+        words, a chain of constant operands that Triton loads straight into the left-operand registers (no key
+        tile in shared memory); the step s is folded into the query columns of position j, the right operand, and
+        the C offset comes off with the sum of those columns. A dot is at least 16 deep:
+        heads of fewer words pad with zero queries. Values are dequantized by the packed FMA and transposed
+        (Triton stages that tile through shared memory). Returns the output, row sums and maxima in the other
+        formulation's shapes ([GP, D], [GP, KG], [GP])."""
+        KWD: tl.constexpr = D // PW
+        KWP: tl.constexpr = 16 if KWD < 16 else KWD
+        MASK: tl.constexpr = (1 << BITS) - 1
+        MAGIC: tl.constexpr = 0x4300 if DT == tl.bfloat16 else 0x6400
+        C: tl.constexpr = 128.0 if DT == tl.bfloat16 else 1024.0
         R: tl.constexpr = 1 << BITS
-        q_t = tl.trans(q).to(DT)
+        offs_t = tl.arange(0, KG)
+        offs_c = tl.arange(0, KWP)
+        c_in = offs_c < KWD
         acc_t = tl.zeros([D, GP], tl.float32)
         l_t = tl.zeros([KG, GP], tl.float32)
-        kw, ks, kl, vw, vs, vl = _load_group(KW, KS, KL, VW, VS, VL, lo, hi, w_off, offs_d, v_off, PW, KG, VG, D)
         for start in range(lo, hi, KG):
-            nkw, nks, nkl, nvw, nvs, nvl = _load_group(
-                KW, KS, KL, VW, VS, VL, start + KG, hi, w_off, offs_d, v_off, PW, KG, VG, D
-            )
-            xk = unpack_pairs(kw, one, -one, BITS, DT, False, ASM).to(tl.float32)
-            k = (xk * (ks.to(tl.float32) * R)[None, :] + kl.to(tl.float32)[None, :]).to(DT)
-            s_t = mma(k, q_t)
+            kw = tl.load(KW + start * KWD + offs_t[:, None] * KWD + offs_c[None, :], mask=c_in[None, :], other=0)
+            k_base = (start // KG) * D
+            s_t = tl.zeros([KG, GP], tl.float32)
+            b_sum = tl.zeros([GP], tl.float32)
+            for j in tl.static_range(PW):
+                cols = offs_c * PW + 2 * (j % (PW // 2)) + j // (PW // 2)
+                qj = tl.load(q_rows + cols[None, :], mask=g_mask[:, None] & c_in[None, :], other=0.0).to(tl.float32)
+                ksj = tl.load(KS + k_base + cols, mask=c_in, other=0.0).to(tl.float32)
+                bj = (qj * (ksj * qk_scale)[None, :]).to(DT)
+                b_sum += tl.sum(bj.to(tl.float32), 1)
+                c = (((kw >> (j * BITS)) & MASK) | MAGIC).to(tl.int16).to(DT, bitcast=True)
+                s_t += mma(c, tl.trans(bj))
+            kl = tl.load(KL + k_base + offs_d).to(tl.float32)
+            s_t += (tl.sum(q * kl[None, :], 1) - C * b_sum)[None, :]
             m_new = tl.maximum(m_i, tl.max(s_t, 0))
             p_t = tl.math.exp2(s_t - m_new[None, :])
             alpha = tl.math.exp2(m_i - m_new)
             l_t = l_t * alpha[None, :] + p_t
             m_i = m_new
-            v = _group_values(vw, vs, vl, BITS, DT, ASM)
+            vw = tl.load(VW + start * KWD + w_off)
+            vs = tl.load(VS + start * (D // VG) + v_off).to(tl.float32)
+            vl = tl.load(VL + start * (D // VG) + v_off).to(tl.float32)
+            v = unpack_pairs(vw, vs * R, vl, BITS, DT, True, ASM)
             acc_t = acc_t * alpha[None, :] + mma(tl.trans(v), p_t.to(DT))
-            kw, ks, kl, vw, vs, vl = nkw, nks, nkl, nvw, nvs, nvl
         return tl.trans(acc_t), tl.trans(l_t), m_i
 
     @triton.jit
@@ -388,14 +413,8 @@ if HAVE_TRITON:
         offs_n = tl.arange(0, KG)
         offs_w = tl.arange(0, D // PW)
         g_mask = offs_g < GROUP
-        q = (
-            tl.load(
-                Q + b.to(tl.int64) * s_qb + (hk * GROUP + offs_g)[:, None] * s_qh + offs_d[None, :],
-                mask=g_mask[:, None],
-                other=0.0,
-            ).to(tl.float32)
-            * qk_scale
-        )
+        q_rows = Q + b.to(tl.int64) * s_qb + (hk * GROUP + offs_g)[:, None] * s_qh
+        q = tl.load(q_rows + offs_d[None, :], mask=g_mask[:, None], other=0.0).to(tl.float32) * qk_scale
         m_i = tl.full([GP], float("-inf"), tl.float32)
         # row sums are kept per score position and reduced once at the end: no cross-warp sum per group
         l_acc = tl.zeros([GP, KG], tl.float32)
@@ -416,8 +435,8 @@ if HAVE_TRITON:
             w_off = offs_n[:, None] * (D // PW) + offs_w[None, :]
             v_off = offs_n[:, None] * (D // VG) + (offs_w * PW // VG)[None, :]
             if LEFT:
-                acc, l_acc, m_i = _split_left(q, KW, KS, KL, VW, VS, VL, lo, hi, w_off, offs_d, v_off, m_i, one,
-                                              BITS, PW, KG, VG, D, GP, DT, ASM)
+                acc, l_acc, m_i = _split_left(q, q_rows, g_mask, qk_scale, KW, KS, KL, VW, VS, VL, lo, hi, w_off,
+                                              v_off, offs_d, m_i, BITS, PW, KG, VG, D, GP, DT, ASM)
             elif PAIR:
                 kw, ks, kl, vw, vs, vl = _load_group(
                     KW, KS, KL, VW, VS, VL, lo, hi, w_off, offs_d, v_off, PW, KG, VG, D
@@ -525,12 +544,12 @@ def kv_decode(
     ``unpack`` picks how codes become floats: ``"asm"`` (two codes per shift and LOP3 in inline PTX,
     on the GPU) or ``"int"`` (the same arithmetic in plain Triton; what the interpreter always runs).
     ``repeat_unpack`` is accepted for compatibility and ignored; ``max_registers`` caps the registers
-    per thread of the main kernel (more programs per SM, at the risk of spills); ``groups_per_step``
-    (1 or 2) is how many key groups a
-    program works on between its barriers. ``tiles`` is which operand of the tensor-core dots the dequantized K and
-    V tiles are: ``"left"`` (the transposed products, GQA query heads of a kv head as the dots' N; the tiles stay
-    in registers on Hopper; one key group a step) or ``"right"`` (query heads as the dots' M; the tiles go through
-    shared memory). ``num_splits``, ``num_warps``, ``num_stages`` and ``groups_per_step``
+    per thread of the main kernel (more programs per SM, at the risk of spills); ``groups_per_step`` (1 or 2) is
+    how many key groups a program works on between its barriers. ``tiles`` is which operand of the tensor-core
+    dots the K and V tiles are: ``"left"`` (the transposed products, GQA query heads of a kv head as the dots' N;
+    the key codes are made in the dot's registers, the value tile goes through shared memory; one key group a
+    step) or ``"right"`` (query heads as the dots' M; both dequantized tiles go through shared memory).
+    ``num_splits``, ``num_warps``, ``num_stages``, ``groups_per_step`` and ``tiles``
     left at None take the device's measured defaults (``KVDecodeConfig`` in ``launch_defaults.toml``).
     """
     if unpack not in ("asm", "int"):

@@ -69,6 +69,27 @@ def sass_opcodes(handle: object) -> collections.Counter | None:
     return collections.Counter(op for op in ops if op != "NOP")
 
 
+def hopper_ttgir(fn: object, signature: dict[str, str], constexprs: dict, num_warps: int = 4,
+                 num_stages: int = 3) -> str:
+    """The TTGIR that Triton makes of the ``@triton.jit`` function ``fn`` for an sm_90 (Hopper) GPU; needs no GPU, only
+    Triton's CUDA backend, and the interpreter off (``TRITON_INTERPRET`` unset or 0)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig = dict(signature) | {name: "constexpr" for name in constexprs}
+    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": num_warps, "num_stages": num_stages})
+    return compiled.asm["ttgir"]
+
+
+def staged_tiles(ttgir: str) -> list[str]:
+    """The register tensors a kernel stores into shared memory (``ttg.local_alloc`` of a value: layout changes and
+    dot operands), as their TTGIR tensor types, e.g. ``64x128xbf16``."""
+    return re.findall(r"ttg\.local_alloc %\S+ : \(tensor<(\d+(?:x\d+)+x\w+),", ttgir)
+
+
 def _report(handle: object) -> None:
     regs = getattr(handle, "n_regs", "?")
     spills = getattr(handle, "n_spills", "?")

@@ -18,15 +18,16 @@ import torch
 from simcim.kernels.bench.harness import Env, Row, bench, finish, mem_frac
 from simcim.kernels.testing import rel_err
 
-# (tiles, num_splits, unpack, num_warps, register cap, key groups per step); None: the device's default
+# (tiles, num_splits, unpack, num_warps, num_stages, register cap, key groups per step); None: the device's default
 CANDIDATES = [
-    ("left", None, "asm", None, None, 1),
-    ("left", 64, "asm", 4, None, 1),
-    ("left", None, "asm", 8, None, 1),
-    ("left", None, "asm", 4, 128, 1),
-    ("right", 32, "asm", 4, None, 1),
-    ("right", 32, "asm", 4, None, 2),
-    ("right", 64, "asm", 8, 128, 2),
+    ("left", None, "asm", None, None, None, 1),
+    ("left", 64, "asm", 4, 2, None, 1),
+    ("left", None, "asm", 8, 2, None, 1),
+    ("left", None, "asm", 4, 3, None, 1),
+    ("left", None, "asm", 4, 2, 128, 1),
+    ("right", 32, "asm", 4, 1, None, 1),
+    ("right", 32, "asm", 4, 1, None, 2),
+    ("right", 64, "asm", 8, 1, 128, 2),
 ]
 
 
@@ -106,9 +107,9 @@ def bench_kv_decode(env: Env) -> list[Row]:
                 if isinstance(getattr(cache, f.name), torch.Tensor)}))
 
             def call(cand):
-                tiles, splits, unpack, warps, regs, gps = cand
-                return kv_decode(q, cache, num_splits=splits, unpack=unpack, num_warps=warps, max_registers=regs,
-                                 groups_per_step=gps, tiles=tiles)
+                tiles, splits, unpack, warps, stages, regs, gps = cand
+                return kv_decode(q, cache, num_splits=splits, unpack=unpack, num_warps=warps, num_stages=stages,
+                                 max_registers=regs, groups_per_step=gps, tiles=tiles)
 
             fastest: dict[str, tuple[float, tuple]] = {}
             for cand in CANDIDATES if env.cuda else CANDIDATES[:1]:
