@@ -56,6 +56,23 @@ def split_counts(device: torch.device, blocks: int) -> torch.Tensor:
 if HAVE_TRITON:
 
     @triton.jit
+    def splitk_sum(part, p_ptrs, p_mask, split_stride, count, SPLIT_K: tl.constexpr):
+        """Split-K in one launch: each program stores its fp32 partial (``p_ptrs`` + its split times ``split_stride``)
+        and counts itself in at ``count`` (one counter per output block); the last to arrive sums the partials in
+        split order (deterministic) and resets the count for the next call. Returns whether this program came last,
+        and then the sum. The barrier orders every thread's partial before the count's release; .cg reads skip L1."""
+        tl.store(p_ptrs + tl.program_id(1) * split_stride, part, mask=p_mask)
+        tl.debug_barrier()
+        arrived = tl.atomic_add(count, 1, sem="acq_rel", scope="gpu")
+        last = arrived == SPLIT_K - 1
+        total = tl.zeros_like(part)
+        if last:
+            for s in tl.static_range(SPLIT_K):
+                total += tl.load(p_ptrs + s * split_stride, mask=p_mask, other=0.0, cache_modifier=".cg")
+            tl.atomic_xchg(count, 0, sem="relaxed", scope="gpu")
+        return last, total
+
+    @triton.jit
     def _qgemv_kernel(
         X,
         WP,
@@ -291,26 +308,16 @@ if HAVE_TRITON:
                     else:
                         z = tl.full([BLOCK_N], 1.0, tl.float32)
                     acc += sc[:, None] * (part - (z + C)[:, None] * x_sum[None, :])
-        y_ptrs = Y + offs_m[None, :] * stride_ym + offs_n[:, None]
-        y_mask = n_mask[:, None] & m_mask[None, :]
         if SPLIT_K > 1:
-            # the last program of a row block to arrive sums the fp32 partials in split order and resets the count
             p_ptrs = P + offs_n[:, None] * MP + offs_m[None, :]
-            tl.store(p_ptrs + tl.program_id(1) * N * MP, acc, mask=n_mask[:, None])
-            tl.debug_barrier()
-            arrived = tl.atomic_add(CNT + pid_n, 1, sem="acq_rel", scope="gpu")
-            if arrived == SPLIT_K - 1:
-                acc = tl.zeros([BLOCK_N, MP], tl.float32)
-                for s in tl.static_range(SPLIT_K):
-                    acc += tl.load(p_ptrs + s * N * MP, mask=n_mask[:, None], other=0.0, cache_modifier=".cg")
-                if HAS_BIAS:
-                    acc += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)[:, None]
-                tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=y_mask)
-                tl.atomic_xchg(CNT + pid_n, 0, sem="relaxed", scope="gpu")
+            last, acc = splitk_sum(acc, p_ptrs, n_mask[:, None], N * MP, CNT + pid_n, SPLIT_K)
         else:
+            last = True
+        if last:
             if HAS_BIAS:
                 acc += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)[:, None]
-            tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=y_mask)
+            y_ptrs = Y + offs_m[None, :] * stride_ym + offs_n[:, None]
+            tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=n_mask[:, None] & m_mask[None, :])
 
 
 def _operands(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | None, y: torch.Tensor) -> tuple:

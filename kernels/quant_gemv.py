@@ -50,6 +50,7 @@ if HAVE_TRITON:
     import triton.language as tl
 
     from simcim.kernels._unpack import pair_codes, word_dot_f16
+    from simcim.kernels.quant_gemm import splitk_sum
 
 __all__ = [
     "QuantConfig",
@@ -284,21 +285,10 @@ if HAVE_TRITON:
                         acc += (sc * R)[:, None] * t - (sc * (z + R))[:, None] * x_sum[None, :]
         y = tl.sum(acc, 1) - z_acc
         if SPLIT_K > 1:
-            # split-K in the one launch: each program stores its fp32 partial row and counts itself in (an atomic
-            # per row block); the last to arrive sums the partials, writes y and resets the count for the next
-            # call. The barrier orders every thread's partial before the count's release; .cg reads skip L1.
-            tl.store(P + tl.program_id(1) * N + offs_n, y, mask=n_mask)
-            tl.debug_barrier()
-            arrived = tl.atomic_add(CNT + tl.program_id(0), 1, sem="acq_rel", scope="gpu")
-            if arrived == SPLIT_K - 1:
-                y = tl.zeros([BLOCK_N], tl.float32)
-                for s in tl.static_range(SPLIT_K):
-                    y += tl.load(P + s * N + offs_n, mask=n_mask, other=0.0, cache_modifier=".cg")
-                if HAS_BIAS:
-                    y += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
-                tl.store(Y + offs_n, y.to(Y.dtype.element_ty), mask=n_mask)
-                tl.atomic_xchg(CNT + tl.program_id(0), 0, sem="relaxed", scope="gpu")
+            last, y = splitk_sum(y, P + offs_n, n_mask, N, CNT + tl.program_id(0), SPLIT_K)
         else:
+            last = True
+        if last:
             if HAS_BIAS:
                 y += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
             tl.store(Y + offs_n, y.to(Y.dtype.element_ty), mask=n_mask)
