@@ -25,7 +25,14 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from simcim.analog.periphery import Counters, PeripheryConfig, analog_mvm
-from simcim.crossbar import CrossbarConfig, _per_weight, program_arrays, target_seed, tile_scales
+from simcim.crossbar import (
+    CrossbarConfig,
+    _per_weight,
+    program_arrays,
+    target_seed,
+    tile_scales,
+    without_read_noise,
+)
 from simcim.noise_models.base import DeviceModel
 from simcim.targets import WeightTarget
 
@@ -79,6 +86,8 @@ class AnalogForward(TorchFunctionMode):
     def _program(self, t: WeightTarget, device_model: DeviceModel, seed: int, t_inference: float,
                  drift_compensation: Literal["none", "column", "tile"]) -> _Armed:
         gen = torch.Generator(device=t.param.device).manual_seed(target_seed(seed, t.name))
+        if self.periphery.read_sigma is not None:  # a fixed read sigma replaces the device's read noise
+            device_model = without_read_noise(device_model)
         arr = program_arrays(t.matrices(), device_model, self.crossbar, gen, t_inference, drift_compensation)
         t.param.data.copy_(t.from_matrices(arr.weights))
         return _Armed(t, arr.scales.float(), arr.read_var, _fingerprint(t.matrices()))
