@@ -73,6 +73,8 @@ def run(
     order = ["roofline"] + [k for k in kernels if k != "roofline"]
     for name in order:
         t0 = time.time()
+        if on_progress is not None:
+            env.on_rows = lambda part, done=list(rows): on_progress(done + part)
         try:
             rows += BENCHES[name](env)
         except Exception as e:  # one broken bench must not lose the others' numbers

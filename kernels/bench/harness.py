@@ -48,10 +48,16 @@ class Env:
     mm_tflops: float = float("nan")
     l2_bytes: int = 50 * 2**20
     analog_sizes: tuple[int, ...] = ANALOG_SIZES
+    on_rows: Callable[[list[Row]], None] | None = None  # where a bench hands the rows it has so far
 
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    def checkpoint(self, rows: list[Row]) -> None:
+        """Hand over a bench's rows so far (after each case), so that a run stopped midway keeps them."""
+        if self.on_rows is not None:
+            self.on_rows(rows)
 
 
 def bench(fn: Callable[[], object], env: Env, graph: bool = False) -> float:

@@ -33,13 +33,6 @@ def test_finish_sets_ratios_against_the_named_baseline():
     assert math.isnan(rows[2].ratio_to_baseline)
 
 
-def test_tiny_quant_gemv_bench_times_the_tensor_core_kernel_for_batches():
-    rows = [r for r in bench.run(["quant_gemv"], tiny=True) if r.kernel == "quant_gemv"]
-    batch = {r.impl for r in rows if r.case.startswith("goal M3")}
-    assert batch == {"bf16 F.linear", "triton int4 tc", "triton int2 tc", "triton ternary tc"}
-    assert all(r.rel_err < 1e-2 for r in rows if r.impl != "bf16 F.linear")
-
-
 def test_kv_bench_quantizes_large_caches_in_slices_that_join_into_one():
     from simcim.kernels.bench import kv_decode as kv_bench
     from simcim.kernels.kv_quant import dequantize_kv
@@ -54,3 +47,14 @@ def test_kv_bench_quantizes_large_caches_in_slices_that_join_into_one():
     assert (8, 32, 8, 32768) in {(c.b, c.h, c.hkv, c.t) for c in cases}
     assert {(c.b, c.t) for c in cases if c.label == "context"} == {(1, 4096), (32, 4096), (1, 131072), (32, 131072)}
     assert any(c.label == "OLMoE" and (c.h, c.hkv) == (16, 16) for c in cases)
+
+
+def test_tiny_quant_gemv_bench_times_the_tensor_core_kernel_and_hands_over_rows_case_by_case():
+    seen = []
+    rows = bench.run(["quant_gemv"], tiny=True, on_progress=lambda done: seen.append(len(done)))
+    # the roofline's rows, then each of the 2 cases, then the bench's end
+    assert len(seen) >= 4 and seen == sorted(seen) and seen[1] < seen[-1] == len(rows)
+    rows = [r for r in rows if r.kernel == "quant_gemv"]
+    batch = {r.impl for r in rows if r.case.startswith("goal M3")}
+    assert batch == {"bf16 F.linear", "triton int4 tc", "triton int2 tc", "triton ternary tc"}
+    assert all(r.rel_err < 1e-2 for r in rows if r.impl != "bf16 F.linear")
