@@ -98,7 +98,8 @@ class Params:
                                                      "default per prefetcher")
     pf_degree: int | None = param(None, ge=1, help="lines per trigger for next_line/stride/stream (others ignore it)")
     nvr_throttle: bool = param(True, help="adapt NVR's distance: shorter when its prefetches are evicted unused, "
-                                          "longer when they arrive late (late ones weigh 4x)")
+                                          "longer when they arrive late; a change is kept only if the core got "
+                                          "faster")
     nvr_known_loop_bounds: bool = param(True, help="NVR knows loop bounds; false: it waits for each "
                                                    "row's row-pointer data before running into the row")
     compare_baseline: bool = param(True, help="also run without prefetching for speedup / miss reduction")
