@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,12 @@ def test_bundled_moe_configs_validate(path):
     cfg = load_config(path)
     trials = cfg.trials()
     assert cfg.kind == "moe_noise" and len(cfg.seeds) >= 5 and trials
-    assert {t.params.model for t in trials} == {"bundled"}
+    model = "bundled-64e" if path.stem.endswith("_64e") else "bundled"
+    assert {t.params.model for t in trials} == {model}
+    if model == "bundled-64e":  # the same experiment as the first model's config, on the second model
+        first = load_config(path.with_name(path.stem.removesuffix("_64e") + ".toml")).trials()
+        same = [dataclasses.replace(t.params, model="bundled-64e") for t in first]
+        assert [(t.params, t.seed) for t in trials] == [(p, t.seed) for p, t in zip(same, first)]
 
 
 def test_random_checkpoint_has_the_real_olmoe_shape(tmp_path):
