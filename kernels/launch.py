@@ -93,7 +93,7 @@ class KVDecodeConfig(NamedTuple):
     num_warps: int
     num_stages: int
     programs: int = 2048
-    tiles: str = "left"
+    tiles: str = "right"
 
 
 C = TypeVar("C", bound=tuple)

@@ -20,11 +20,11 @@ from simcim.kernels.testing import rel_err
 
 # (tiles, num_splits, unpack, num_warps, num_stages, register cap, key groups per step); None: the device's default
 CANDIDATES = [
-    ("left", None, "asm", None, None, None, 1),
+    ("right", None, "asm", None, None, None, None),
+    ("left", None, "asm", 4, 2, None, 1),
     ("left", 64, "asm", 4, 2, None, 1),
     ("left", None, "asm", 8, 2, None, 1),
     ("left", None, "asm", 4, 3, None, 1),
-    ("right", 32, "asm", 4, 1, None, 1),
     ("right", 32, "asm", 4, 1, None, 2),
 ]
 
