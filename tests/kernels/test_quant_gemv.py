@@ -184,6 +184,17 @@ def test_dispatcher_picks_the_tensor_core_kernel_for_2_to_16_rows(monkeypatch, d
     assert picked == ["m1", "tc", "tc", "dot", "slices", "dot"]
 
 
+def test_every_launch_default_is_a_config_of_its_kind():
+    kinds = {"gemv_m1": GemvM1Config, "gemv_slices": launch.SlicesConfig, "gemm_dot": launch.DotConfig,
+             "gemm_tc": TensorCoreConfig, "attention": launch.AttentionConfig, "kv_decode": launch.KVDecodeConfig}
+    tables = launch._tables()
+    assert {"default", "interpreter"} <= set(tables)
+    for name, table in tables.items():
+        for entry in table:
+            kind = next(k for prefix, k in kinds.items() if entry.startswith(prefix))
+            assert isinstance(launch.default(kind, entry, table=name), kind)
+
+
 def test_launch_configs_are_named_and_read_from_the_device_table(device):
     cfg = launch.default(GemvM1Config, "gemv_m1_f16acc_int4", table="default")
     assert isinstance(cfg, GemvM1Config) and cfg == quant_gemv.F16ACC_CONFIG["int4"] == (2, 64, 4, 2, 1)
