@@ -129,11 +129,28 @@ class AnalogConfig:
 
 @dataclasses.dataclass
 class AnalogWeights:
-    """Programmed crossbar: unit weights ``unit [N, K]`` (bf16) and tile-column scales ``scales [T, N]``."""
+    """Programmed crossbar: unit weights ``unit [N, K]`` (bf16) and tile-column scales ``scales [T, N]``.
+
+    ``read_var [N, K]`` (bf16, optional): each unit weight's own read-noise variance, in place of the config's
+    uniform ``read_noise`` (step 4 then draws ``sqrt(sum_k (c_k B / L)^2 read_var[n, k] + out_noise^2) * eps``).
+    """
 
     unit: torch.Tensor
     scales: torch.Tensor
     config: AnalogConfig
+    read_var: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.read_var is not None:
+            if self.read_var.shape != self.unit.shape:
+                raise ValueError(f"read_var must be {tuple(self.unit.shape)} like unit; "
+                                 f"got {tuple(self.read_var.shape)}")
+            if self.config.read_noise > 0:
+                raise ValueError("give either read_var (per weight) or config.read_noise (uniform), not both")
+
+    @property
+    def noisy(self) -> bool:
+        return self.config.noisy or self.read_var is not None
 
     @property
     def n(self) -> int:
@@ -204,9 +221,13 @@ def analog_matmul_reference(
     u = torch.nn.functional.pad(aw.unit.float(), (0, pad)).reshape(aw.n, tiles, rows)
     inv_l = torch.tensor(cfg.input_bound / cfg.dac_levels, dtype=torch.float32)
     z = torch.einsum("mtk,ntk->mtn", c, u) * inv_l  # [M, T, N]
-    if cfg.noisy:
-        sq = ((c * inv_l) ** 2).sum(-1)  # [M, T]
-        std = torch.sqrt(cfg.read_noise**2 * sq + cfg.out_noise**2)[..., None]
+    if aw.noisy:
+        if aw.read_var is not None:
+            v = torch.nn.functional.pad(aw.read_var.float(), (0, pad)).reshape(aw.n, tiles, rows)
+            var = torch.einsum("mtk,ntk->mtn", (c * inv_l) ** 2, v)
+        else:
+            var = (cfg.read_noise**2 * ((c * inv_l) ** 2).sum(-1))[..., None]  # [M, T, 1]
+        std = torch.sqrt(var + cfg.out_noise**2)
         eps = torch.randn(z.shape, generator=generator, dtype=torch.float32, device="cpu").to(z.device)
         z = z + std * eps
     a, bound = cfg.adc_levels, cfg.adc_bound
@@ -289,6 +310,7 @@ if HAVE_TRITON:
     @triton.jit
     def _tile_epilogue(
         acc,
+        acc_var,
         y,
         t,
         offs_m,
@@ -309,15 +331,19 @@ if HAVE_TRITON:
         out_var,
         NOISE: tl.constexpr,
         ASM: tl.constexpr,
+        WVAR: tl.constexpr,
     ):
         z = acc * inv_levels
         if NOISE:
-            sq = tl.load(SQ + offs_m * n_tiles + t, mask=m_mask, other=0.0)
-            std = tl.sqrt(read_var * sq + out_var)
-            if ASM:
-                z = add_normal_noise4(z, std[:, None], rng_offs, seed + t)
+            if WVAR:  # per-weight read variance: sum_k (c_k B / L)^2 var_nk, accumulated beside the product
+                std = tl.sqrt(acc_var * (inv_levels * inv_levels) + out_var)
             else:
-                z += std[:, None] * tl.randn(seed + t, rng_offs)
+                sq = tl.load(SQ + offs_m * n_tiles + t, mask=m_mask, other=0.0)
+                std = tl.sqrt(read_var * sq + out_var)[:, None]
+            if ASM:
+                z = add_normal_noise4(z, std, rng_offs, seed + t)
+            else:
+                z += std * tl.randn(seed + t, rng_offs)
         z = tl.minimum(tl.maximum(z, -adc_bound), adc_bound)
         q = tl.math.floor(z * (adc_levels / adc_bound) + 0.5) * (adc_bound / adc_levels)
         s = tl.load(S + t * N + offs_n, mask=n_mask, other=0.0)
@@ -328,6 +354,7 @@ if HAVE_TRITON:
     def _analog_kernel(
         XC,
         U,
+        V,
         S,
         R,
         SQ,
@@ -348,6 +375,7 @@ if HAVE_TRITON:
         TILE: tl.constexpr,
         NOISE: tl.constexpr,
         ASM: tl.constexpr,
+        WVAR: tl.constexpr,
         HAS_BIAS: tl.constexpr,
         NESTED: tl.constexpr,
         BLOCK_M: tl.constexpr,
@@ -371,19 +399,26 @@ if HAVE_TRITON:
         n_mask = offs_n < N
         x_base = XC + offs_m[:, None].to(tl.int64) * K + offs_k[None, :]
         u_base = U + offs_n[:, None].to(tl.int64) * stride_un + offs_k[None, :]
+        v_base = V + offs_n[:, None].to(tl.int64) * stride_un + offs_k[None, :]
         y = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         rng_offs = offs_m[:, None] * N + offs_n[None, :]
         if NESTED:
             # one pipelined K loop per tile, then that tile's noise and ADC
             for t in range(0, n_tiles):
                 acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+                acc_var = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
                 for k0 in range(t * TILE, tl.minimum(t * TILE + TILE, K), BLOCK_K):
                     k_mask = (k0 + offs_k) < K
                     x = tl.load(x_base + k0, mask=m_mask[:, None] & k_mask[None, :], other=0.0)
                     u = tl.load(u_base + k0, mask=n_mask[:, None] & k_mask[None, :], other=0.0)
                     acc += mma(x, tl.trans(u))
+                    if WVAR:
+                        v = tl.load(v_base + k0, mask=n_mask[:, None] & k_mask[None, :], other=0.0)
+                        xf = x.to(tl.float32)
+                        acc_var += mma((xf * xf).to(v.dtype), tl.trans(v))
                 y = _tile_epilogue(
                     acc,
+                    acc_var,
                     y,
                     t,
                     offs_m,
@@ -404,18 +439,25 @@ if HAVE_TRITON:
                     out_var,
                     NOISE,
                     ASM,
+                    WVAR,
                 )
         else:
             # one flat K loop; the tile epilogue runs when a chunk closes a tile
             acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+            acc_var = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
             for k0 in range(0, K, BLOCK_K):
                 k_mask = (k0 + offs_k) < K
                 x = tl.load(x_base + k0, mask=m_mask[:, None] & k_mask[None, :], other=0.0)
                 u = tl.load(u_base + k0, mask=n_mask[:, None] & k_mask[None, :], other=0.0)
                 acc += mma(x, tl.trans(u))
+                if WVAR:
+                    v = tl.load(v_base + k0, mask=n_mask[:, None] & k_mask[None, :], other=0.0)
+                    xf = x.to(tl.float32)
+                    acc_var += mma((xf * xf).to(v.dtype), tl.trans(v))
                 if ((k0 + BLOCK_K) % TILE == 0) | (k0 + BLOCK_K >= K):
                     y = _tile_epilogue(
                         acc,
+                        acc_var,
                         y,
                         k0 // TILE,
                         offs_m,
@@ -436,8 +478,10 @@ if HAVE_TRITON:
                         out_var,
                         NOISE,
                         ASM,
+                        WVAR,
                     )
                     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+                    acc_var = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         if HAS_BIAS:
             y += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
         tl.store(
@@ -517,6 +561,7 @@ def analog_matmul(
     _analog_kernel[grid](
         codes,
         aw.unit,
+        aw.read_var if aw.read_var is not None else aw.unit,
         aw.scales,
         r,
         sq,
@@ -535,7 +580,8 @@ def analog_matmul(
         cfg.read_noise**2,
         cfg.out_noise**2,
         TILE=cfg.tile_rows,
-        NOISE=cfg.noisy,
+        NOISE=aw.noisy,
+        WVAR=aw.read_var is not None,
         ASM=not interpreting(),
         NESTED=nested,
         HAS_BIAS=bias is not None,

@@ -1,9 +1,10 @@
 """Which engine computes an analog product: the PyTorch reference or the Triton kernel.
 
 The kernel (``simcim.kernels.analog_matmul``) covers the common periphery: abs-max input range per token
-and tile or none, DAC of 2-9 bits (codes exact in bf16, its tensor-core operand), ADC of 2-16 bits, a
-fixed per-read weight sigma and output noise, unit weights in bf16. IR drop, bound management, 1-bit
-converters and per-weight (device-model) read noise run on the reference. ``engine="auto"`` takes the
+and tile or none, DAC of 2-9 bits (codes exact in bf16, its tensor-core operand), ADC of 2-16 bits, read
+noise per weight (the device model's variance, in bf16, accumulated by a second product beside the first)
+or a fixed sigma, output noise, unit weights in bf16. IR drop, bound management and 1-bit converters run
+on the reference. ``engine="auto"`` takes the
 kernel for CUDA tensors when it covers the configuration, ``"triton"`` insists on it (also on CPU under
 ``TRITON_INTERPRET=1``), ``"torch"`` always takes the reference.
 """
@@ -27,8 +28,6 @@ def kernel_covers(cfg: PeripheryConfig, tile_rows: int, read_var: torch.Tensor |
         return "IR drop"
     if cfg.bound_management != "none":
         return "bound management"
-    if cfg.read_sigma is None and read_var is not None:
-        return "per-weight read noise of the device model (use read_noise 'fixed')"
     return None
 
 
@@ -45,14 +44,16 @@ def use_kernel(engine: str, x: torch.Tensor, cfg: PeripheryConfig, tile_rows: in
 
 
 def kernel_mvm(x: torch.Tensor, unit: torch.Tensor, scales: torch.Tensor, cfg: PeripheryConfig, tile_rows: int,
-               bias: torch.Tensor | None, generator: torch.Generator, counters: Counters | None) -> torch.Tensor:
+               bias: torch.Tensor | None, generator: torch.Generator, counters: Counters | None,
+               read_var: torch.Tensor | None = None) -> torch.Tensor:
     """The product through ``analog_matmul``; its Philox seed is drawn from ``generator``."""
     from simcim.kernels.analog_matmul import AnalogConfig, AnalogWeights, analog_matmul
 
     kcfg = AnalogConfig(tile_rows=tile_rows, dac_bits=cfg.dac_bits, adc_bits=cfg.adc_bits, adc_bound=cfg.adc_bound,
                         read_noise=cfg.read_sigma or 0.0, out_noise=cfg.out_noise, input_range=cfg.input_range,
                         input_bound=cfg.input_bound, range_per_tile=True)
-    aw = AnalogWeights(unit.to(torch.bfloat16).contiguous(), scales.float().contiguous(), kcfg)
+    var = read_var.to(torch.bfloat16).contiguous() if cfg.read_sigma is None and read_var is not None else None
+    aw = AnalogWeights(unit.to(torch.bfloat16).contiguous(), scales.float().contiguous(), kcfg, var)
     seed = int(torch.randint(0, 2**31 - 2**20, (1,), generator=generator, device=generator.device))
     y = analog_matmul(x.contiguous(), aw, bias.float() if bias is not None else None, seed=seed)
     if counters is not None:

@@ -152,7 +152,7 @@ class AnalogForward(TorchFunctionMode):
 
         if engines.use_kernel(self.engine, x, self.periphery, self.crossbar.tile_rows, var):
             return engines.kernel_mvm(x, unit, scales, self.periphery, self.crossbar.tile_rows, bias,
-                                      self.generator, self.counters)
+                                      self.generator, self.counters, var)
         return analog_mvm(x, unit, scales, self.periphery, self.crossbar.tile_rows, var, bias, self.generator,
                           self.counters)
 

@@ -1,9 +1,12 @@
+import dataclasses
+
 import pytest
 import torch
 
 from simcim.kernels.analog_matmul import (
     AnalogConfig,
     AnalogLinear,
+    AnalogWeights,
     analog_matmul,
     analog_matmul_reference,
     dac,
@@ -111,6 +114,43 @@ def test_read_noise_has_the_documented_distribution(device, rng):
         assert abs(float(sample.std()) - 1.0) < 4.5 / (2 * 2784) ** 0.5
     assert torch.equal(analog_matmul(x, aw, seed=seed), analog_matmul(x, aw, seed=seed))
     assert not torch.equal(analog_matmul(x, aw, seed=seed), analog_matmul(x, aw, seed=seed + 1))
+
+
+def test_per_weight_read_variance_has_the_documented_distribution(device, rng):
+    """The kernel's second product (codes^2 x per-weight variance) against the closed form, and the
+    model-level reference (``simcim.analog``) against the kernel with the same variances."""
+    from simcim.analog.engines import kernel_mvm
+    from simcim.analog.periphery import PeripheryConfig, analog_mvm
+
+    cfg = AnalogConfig(tile_rows=32, dac_bits=8, adc_bits=16, adc_bound=64.0, out_noise=0.05)
+    w = randn(N, K, g=rng, device=device)
+    x = randn(128, K, g=rng, device=device)
+    var = (torch.rand(N, K, generator=rng) * 4e-3).to(device=device, dtype=torch.bfloat16)
+    aw = program_weights(w, cfg)
+    noisy = AnalogWeights(aw.unit, aw.scales, cfg, var)
+    quiet = AnalogWeights(aw.unit, aw.scales, AnalogConfig(tile_rows=32, dac_bits=8, adc_bits=16, adc_bound=64.0))
+    clean = analog_matmul(x, quiet)
+    codes, r = dac(x, cfg)
+    pad = aw.tiles * 32 - K
+    c2 = (torch.nn.functional.pad(codes / cfg.dac_levels, (0, pad)).reshape(128, aw.tiles, 32)) ** 2
+    v = torch.nn.functional.pad(var.float(), (0, pad)).reshape(N, aw.tiles, 32)
+    var_t = torch.einsum("mtk,ntk->mtn", c2, v) + cfg.out_noise**2
+    std = (var_t * (aw.scales[None] * r[..., None]) ** 2).sum(1).sqrt()
+    seed = int(torch.randint(0, 2**20, (1,), generator=rng))
+    for z in ((analog_matmul(x, noisy, seed=seed) - clean) / std,
+              (analog_matmul_reference(x, noisy, generator=rng) - clean) / std):
+        n = z.numel()
+        assert abs(float(z.mean())) < 4.5 / n**0.5
+        assert abs(float(z.std()) - 1.0) < 4.5 / (2 * n) ** 0.5
+    periph = PeripheryConfig(dac_bits=8, adc_bits=16, adc_bound=64.0, out_noise=0.05, input_range="abs_max")
+    g = torch.Generator(device=device).manual_seed(seed)
+    unit = aw.unit.float()
+    ref0 = analog_mvm(x, unit, aw.scales, dataclasses.replace(periph, out_noise=0.0), 32)
+    da = torch.stack([analog_mvm(x, unit, aw.scales, periph, 32, read_var=var.float(), generator=g) - ref0
+                      for _ in range(3)])
+    db = torch.stack([kernel_mvm(x, unit, aw.scales, periph, 32, None, g, None, var.float()) - ref0
+                      for _ in range(3)])
+    assert abs(float(da.std() / db.std()) - 1) < 4.5 * (1 / da.numel()) ** 0.5 + 0.01
 
 
 def test_module_draws_fresh_noise_each_call(device, rng):
