@@ -7,12 +7,12 @@
 #    matmul (8-bit DAC/ADC, 512-row tiles) with noise off and with read + output noise, and aihwkit-lightning's
 #    Triton forward in the same run (if aihwkit-lightning imports: it is pure Python; without a registry, put
 #    its wheel in shared/wheels/ first: pip download aihwkit-lightning==2.1.0 --no-deps -d shared/wheels).
-# 2. parity: python -m simcim.analog.parity on the GPU's PyTorch (the CPU table's numbers, re-made there).
+# 2. parity: python -m simcim.analog.parity with that machine's torch and aihwkit-lightning (it computes on CPU).
 # 3. bundled model: python -m simcim.analog.bench on cuda, 16K tokens: weights forward, analog with the device's
-#    read noise (PyTorch reference), analog with a fixed read sigma (the Triton kernel).
+#    per-weight read noise, analog with a fixed read sigma (both on the Triton kernel).
 # 4. OLMoE-1B-7B-shaped random checkpoint (bf16, written to local disk, not $OUT): weights and analog with a
-#    fixed read sigma (the kernel; the device's per-weight read-noise variance would take 28 GB more) on 16K
-#    tokens, 1024-token windows.
+#    fixed read sigma (the device's per-weight read-noise variance would take 28 GB more) on 16K tokens,
+#    1024-token windows.
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
 R="$OUT/analog"
@@ -28,7 +28,7 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 echo "== 1. analog matmul vs bf16 F.linear vs aihwkit-lightning"
 timeout 150 $PY -m simcim.kernels.bench --kernel analog --csv "$R/kernel.csv" 2>&1 | tee "$R/kernel.log" || true
 
-echo "== 2. parity with aihwkit-lightning and aihwkit's formulas (GPU PyTorch)"
+echo "== 2. parity with aihwkit-lightning and aihwkit's formulas"
 timeout 60 $PY -m simcim.analog.parity --out "$R/parity" 2>&1 | tee "$R/parity.log" || true
 
 echo "== 3. bundled model, 16K tokens, weights vs analog forward"

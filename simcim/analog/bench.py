@@ -1,7 +1,7 @@
 """Time a model's evaluation with the analog forward beside the weights forward.
 
-For each forward (``weights``; ``analog-device``: the device's 1/f read noise per weight, which runs on the
-PyTorch reference; ``analog-fixed``: a fixed read sigma, which the Triton kernel covers on a GPU) one
+For each forward (``weights``; ``analog-device``: the device's 1/f read noise per weight; ``analog-fixed``: a
+fixed read sigma; both run on the Triton kernel on a GPU and on the PyTorch reference on CPU) one
 ``noise_injection`` trial is run to warm up (it also measures the clean perplexity), then a second one
 is timed. Writes one CSV row per forward: evaluation seconds, tokens per second, the ratio to the
 weights forward, perplexity.
@@ -19,8 +19,8 @@ from simcim.noise_injection import Params, run_trial
 
 FORWARDS = {
     "weights": dict(forward="weights"),
-    "analog-device": dict(forward="analog", read_noise="device"),  # per-weight 1/f read noise: PyTorch reference
-    "analog-fixed": dict(forward="analog", read_noise="fixed", read_sigma=0.01),  # the Triton kernel on a GPU
+    "analog-device": dict(forward="analog", read_noise="device"),  # the device's 1/f read noise, per weight
+    "analog-fixed": dict(forward="analog", read_noise="fixed", read_sigma=0.01),  # one sigma: no variance stored
 }
 
 
