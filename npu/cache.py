@@ -9,7 +9,9 @@ Timing is carried per line: a line is installed when its miss is *issued*, with 
 cycle its data arrives, so a later access to a line still in flight waits for it (an MSHR
 merge) and a demand hit on a prefetched line that has not arrived is a *late* prefetch.
 Policies: fills go into every level on the way (non-inclusive, like ChampSim's default),
-dirty victims are written back to the next level (or DRAM), write misses allocate.
+dirty victims are written back to the next level (or DRAM), write misses allocate. A
+writeback that hits in the next level marks the line dirty but does not move it in the
+replacement order (as ChampSim); one that misses there is inserted like a fill.
 """
 
 from __future__ import annotations

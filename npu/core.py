@@ -10,7 +10,9 @@ Per instruction, in program order:
   waits until all of them have arrived (these waits are the *stall cycles*), then takes
   ``compute_cycles``;
 * stores never stall the core (a store buffer), but allocate their line on a miss;
-* after each memory instruction the prefetcher's ``operate`` sees it.
+* after each memory instruction the prefetcher's ``operate`` sees it. The core is compiled once
+  and calls ``operate`` through a function pointer of one fixed signature
+  (``operate_signature``), so a prefetcher registered by name needs no change here.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -158,7 +161,7 @@ def run_core(H: tuple, tr: tuple, module: object, st: np.ndarray, prm: np.ndarra
     core_kernel(module)(H, tr, st, prm, line_bits, ports, compute_cycles, out)
 
 
-def core_kernel(module: object):
+def core_kernel(module: object) -> Callable[..., None]:
     """``run_core`` bound to ``module``'s operate, compiled (so a caller can time the run alone)."""
     kernel, op = _core_kernel(), _operate_pointer(module)
 
