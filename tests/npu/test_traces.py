@@ -123,3 +123,21 @@ def test_unreadable_files_are_refused(tmp_path):
         read_champsim(cut)
     with pytest.raises(ValueError, match="trace file not found"):
         read_trace(tmp_path / "missing")
+
+
+def test_champsim_register_dataflow_by_hand(tmp_path):
+    # r1 = load [0x1000]; r2 = r1 + 8 (no memory); r3 = load [r2]; store [0x3000] <- r3; r4 = 5 (no memory)
+    rec = np.zeros(5, CHAMPSIM_RECORD)
+    rec["ip"] = [0x10, 0x14, 0x18, 0x1C, 0x20]
+    rec["src_mem"][0, 0], rec["dst_reg"][0, 0] = 0x1000, 1
+    rec["src_reg"][1, 0], rec["dst_reg"][1, 0] = 1, 2
+    rec["src_mem"][2, 0], rec["src_reg"][2, 0], rec["dst_reg"][2, 0] = 0x2040, 2, 3
+    rec["dst_mem"][3, 0], rec["src_reg"][3, 0] = 0x3000, 3
+    rec["dst_reg"][4, 0] = 4
+    path = tmp_path / "chase.champsim"
+    path.write_bytes(rec.tobytes())
+    t = read_champsim(path)
+    assert list(t.inst_kind) == [LOAD, COMPUTE, LOAD, STORE]   # the register-only r4 = 5 is dropped
+    assert list(t.inst_dep) == [-1, -1, 0, 2]                  # the second load's address came from the first
+    assert list(t.producer) == [-1, 0, 1]                      # lane level: first lane of the producing load
+    assert list(t.addr) == [0x1000, 0x2040, 0x3000]
