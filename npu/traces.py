@@ -55,7 +55,7 @@ def sniff(path: str | Path) -> str:
     if head.startswith(ZIP_MAGIC):
         return "npz"
     if head.startswith(XZ_MAGIC) or head.startswith(GZ_MAGIC):
-        inner = _content_kind(_decompress(path)[:4096], None)
+        inner = _content_kind(_decompress(path, 4096), None)
         return f"{inner}.{'xz' if head.startswith(XZ_MAGIC) else 'gz'}" if inner != "unknown" else "unknown"
     return _content_kind(head, path.stat().st_size)
 
@@ -68,11 +68,13 @@ def _content_kind(head: bytes, size: int | None) -> str:
     return "unknown"
 
 
-def _decompress(path: Path) -> bytes:
-    opener = lzma.open if path.open("rb").read(6) == XZ_MAGIC else gzip.open
+def _decompress(path: Path, size: int = -1) -> bytes:
+    """The decompressed content of an xz or gzip file (its first ``size`` bytes when given)."""
+    with path.open("rb") as f:
+        opener = lzma.open if f.read(6) == XZ_MAGIC else gzip.open
     try:
         with opener(path, "rb") as f:
-            return f.read()
+            return f.read(size)
     except (lzma.LZMAError, OSError, EOFError) as e:
         raise ValueError(f"trace file {path}: cannot decompress ({e})") from None
 
