@@ -77,8 +77,8 @@ PRESETS: dict[str, BankPreset] = {
                             "JESD79-4 DDR4-3200AA (22-22-22 at tCK 0.625 ns); 4 bank groups x 4 banks; "
                             "8 KiB row: a rank of eight x8 devices with 1 KiB pages"),
     "hbm2": BankPreset(16, 2048, 14.0, 14.0, 14.0, 32.0,
-                       "JESD235 HBM2 at 2 Gb/s/pin, legacy 128-bit channel (tRCD = CL = tRP = 14 ns); "
-                       "16 banks, 2 KiB row"),
+                       "JESD235 HBM, legacy 128-bit channel: tRCD = CL = tRP = 14 ns as in Ramulator's HBM "
+                       "model (7 cycles at tCK 2 ns); 16 banks, 2 KiB row"),
     "hbm3": BankPreset(32, 1024, 19.375, 12.5, 16.25, 25.6,
                        "JESD238A HBM3 at 6.4 Gb/s/pin, 32-bit pseudo-channel (tRCD 31, CL 20, tRP 26 at "
                        "tCK 0.625 ns); 2 stack IDs x 4 bank groups x 4 banks, 1 KiB row"),
