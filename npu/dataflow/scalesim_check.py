@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     if not scalesim_available(args.python):
         raise SystemExit(
             f"SCALE-Sim is not importable by {args.python or scalesim_python()}: pip install scalesim "
-            "(in a venv with numpy < 2.3) and pass --python or set SIMCIM_SCALESIM_PYTHON"
+            "(in a venv with numpy < 2.4) and pass --python or set SIMCIM_SCALESIM_PYTHON"
         )
     t = compare(arrays=tuple(args.arrays), sram_kib=args.sram_kib, python=args.python)
     cols = ["array", "name", "tokens", "k", "n", "folds", "ours_compute_cycles", "scalesim_compute_cycles"]
