@@ -176,6 +176,17 @@ def _f(x: ArrayLike) -> np.ndarray:
 _WHOLE_ARCH = ("rows", "cols", "pes_1d", "glb_bytes", "glb_banks")
 
 
+def _check(what: str, name: str, v: np.ndarray, minimum: float, whole: bool) -> None:
+    """Refuse, in one line naming the parameter, a value that is not finite, is below ``minimum``
+    (not above it, for ``minimum = 0``) or, when ``whole``, has a fractional part."""
+    ok = v > 0 if minimum == 0 else v >= minimum
+    if not np.all(np.isfinite(v)) or not np.all(ok):
+        bound = "positive" if minimum == 0 else f">= {minimum:g}"
+        raise ValueError(f"{what} {name} must be {bound} and finite, got {_first_bad(v, ok)}")
+    if whole and np.any(v != np.floor(v)):
+        raise ValueError(f"{what} {name} must be a whole number, got {_first_bad(v, v == np.floor(v))}")
+
+
 def _first_bad(v: np.ndarray, ok: np.ndarray) -> float:
     """The first value of ``v`` that fails ``ok`` (NaN and infinity fail), for a one-line error."""
     bad = ~(np.asarray(ok) & np.isfinite(v))
@@ -215,17 +226,10 @@ def evaluate(
         ("glb_banks", banks),
         ("dram_bytes_per_s", bw),
     ):
-        if not np.all(np.isfinite(v)) or np.any(v <= 0):
-            raise ValueError(f"evaluate: arch {name} must be positive and finite, got {_first_bad(v, v > 0)}")
-        if name in _WHOLE_ARCH and np.any(v != np.floor(v)):
-            raise ValueError(f"evaluate: arch {name} must be a whole number, got {_first_bad(v, v == np.floor(v))}")
+        _check("evaluate: arch", name, v, minimum=0.0, whole=name in _WHOLE_ARCH)
     wl = {k: _f(v) for k, v in workload.items()}
     for k, v in wl.items():
-        if not np.all(np.isfinite(v)) or np.any(v < 1):
-            raise ValueError(f"evaluate: workload rank {k} must be >= 1 and finite, got {_first_bad(v, v >= 1)}")
-        if np.any(v != np.floor(v)):
-            got = _first_bad(v, v == np.floor(v))
-            raise ValueError(f"evaluate: workload rank {k} must be a whole number, got {got}")
+        _check("evaluate: workload rank", k, v, minimum=1.0, whole=True)
     for k in ("B", "H", "M", "P"):
         if k not in wl:
             raise ValueError(f"evaluate: workload is missing rank {k!r} (needs B, H, M, P and the head dims)")
@@ -578,6 +582,11 @@ def linear_layers(
         _f(over.get("dram_bytes_per_s", arch.dram_bytes_per_s)),
     )
     glb, banks = _f(over.get("glb_bytes", arch.glb_bytes)), _f(over.get("glb_banks", arch.glb_banks))
+    for name, v in (("rows", rows), ("cols", cols), ("clock_hz", clock), ("dram_bytes_per_s", bw)):
+        _check("linear_layers: arch", name, v, minimum=0.0, whole=name in _WHOLE_ARCH)
+    for name, v in (("glb_bytes", glb), ("glb_banks", banks)):
+        _check("linear_layers: arch", name, v, minimum=0.0, whole=True)
+    _check("linear_layers:", "seq_len", _f(seq_len), minimum=1.0, whole=True)
     tokens = model.batch * _f(seq_len)
     d, he, hf = model.d_model, model.heads * model.e, model.heads * model.f
     shapes = [(d, he), (d, he), (d, he), (hf, d), (d, model.ffn), (model.ffn, d)]

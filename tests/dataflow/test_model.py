@@ -292,6 +292,12 @@ def test_nonsense_inputs_are_refused_naming_the_parameter():
     # one K/V tile: 2 keys x (E + F = 128) x 2 B = 512 B; one query row: Q (64) + RM, RD + RNV (64) = 260 B
     with pytest.raises(ValueError, match=r"arch glb_bytes = 1 B cannot hold .* \(772 B\)"):
         evaluate(DESIGNS["fusemax"], {**WL, "E": 64, "F": 64}, {"glb_bytes": 1, "cols": 2})
+    from simcim.npu.dataflow.model import linear_layers
+
+    with pytest.raises(ValueError, match="linear_layers: seq_len must be a whole number, got 1.5"):
+        linear_layers(FUSEMAX_ARCH, MODELS["BERT"], 1.5)
+    with pytest.raises(ValueError, match="linear_layers: arch rows must be a whole number, got 3.7"):
+        linear_layers(FUSEMAX_ARCH, MODELS["BERT"], 1024, {"rows": 3.7})
     # a buffer that holds fewer rows than the array has re-reads the keys for every block it does hold
     r = evaluate(tiny("fusemax", glb_bytes=28), WL)
     assert r["rows_resident"] == 1 and r["dram_bytes"] == pytest.approx(16 + 4 * 16 + 4 * 16 + 16)
