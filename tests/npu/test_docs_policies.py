@@ -40,12 +40,3 @@ def test_writeback_hit_does_not_refresh_lru():
     demand_access(H, 4, 200, False)  # C: L2 evicts its LRU line, still A
     assert lookup(H, 1, 0) == -1 and lookup(H, 1, 2) >= 0
 
-
-def test_no_metric_shares_a_name_with_a_parameter():
-    from simcim.npu.experiment import run_trial
-
-    class Ctx:
-        artifact_dir = Path(".")
-
-    m = run_trial(Params(rows=16, cols=4096, sparsity=0.99), 0, Ctx())
-    assert not set(m) & {f.name for f in dataclasses.fields(Params)}
