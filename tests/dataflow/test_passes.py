@@ -92,3 +92,12 @@ def test_recurrences_read_only_at_their_final_element_keep_no_fiber():
     # reading the whole running max in the later pass does keep it
     c = parse_cascade("RM[m+1,p] = max(RM[m,p], X[m,p])\nG[p] max= X[m,p]\nY[m,p] = exp(X[m,p] - G[p]) + RM[m,p]\n")
     assert analyze_passes(c).cross_pass == ("RM",)
+
+
+def test_shipped_norms_take_3_2_and_1_passes():
+    ln, rms, lse = (analyze_passes(builtin_cascade(n)) for n in ("layernorm", "rmsnorm", "logsumexp"))
+    assert (ln.passes, rms.passes, lse.passes) == (3, 2, 1)
+    # LayerNorm keeps the centred values from pass 2 to pass 3, or reads X a third time
+    assert ln.cross_pass == ("XC",) and ln.passes_per_input["X"] == 3
+    assert rms.cross_pass == () and rms.passes_per_input == {"X": 2, "G": 1}
+    assert lse.cross_pass == () and lse.live_fibers == 0
