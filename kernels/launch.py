@@ -27,6 +27,7 @@ __all__ = [
     "DotConfig",
     "TensorCoreConfig",
     "AttentionConfig",
+    "GatherConfig",
     "KVDecodeConfig",
     "as_config",
     "default",
@@ -79,6 +80,16 @@ class TensorCoreConfig(NamedTuple):
 
 class AttentionConfig(NamedTuple):
     block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+class GatherConfig(NamedTuple):
+    """Sparse row gathers (SpMM, embedding_bag): nonzeros per step and output columns per program (capped at the
+    next power of two of the row width)."""
+
+    block_nnz: int
     block_n: int
     num_warps: int
     num_stages: int

@@ -13,7 +13,9 @@ from typing import Literal
 
 import torch
 
-from simcim.kernels._common import HAVE_TRITON, interpreting, next_pow2, use_triton
+from simcim.kernels._common import HAVE_TRITON, next_pow2, use_triton
+from simcim.kernels.launch import GatherConfig, as_config
+from simcim.kernels.launch import default as _default
 
 if HAVE_TRITON:
     import triton
@@ -118,9 +120,6 @@ if HAVE_TRITON:
         tl.store(C + row.to(tl.int64) * stride_c + offs_n, acc.to(C.dtype.element_ty), mask=n_mask)
 
 
-Config = tuple[int, int, int, int]  # (BLOCK_NNZ, BLOCK_N, num_warps, num_stages)
-
-
 def _gather_rows(
     row_ptr: torch.Tensor,
     cols: torch.Tensor,
@@ -128,16 +127,12 @@ def _gather_rows(
     b: torch.Tensor,
     out: torch.Tensor,
     mean: bool,
-    config: Config | None = None,
+    config: GatherConfig,
 ) -> torch.Tensor:
     m, n = out.shape
     if m == 0 or n == 0:
         return out
-    if config is not None:
-        block_nnz, block_n, warps, stages = config
-    else:
-        block_n = min(next_pow2(n), 64 if interpreting() else 128)
-        block_nnz, warps, stages = (16, 4, 1) if interpreting() else (16, 4, 3)
+    block_nnz, block_n, warps, stages = config
     _gather_rows_kernel[(m, triton.cdiv(n, block_n))](
         row_ptr,
         cols,
@@ -168,7 +163,10 @@ def _out(out: torch.Tensor | None, shape: tuple[int, int], like: torch.Tensor) -
 
 
 def spmm(
-    a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None, config: Config | None = None
+    a: torch.Tensor,
+    b: torch.Tensor,
+    out: torch.Tensor | None = None,
+    config: GatherConfig | tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
     """``a @ b`` for a sparse CSR ``a [M, K]`` and a dense ``b [K, N]``; returns ``[M, N]`` in ``b``'s dtype."""
     crow, col, val = _csr_parts(a)
@@ -181,7 +179,10 @@ def spmm(
         return c.copy_(spmm_reference(a, b))
     if b.stride(1) != 1:
         b = b.contiguous()
-    return _gather_rows(crow, col, val, b, c, mean=False, config=config)
+    if config is None:
+        config = _default(GatherConfig, "gather_spmm", b.device)
+        config = config._replace(block_n=min(next_pow2(b.shape[1]), config.block_n))
+    return _gather_rows(crow, col, val, b, c, mean=False, config=as_config(GatherConfig, config))
 
 
 def _check_bags(table: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor) -> None:
@@ -205,7 +206,7 @@ def embedding_bag(
     mode: Literal["sum", "mean"] = "sum",
     per_sample_weights: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
-    config: Config | None = None,
+    config: GatherConfig | tuple[int, int, int, int] | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
     """``F.embedding_bag`` (sum or mean; 1-d ``indices`` with bag starts ``offsets``, as torch takes them).
@@ -228,6 +229,8 @@ def embedding_bag(
     row_ptr = torch.cat([offsets, offsets.new_full((1,), indices.numel())])  # no host copy: graph-safe
     if table.stride(1) != 1:
         table = table.contiguous()
-    if config is None:  # fastest of the bench's sweep on the H200 (1M x 128, bags of 64): 1.5-2.4x SpMM's default
-        config = (16, min(next_pow2(table.shape[1]), 64), 2, 3)
+    if config is None:
+        config = _default(GatherConfig, "gather_embedding_bag", table.device)
+        config = config._replace(block_n=min(next_pow2(table.shape[1]), config.block_n))
+    config = as_config(GatherConfig, config)
     return _gather_rows(row_ptr, indices, per_sample_weights, table, c, mean=mode == "mean", config=config)

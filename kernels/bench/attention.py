@@ -10,6 +10,7 @@ import sys
 import torch
 
 from simcim.kernels.bench.harness import Env, Row, bench, finish, flop_frac
+from simcim.kernels.launch import AttentionConfig
 from simcim.kernels.testing import rel_err
 
 
@@ -50,7 +51,8 @@ def bench_attention(env: Env) -> list[Row]:
             exact = F.scaled_dot_product_attention(
                 q[sl, :2].float(), k[sl, :2].float(), v[sl, :2].float(), is_causal=causal
             )
-            candidates = [(128, 128, 8, 2), (128, 128, 8, 3), (128, 64, 4, 3), (128, 64, 8, 3)]
+            shapes = ((128, 128, 8, 2), (128, 128, 8, 3), (128, 64, 4, 3), (128, 64, 8, 3))
+            candidates = [AttentionConfig(*c) for c in shapes]
             best: tuple[float, tuple | None] = (float("inf"), None)
             if env.cuda:
                 for cfg in candidates:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from simcim.kernels.bench.harness import Env, Row, bench, best, finish, mem_frac
+from simcim.kernels.launch import GatherConfig
 from simcim.kernels.testing import rel_err
 
 
@@ -51,7 +52,8 @@ def bench_sparse(env: Env) -> list[Row]:
             ms, cfg = best(
                 lambda c: spmm(a, b, config=c),
                 env,
-                [None, (16, min(n, 128), 4, 3), (32, min(n, 128), 4, 3), (8, n, 4, 3), (16, 64, 4, 2)],
+                [None] + [GatherConfig(*c) for c in ((16, min(n, 128), 4, 3), (32, min(n, 128), 4, 3), (8, n, 4, 3),
+                                                     (16, 64, 4, 2))],
             )
             timed = [("triton spmm", ms)]
             if env.cuda:  # the same call replayed in a CUDA graph: the kernel without its host-side launch
@@ -93,7 +95,8 @@ def bench_sparse(env: Env) -> list[Row]:
             )
         )
         # None: embedding_bag's default, (16, 64, 2, 3); (16, 128, 4, 3): SpMM's, its default before 2026-12-02
-        configs = [None, (16, 128, 4, 3), (8, 128, 4, 3), (32, 128, 4, 3), (8, 32, 1, 3), (16, 128, 8, 3)]
+        configs = [None] + [GatherConfig(*c) for c in ((16, 128, 4, 3), (8, 128, 4, 3), (32, 128, 4, 3), (8, 32, 1, 3),
+                                                        (16, 128, 8, 3))]
         # as called by default (validated: one host sync a call), and the kernel alone in a CUDA graph
         for validate in (True, False):
             ms, cfg = best(

@@ -186,7 +186,8 @@ def test_dispatcher_picks_the_tensor_core_kernel_for_2_to_16_rows(monkeypatch, d
 
 def test_every_launch_default_is_a_config_of_its_kind():
     kinds = {"gemv_m1": GemvM1Config, "gemv_slices": launch.SlicesConfig, "gemm_dot": launch.DotConfig,
-             "gemm_tc": TensorCoreConfig, "attention": launch.AttentionConfig, "kv_decode": launch.KVDecodeConfig}
+             "gemm_tc": TensorCoreConfig, "attention": launch.AttentionConfig, "kv_decode": launch.KVDecodeConfig,
+             "gather": launch.GatherConfig}
     tables = launch._tables()
     assert {"default", "interpreter"} <= set(tables)
     for name, table in tables.items():
