@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# On one Hopper GPU (H100 or H200): the kernel tests compiled for the GPU (interpreter off), then the benches of the
-# issue-22 goals (weight-only GEMV/GEMM at M = 1..16, 2/4-bit KV decode) with their baselines in the same run.
+# On one Hopper GPU (H100 or H200): the benches of the issue-22 goals (weight-only GEMV/GEMM at M = 1..16, 2/4-bit KV
+# decode) with their baselines in the same run, then the kernel tests compiled for the GPU (interpreter off).
 #   run from the repo root: bash scripts/gpu/kernels.sh        (about 7 minutes; OUT defaults to ./out_gpu)
-# Writes under $OUT/kernels/: gpu.txt, tests.log and tests.xml, quant_gemv.csv, kv_decode.csv, bench logs with every
-# candidate launch's time, summary.txt (the goal table, also printed).
+# Writes under $OUT/kernels/: gpu.txt, quant_gemv.csv, kv_decode.csv, bench logs with every candidate launch's time,
+# tests_core.log / tests_rest.log (and .xml), summary.txt (the goal table, also printed).
 set -o pipefail
 export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0
 OUT=${OUT:-$PWD/out_gpu}/kernels
@@ -13,18 +13,24 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/gpu.txt"
 
-# kernel tests on CUDA tensors (conftest leaves the interpreter off when a GPU is present)
-timeout ${TEST_TIMEOUT:-110} python3 -m pytest -q -p no:cacheprovider tests/kernels --junitxml="$OUT/tests.xml" \
-    > "$OUT/tests.log" 2>&1
-echo "kernel tests (exit $?): $(tail -n 1 "$OUT/tests.log")"
-
-# each bench in its own process, so that one running out of time keeps the other's CSV
-timeout ${GEMV_TIMEOUT:-200} python3 -m simcim.kernels.bench --kernel quant_gemv --csv "$OUT/quant_gemv.csv" \
+# each bench in its own process, so that one running out of time keeps the other's CSV (rows are written per case)
+timeout ${GEMV_TIMEOUT:-170} python3 -m simcim.kernels.bench --kernel quant_gemv --csv "$OUT/quant_gemv.csv" \
     > "$OUT/quant_gemv.log" 2> "$OUT/quant_gemv.candidates.log"
 echo "quant_gemv bench exit $?"
-timeout ${KV_TIMEOUT:-150} python3 -m simcim.kernels.bench --kernel kv_decode --csv "$OUT/kv_decode.csv" \
+timeout ${KV_TIMEOUT:-140} python3 -m simcim.kernels.bench --kernel kv_decode --csv "$OUT/kv_decode.csv" \
     > "$OUT/kv_decode.log" 2> "$OUT/kv_decode.candidates.log"
 echo "kv_decode bench exit $?"
+
+# kernel tests on CUDA tensors (conftest leaves the interpreter off when a GPU is present): the changed kernels
+# first, then the rest
+core="tests/kernels/test_quant_gemv.py tests/kernels/test_kv_quant.py tests/kernels/test_bench.py tests/kernels/test_hopper_layouts.py"
+timeout ${TEST_TIMEOUT:-110} python3 -m pytest -q -p no:cacheprovider $core --junitxml="$OUT/tests_core.xml" \
+    > "$OUT/tests_core.log" 2>&1
+echo "kernel tests, changed kernels (exit $?): $(tail -n 1 "$OUT/tests_core.log")"
+rest=$(ls tests/kernels/test_*.py | grep -v -e test_quant_gemv -e test_kv_quant -e test_bench -e test_hopper_layouts)
+timeout ${REST_TIMEOUT:-60} python3 -m pytest -q -p no:cacheprovider $rest --junitxml="$OUT/tests_rest.xml" \
+    > "$OUT/tests_rest.log" 2>&1
+echo "kernel tests, the others (exit $?): $(tail -n 1 "$OUT/tests_rest.log")"
 
 python3 - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
 import csv, sys
