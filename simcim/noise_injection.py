@@ -97,6 +97,10 @@ class Params:
             resolve_model_path(self.model)
         if self.forward == "analog":
             self.periphery()  # validates the converter settings now, not mid-trial
+            shape = _selection_shape(str(self.model), tuple(self.roles), tuple(self.include), tuple(self.exclude),
+                                     tuple(self.layers) if self.layers is not None else None)
+            if shape is not None:  # the architecture's shapes, from its config alone (no weights loaded)
+                check_analog_selection(self, *shape)
         elif self.forward != "weights":
             raise ValueError(f"forward {self.forward!r}: expected 'weights' or 'analog'")
 
@@ -158,13 +162,39 @@ def selected_targets(p: Params, model) -> list[WeightTarget]:
     return chosen
 
 
-def check_tile_fits(p: Params, targets: Sequence[WeightTarget]) -> None:
-    """The analog forward's partial sums are per tile of ``tile_rows`` inputs: a tile taller than every selected
-    matrix is a setting that cannot mean what it says."""
-    widest = max(t.matrices().shape[-1] for t in targets)
+def check_analog_selection(p: Params, widest: int, lookups: tuple[str, ...]) -> None:
+    """What the analog forward cannot do with a selection: a tile taller than every selected matrix (its partial
+    sums are per tile of ``tile_rows`` inputs), or a lookup table (an embedding is not a product)."""
+    if lookups:
+        raise ValueError(f"forward 'analog': {lookups[0]} is an embedding lookup, not a matrix-vector product; "
+                         "leave it off the crossbars (roles/exclude) or use forward 'weights'")
     if p.tile_rows > widest:
         raise ValueError(f"tile_rows ({p.tile_rows}) is larger than every selected layer (the widest has {widest} "
                          f"inputs): choose tile_rows <= {widest}")
+
+
+def check_tile_fits(p: Params, targets: Sequence[WeightTarget]) -> None:
+    check_analog_selection(p, max(t.matrices().shape[-1] for t in targets),
+                           tuple(t.name for t in targets if t.input_axis != -1))
+
+
+@functools.lru_cache(maxsize=16)
+def _selection_shape(model: str, roles: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
+                     layers: tuple[int, ...] | None) -> tuple[int, tuple[str, ...]] | None:
+    """(widest input of the selected matrices, names of selected lookup tables) from the checkpoint's config on
+    the meta device; None when the architecture cannot be built that way (then the trial checks it)."""
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        cfg = AutoConfig.from_pretrained(resolve_model_path(model), local_files_only=True)
+        with torch.device("meta"):
+            meta = AutoModelForCausalLM.from_config(cfg)
+    except Exception:  # any failure here only postpones the check to the trial
+        return None
+    chosen = select_targets(find_targets(meta), roles=roles, include=include, exclude=exclude, layers=layers)
+    if not chosen:
+        return None
+    return max(t.matrices().shape[-1] for t in chosen), tuple(t.name for t in chosen if t.input_axis != -1)
 
 
 @contextlib.contextmanager

@@ -118,11 +118,12 @@ def test_unmappable_parts_and_bad_settings_are_refused(tiny_models, tmp_path, ca
     with pytest.raises(ValueError, match=r"tile_rows \(64\) is larger than every selected layer"):
         run_trial(Params(model=str(tiny_models["olmoe"]), forward="analog", tile_rows=64, **FAST), 0)
     for bad, match in (("dac_bits=0", "dac_bits"), ("adc_bits=17", "adc_bits"), ("adc_bound=0.0", "adc_bound"),
-                       ('forward="digital"', "forward")):
+                       ('forward="digital"', "forward"), ("tile_rows=64", "tile_rows (64) is larger"),
+                       ('roles=["embeddings"]', "embed_tokens.weight is an embedding lookup")):
         cfg = tmp_path / "c.toml"
         cfg.write_text('[experiment]\nname = "x"\nkind = "noise_injection"\n[params]\n'
                        f'model = "{tiny_models["olmoe"]}"\ndevice = "cpu"\nforward = "analog"\n')
-        assert main(["run", str(cfg), "--out", str(tmp_path / "r"), "--set", f"params.{bad}"]) == 2
+        assert main(["run", str(cfg), "--out", str(tmp_path / "r"), "--set", f"params.{bad}"]) == 2, bad
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and match in err[0], err
 
