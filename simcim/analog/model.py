@@ -50,8 +50,8 @@ class _Armed:
 
 
 def _fingerprint(mats: torch.Tensor) -> torch.Tensor:
-    # one full reduction per matrix, the same op the forward repeats on a slice (bitwise equal if unchanged)
-    return torch.stack([m.float().sum() for m in mats])
+    # the same reduction at programming and before each forward: bitwise equal while the weights are unchanged
+    return mats.float().sum(dim=(-2, -1))
 
 
 class AnalogForward(TorchFunctionMode):
@@ -93,15 +93,29 @@ class AnalogForward(TorchFunctionMode):
         return _Armed(t, arr.scales.float(), arr.read_var, _fingerprint(t.matrices()))
 
     # ------------------------------------------------------------------ context
+    def _refresh(self, module: torch.nn.Module, args: tuple) -> None:
+        """Before each forward of the model: re-map matrices rewritten since programming (a ROMER copy, a
+        redundancy average) with their own max |w| as full scale. One check per forward, not per product."""
+        with torch.no_grad():
+            for armed in self._armed.values():
+                mats = armed.target.matrices()
+                fp = _fingerprint(mats)
+                changed = (fp != armed.fingerprint).nonzero().flatten().tolist()
+                for i in changed:
+                    armed.scales[i] = tile_scales(mats[i][None].float(), self.crossbar)[0]
+                armed.fingerprint.copy_(fp)
+
     def __enter__(self) -> AnalogForward:
         impl = getattr(getattr(self.model, "config", None), "_experts_implementation", None)
         if impl is not None and impl != "eager" and hasattr(self.model, "set_experts_implementation"):
             self._saved_experts_impl = impl
             self.model.set_experts_implementation("eager")  # one F.linear per expert on its routed tokens
+        self._hook = self.model.register_forward_pre_hook(self._refresh)
         return super().__enter__()
 
     def __exit__(self, *exc) -> None:
         super().__exit__(*exc)
+        self._hook.remove()
         if self._saved_experts_impl is not None:
             self.model.set_experts_implementation(self._saved_experts_impl)
             self._saved_experts_impl = None
@@ -135,10 +149,6 @@ class AnalogForward(TorchFunctionMode):
                 index: int) -> torch.Tensor:
         armed.hits += 1
         with torch.no_grad():
-            fp = w.float().sum()
-            if not torch.equal(fp, armed.fingerprint[index]):  # rewritten after programming (ROMER, redundancy)
-                armed.scales[index] = tile_scales(w[None].float(), self.crossbar)[0]
-                armed.fingerprint[index] = fp
             s = armed.scales[index]  # [out, blocks]
             per_weight = _per_weight(s[None], w.shape[1], self.crossbar)[0]
             unit = w.float() / torch.where(per_weight > 0, per_weight, torch.ones_like(per_weight))

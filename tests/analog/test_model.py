@@ -155,3 +155,20 @@ def test_moe_repairs_run_on_top_of_the_analog_forward(tiny_models, repair):
     fresh = dict(load_model.__wrapped__(p.model, "cpu").named_parameters())
     for name, q in load_model(p.model, "cpu").named_parameters():  # the clean weights are back
         assert torch.equal(q, fresh[name]), name
+
+
+def test_a_matrix_rewritten_after_programming_is_remapped_before_the_next_forward(tiny_models):
+    """ROMER writes a donor's copy into an expert's slice through ``.data``; the next forward maps that slice with
+    its own full scale (an unchanged slice keeps its programmed scale, drift compensation included)."""
+    model = load_model(str(tiny_models["olmoe"]), "cpu")
+    t = next(t for t in find_targets(model) if t.name.endswith("layers.0.mlp.experts.down_proj"))
+    ids = torch.randint(0, 2048, (1, 16), generator=torch.Generator().manual_seed(2))
+    with restored([t]):
+        fwd = AnalogForward(model, [t], ideal(), CrossbarConfig(tile_rows=16), IDEAL, seed=0)
+        armed = next(iter(fwd._armed.values()))
+        before = armed.scales.clone()
+        t.param.data[3] *= 3.0
+        with fwd:
+            logits(model, ids)
+        assert torch.allclose(armed.scales[3], 3 * before[3])
+        assert torch.equal(armed.scales[:3], before[:3]) and torch.equal(armed.scales[4:], before[4:])
