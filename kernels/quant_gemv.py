@@ -375,8 +375,6 @@ def quant_matmul(
     y = torch.empty((m, qw.n), device=x.device, dtype=x.dtype) if out is None else out
     kernel = _kernel(gemv, x)
     if kernel == "m1":
-        if m != 1:
-            raise ValueError(f"gemv='m1' takes one row; got M={m}")
         unpack = _m1_unpack(unpack, qw)
         _launch_m1(x, qw, bias, y, as_config(GemvM1Config, config) or m1_config(qw, unpack, x.device), unpack)
     elif kernel == "tc":
