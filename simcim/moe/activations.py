@@ -16,12 +16,21 @@ router's input ``h`` on a text with a forward pre-hook and reports
 
 prints these per layer (on train-split tokens of the bundled corpus) and the model's clean
 perplexity on the first ``--eval-tokens`` held-out tokens (windows of ``--seq-len``).
+
+``plant_massive_channels_`` gives an OLMoE-style model a massive channel without changing what it
+computes: per MoE layer, the router-input channel with the largest |mean| / std is multiplied by
+``scale`` in the layer's ``post_attention_layernorm`` weight, and that input column of the router
+and of the experts' ``gate_up_proj`` is divided by ``scale``. Clean outputs are the same (up to
+rounding), but weight noise on that column now reaches the logits ``scale`` times larger, mostly as
+a per-expert bias when the channel's mean dominates its spread, which is how massive channels are
+thought to act in large LLMs. ``--plant-scale S --out DIR`` writes such a checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -92,6 +101,63 @@ def router_input_channels(model: nn.Module, ids: torch.Tensor, seq_len: int, bat
     return out
 
 
+def _channel_moments(model: nn.Module, ids: torch.Tensor, seq_len: int, batch_size: int,
+                     routers: list[Router]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per router: (mean [hidden], std [hidden]) of its input over the tokens."""
+    acc: dict[int, list[torch.Tensor]] = {r.layer: [] for r in routers}
+
+    def hook(layer: int):
+        def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            acc[layer].append(args[0].detach().reshape(-1, args[0].shape[-1]).double().cpu())
+        return pre_hook
+
+    handles = [r.module.register_forward_pre_hook(hook(r.layer)) for r in routers]
+    device = next(model.parameters()).device
+    n = ids.numel() // seq_len
+    try:
+        with torch.no_grad():
+            for batch in _batches(ids[: n * seq_len].view(n, seq_len), batch_size):
+                model(input_ids=batch.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for layer, xs in acc.items():
+        x = torch.cat(xs)
+        out[layer] = (x.mean(0), x.std(0))
+    return out
+
+
+@torch.no_grad()
+def plant_massive_channels_(model: nn.Module, ids: torch.Tensor, seq_len: int, scale: float,
+                            batch_size: int = 8) -> dict[int, int]:
+    """Scale one router-input channel per MoE layer by ``scale`` and divide its consumers' input
+    columns by it (see the module docstring); return layer -> channel. OLMoE layout only."""
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    routers = require_routers(model)
+    if len(ids) < seq_len:
+        raise ValueError(f"text has {ids.numel()} tokens, fewer than one window of {seq_len}")
+    moments = _channel_moments(model, ids, seq_len, batch_size, routers)
+    chosen = {}
+    for r in routers:
+        mlp_name = r.name.rsplit(".", 1)[0]
+        layer_module = model.get_submodule(mlp_name.rsplit(".", 1)[0])
+        norm = getattr(layer_module, "post_attention_layernorm", None)
+        experts = getattr(model.get_submodule(mlp_name), "experts", None)
+        gate_up = getattr(experts, "gate_up_proj", None)
+        if norm is None or not isinstance(gate_up, torch.Tensor):
+            raise ValueError(f"router {r.name}: not an OLMoE-style layer (post_attention_layernorm and "
+                             "experts.gate_up_proj [experts, 2 x intermediate, hidden])")
+        mean, std = moments[r.layer]
+        c = int((mean.abs() / std.clamp_min(1e-12)).argmax())
+        norm.weight[c] *= scale
+        r.module.weight[:, c] /= scale
+        gate_up[..., c] /= scale
+        chosen[r.layer] = c
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     from simcim.evaluate import eval_token_ids, perplexity
     from simcim.models import load_model
@@ -103,11 +169,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--eval-tokens", type=int, default=8192, help="held-out tokens for the clean perplexity")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--plant-scale", type=float, default=None,
+                    help="write a function-identical copy with one router-input channel per layer scaled by this")
+    ap.add_argument("--out", type=Path, default=None, help="--plant-scale: where to write the checkpoint")
     args = ap.parse_args(argv)
+    if (args.plant_scale is None) != (args.out is None):
+        ap.error("--plant-scale and --out go together")
     if args.tokens < args.seq_len or args.seq_len < 1:
         ap.error(f"--tokens ({args.tokens}) must be at least --seq-len ({args.seq_len}) >= 1")
     model = load_model(args.model, args.device, "auto")
     ids = train_token_ids(args.model, model.config.vocab_size, args.tokens)
+    if args.plant_scale is not None:
+        from transformers import AutoModelForCausalLM
+
+        from simcim.models import resolve_model_path
+
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(args.model), local_files_only=True)
+        chosen = plant_massive_channels_(model.eval(), ids, args.seq_len, args.plant_scale)
+        model.save_pretrained(args.out, safe_serialization=True)
+        print(f"wrote {args.out}: channel per layer {chosen} scaled by {args.plant_scale:g}")
+        model = load_model(str(args.out), args.device, "auto")
     stats = router_input_channels(model, ids, args.seq_len)
     print("layer  channel_mean/rms  peak/rms  channel")
     for s in stats:

@@ -95,3 +95,25 @@ def test_scale_trials_time_both_kinds_on_a_reduced_random_checkpoint(tmp_path, c
         assert row["next_program_s"] > 0 and row["next_eval_s"] > 0 and row["peak_memory_gib"] > 0
         assert row["eval_tokens_used"] == 256 and len(row["profile"]["top_ops"]) == 3
     assert "host syncs" in capsys.readouterr().out
+
+
+def test_planted_massive_channel_keeps_the_function_and_shows_in_the_measure(tiny_models):
+    from transformers import AutoModelForCausalLM
+
+    from simcim.moe.activations import plant_massive_channels_
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["olmoe"], local_files_only=True,
+                                                 dtype=torch.float32).eval()
+    ids = torch.randint(2, 2048, (256,), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = model(input_ids=ids[None, :64]).logits
+    plain = router_input_channels(model, ids, 64, 4)
+    chosen = plant_massive_channels_(model, ids, 64, 16.0)
+    assert sorted(chosen) == [s.layer for s in plain]
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids[None, :64]).logits, before, rtol=1e-4, atol=1e-4)
+    planted = router_input_channels(model, ids, 64, 4)
+    for p, s in zip(planted, plain):
+        assert p.channel == chosen[p.layer] and p.channel_mean_over_rms > 3 * s.channel_mean_over_rms
+    with pytest.raises(ValueError, match="scale"):
+        plant_massive_channels_(model, ids, 64, 0.0)
