@@ -32,7 +32,8 @@ def build(op: Op, gen: torch.Generator, dev: torch.device) -> Callable[[], torch
     from simcim.kernels.attention import fused_attention, unfused_attention
     from simcim.kernels.fwht import fwht
     from simcim.kernels.kv_quant import kv_decode, quantize_kv
-    from simcim.kernels.quant_gemv import quant_matmul, quantize_groupwise, quantize_ternary
+    from simcim.kernels.quant_formats import QuantConfig, quantize
+    from simcim.kernels.quant_gemv import quant_matmul
     from simcim.kernels.sparse import embedding_bag, spmm
 
     a = op.args
@@ -42,9 +43,8 @@ def build(op: Op, gen: torch.Generator, dev: torch.device) -> Callable[[], torch
         x, w = rand(a["m"], a["k"]), _weight(a["n"], a["k"], gen, dev)
         return lambda: F.linear(x, w)
     if op.kernel == "quant_gemv":
-        w, group = _weight(a["n"], a["k"], gen, dev), a.get("group", 128)
-        qw = {"int4": lambda: quantize_groupwise(w, 4, group), "int2": lambda: quantize_groupwise(w, 2, group),
-              "ternary": lambda: quantize_ternary(w, 2, group)}[a["scheme"]]()
+        w = _weight(a["n"], a["k"], gen, dev)
+        qw = quantize(w, QuantConfig(a["scheme"], a.get("group", 128)))
         x = rand(1, a["k"])
         return lambda: quant_matmul(x, qw)
     if op.kernel == "spmm":

@@ -22,23 +22,19 @@ import torch
 
 from simcim.kernels.fwht import fwht
 from simcim.kernels.kv_quant import dequantize_kv, quantize_kv
-from simcim.kernels.quant_gemv import QuantizedLinear, dequantize, quantize_groupwise, quantize_ternary
+from simcim.kernels.quant_formats import QuantConfig, dequantize, quantize
+from simcim.kernels.quant_gemv import QuantizedLinear
 from simcim.targets import WeightTarget, find_targets, select_targets
 
 KV_IMPL = "simcim_kvquant"
 
 
-def _quantizer(scheme: str):
-    return {"int4": lambda w: quantize_groupwise(w, 4, 128), "int2": lambda w: quantize_groupwise(w, 2, 128),
-            "ternary": lambda w: quantize_ternary(w, 2, 128)}[scheme]
-
-
 def fake_quantize_(t: WeightTarget, scheme: str) -> None:
     """Replace each ``[out, in]`` slice of ``t`` by its dequantized ``scheme`` codes."""
-    quant = _quantizer(scheme)
+    config = QuantConfig(scheme)
     mats = t.param.data.reshape(-1, *t.param.shape[-2:])
     for i in range(mats.shape[0]):
-        mats[i].copy_(dequantize(quant(mats[i].float())).to(mats.dtype))
+        mats[i].copy_(dequantize(quantize(mats[i].float(), config)).to(mats.dtype))
 
 
 def prune_(t: WeightTarget, sparsity: float) -> None:
