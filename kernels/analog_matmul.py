@@ -154,15 +154,20 @@ class AnalogWeights:
 
     @property
     def n(self) -> int:
-        return self.unit.shape[0]
+        return self.unit.shape[-2]
 
     @property
     def k(self) -> int:
-        return self.unit.shape[1]
+        return self.unit.shape[-1]
 
     @property
     def tiles(self) -> int:
-        return self.scales.shape[0]
+        return self.scales.shape[-2]
+
+    @property
+    def groups(self) -> int | None:
+        """Number of matrices of a grouped array (``unit [G, N, K]``, ``scales [G, T, N]``), None for one."""
+        return self.unit.shape[0] if self.unit.dim() == 3 else None
 
 
 def program_weights(w: torch.Tensor, config: AnalogConfig) -> AnalogWeights:
@@ -236,6 +241,21 @@ def analog_matmul_reference(
     if bias is not None:
         y = y + bias.float()
     return y.to(x.dtype)
+
+
+def grouped_reference(x: torch.Tensor, aw: AnalogWeights, offsets: torch.Tensor,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """The grouped product in plain PyTorch: each group's rows through :func:`analog_matmul_reference` on its
+    own matrix."""
+    y = torch.zeros((x.shape[0], aw.n), device=x.device, dtype=x.dtype)
+    bounds = offsets.tolist()
+    for g in range(aw.groups):
+        lo, hi = bounds[g], bounds[g + 1]
+        if hi > lo:
+            var = aw.read_var[g] if aw.read_var is not None else None
+            y[lo:hi] = analog_matmul_reference(x[lo:hi], AnalogWeights(aw.unit[g], aw.scales[g], aw.config, var),
+                                               None, generator)
+    return y
 
 
 def _check_x(x: torch.Tensor, aw: AnalogWeights) -> None:
@@ -360,6 +380,7 @@ if HAVE_TRITON:
         SQ,
         B,
         Y,
+        OFFS,
         M,
         N,
         K,
@@ -367,6 +388,8 @@ if HAVE_TRITON:
         seed,
         stride_un,
         stride_ym,
+        stride_ue,
+        stride_se,
         inv_levels,
         adc_bound,
         adc_levels,
@@ -378,24 +401,39 @@ if HAVE_TRITON:
         WVAR: tl.constexpr,
         HAS_BIAS: tl.constexpr,
         NESTED: tl.constexpr,
+        GROUPED: tl.constexpr,
         BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
         GROUP_M: tl.constexpr,
     ):
         pid = tl.program_id(0)
-        grid_m = tl.cdiv(M, BLOCK_M)
         grid_n = tl.cdiv(N, BLOCK_N)
-        # grouped launch order: GROUP_M row blocks share each weight column block while it is in L2
-        per_group = GROUP_M * grid_n
-        first_m = (pid // per_group) * GROUP_M
-        rows = tl.minimum(grid_m - first_m, GROUP_M)
-        pid_m = first_m + (pid % per_group) % rows
-        pid_n = (pid % per_group) // rows
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        if GROUPED:
+            # one matrix per group (an expert): its rows are OFFS[g]..OFFS[g+1] of the sorted inputs; programs
+            # past a group's last row block only see masked rows
+            g = tl.program_id(1)
+            row0 = tl.load(OFFS + g)
+            row1 = tl.load(OFFS + g + 1)
+            pid_m = pid // grid_n
+            pid_n = pid % grid_n
+            offs_m = row0 + pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            m_mask = offs_m < row1
+            U += g.to(tl.int64) * stride_ue
+            V += g.to(tl.int64) * stride_ue
+            S += g.to(tl.int64) * stride_se
+        else:
+            grid_m = tl.cdiv(M, BLOCK_M)
+            # grouped launch order: GROUP_M row blocks share each weight column block while it is in L2
+            per_group = GROUP_M * grid_n
+            first_m = (pid // per_group) * GROUP_M
+            rows = tl.minimum(grid_m - first_m, GROUP_M)
+            pid_m = first_m + (pid % per_group) % rows
+            pid_n = (pid % per_group) // rows
+            offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            m_mask = offs_m < M
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = tl.arange(0, BLOCK_K)
-        m_mask = offs_m < M
         n_mask = offs_n < N
         x_base = XC + offs_m[:, None].to(tl.int64) * K + offs_k[None, :]
         u_base = U + offs_n[:, None].to(tl.int64) * stride_un + offs_k[None, :]
@@ -507,11 +545,21 @@ def analog_matmul(
     seed: int = 0,
     out: torch.Tensor | None = None,
     config: tuple[int, int, int, int, int] | None = None,
+    offsets: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The crossbar matmul of the module docstring; noise (if any) is drawn from Philox keyed by ``seed``."""
+    """The crossbar matmul of the module docstring; noise (if any) is drawn from Philox keyed by ``seed``.
+
+    Grouped (``aw.unit [G, N, K]``, e.g. one matrix per expert): ``x``'s rows are sorted by group and
+    ``offsets [G + 1]`` (int32, on ``x``'s device) bounds group ``g``'s rows, ``offsets[g]:offsets[g + 1]``;
+    one launch computes every group's rows on its own matrix.
+    """
     _check_x(x, aw)
     cfg = aw.config
     m = x.shape[0]
+    if (offsets is None) != (aw.groups is None):
+        raise ValueError("offsets go with a grouped array (unit [G, N, K]) and only with one")
+    if offsets is not None and offsets.shape != (aw.groups + 1,):
+        raise ValueError(f"offsets must be [{aw.groups + 1}] (groups + 1); got {tuple(offsets.shape)}")
     if bias is not None and bias.shape != (aw.n,):
         raise ValueError(f"bias must be [{aw.n}]; got {tuple(bias.shape)}")
     if out is not None and (out.shape != (m, aw.n) or out.dtype != x.dtype or out.stride(1) != 1):
@@ -522,7 +570,7 @@ def analog_matmul(
         raise ValueError(f"M * N = {m * aw.n} is too large for the 32-bit noise counter; split the batch")
     if not use_triton("simcim.kernels.analog_matmul", x, aw.unit, aw.scales):
         g = torch.Generator().manual_seed(seed)
-        y = analog_matmul_reference(x, aw, bias, g)
+        y = grouped_reference(x, aw, offsets, g) if offsets is not None else analog_matmul_reference(x, aw, bias, g)
         return y if out is None else out.copy_(y)
     if x.stride(1) != 1:
         x = x.contiguous()
@@ -557,7 +605,11 @@ def analog_matmul(
         BLOCK_K=dac_k,
     )
     y = torch.empty((m, aw.n), device=x.device, dtype=x.dtype) if out is None else out
-    grid = (triton.cdiv(m, block_m) * triton.cdiv(aw.n, block_n),)
+    if offsets is None:
+        grid: tuple[int, ...] = (triton.cdiv(m, block_m) * triton.cdiv(aw.n, block_n),)
+    else:
+        most = int((offsets[1:] - offsets[:-1]).max()) if aw.groups else 0
+        grid = (max(triton.cdiv(most, block_m), 1) * triton.cdiv(aw.n, block_n), aw.groups)
     _analog_kernel[grid](
         codes,
         aw.unit,
@@ -567,13 +619,16 @@ def analog_matmul(
         sq,
         bias if bias is not None else r,
         y,
+        offsets if offsets is not None else r,
         m,
         aw.n,
         k,
         aw.tiles,
         seed,
-        aw.unit.stride(0),
+        aw.unit.stride(-2),
         y.stride(0),
+        aw.n * aw.k,
+        aw.tiles * aw.n,
         cfg.input_bound / cfg.dac_levels,
         cfg.adc_bound,
         float(cfg.adc_levels),
@@ -584,6 +639,7 @@ def analog_matmul(
         WVAR=aw.read_var is not None,
         ASM=not interpreting(),
         NESTED=nested,
+        GROUPED=offsets is not None,
         HAS_BIAS=bias is not None,
         BLOCK_M=block_m,
         BLOCK_N=block_n,

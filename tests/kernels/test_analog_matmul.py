@@ -153,6 +153,39 @@ def test_per_weight_read_variance_has_the_documented_distribution(device, rng):
     assert abs(float(da.std() / db.std()) - 1) < 4.5 * (1 / da.numel()) ** 0.5 + 0.01
 
 
+def test_grouped_launch_computes_each_groups_rows_on_its_own_matrix(device, rng):
+    """One launch for several matrices (experts), rows sorted by group, some groups empty: the same as one
+    launch per group, and the noise of every group has the documented std."""
+    from simcim.kernels.analog_matmul import grouped_reference
+
+    cfg = AnalogConfig(tile_rows=32, dac_bits=8, adc_bits=10, adc_bound=8.0, range_per_tile=True)
+    counts = [5, 0, 40, 1, 0, 17]
+    w = [randn(N, K, g=rng, device=device) * (1 + g) for g in range(len(counts))]  # different scales per group
+    groups = [program_weights(wg, cfg) for wg in w]
+    grouped = AnalogWeights(torch.stack([a.unit for a in groups]), torch.stack([a.scales for a in groups]), cfg)
+    offsets = torch.tensor([0] + counts, device=device).cumsum(0).to(torch.int32)
+    x = randn(sum(counts), K, g=rng, device=device)
+    y = analog_matmul(x, grouped, offsets=offsets)
+    step = cfg.adc_bound / cfg.adc_levels * grouped.scales.max() * x.abs().amax()
+    bounds = offsets.tolist()
+    for g, a in enumerate(groups):
+        lo, hi = bounds[g], bounds[g + 1]
+        if hi > lo:
+            alone = analog_matmul(x[lo:hi], a)
+            assert bool(((y[lo:hi] - alone).abs() <= step * 1.01).all()), g
+            assert (y[lo:hi] - alone).abs().gt(1e-4 * alone.abs().max()).float().mean() < 0.02
+    ref = grouped_reference(x, grouped, offsets)
+    assert bool(((y - ref).abs() <= step * 1.01).all())
+    noisy_cfg = dataclasses.replace(cfg, read_noise=0.05, out_noise=0.05)
+    noisy = AnalogWeights(grouped.unit, grouped.scales, noisy_cfg)
+    seed = int(torch.randint(0, 2**20, (1,), generator=rng))
+    d = torch.cat([analog_matmul(x, noisy, seed=seed + i, offsets=offsets) - y for i in range(3)])
+    d_ref = torch.cat([grouped_reference(x, noisy, offsets, rng) - ref for _ in range(3)])
+    assert abs(float(d.std() / d_ref.std()) - 1) < 4.5 / d.numel() ** 0.5 * 2 ** 0.5 + 0.02
+    with pytest.raises(ValueError, match="offsets"):
+        analog_matmul(x, grouped)
+
+
 def test_module_draws_fresh_noise_each_call(device, rng):
     lin = torch.nn.Linear(K, N).to(device)
     mod = AnalogLinear.from_linear(lin, AnalogConfig(tile_rows=32, read_noise=0.02), seed=5)
