@@ -45,8 +45,9 @@ def use_kernel(engine: str, x: torch.Tensor, cfg: PeripheryConfig, tile_rows: in
 
 def kernel_mvm(x: torch.Tensor, unit: torch.Tensor, scales: torch.Tensor, cfg: PeripheryConfig, tile_rows: int,
                bias: torch.Tensor | None, generator: torch.Generator, counters: Counters | None,
-               read_var: torch.Tensor | None = None) -> torch.Tensor:
-    """The product through ``analog_matmul``; its Philox seed is drawn from ``generator``."""
+               read_var: torch.Tensor | None = None, offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """The product through ``analog_matmul``; its Philox seed is drawn from ``generator``. With ``offsets``,
+    ``unit [G, N, K]``, ``scales [G, T, N]`` and ``read_var`` hold one matrix per group of sorted rows."""
     from simcim.kernels.analog_matmul import AnalogConfig, AnalogWeights, analog_matmul
 
     kcfg = AnalogConfig(tile_rows=tile_rows, dac_bits=cfg.dac_bits, adc_bits=cfg.adc_bits, adc_bound=cfg.adc_bound,
@@ -55,7 +56,7 @@ def kernel_mvm(x: torch.Tensor, unit: torch.Tensor, scales: torch.Tensor, cfg: P
     var = read_var.to(torch.bfloat16).contiguous() if cfg.read_sigma is None and read_var is not None else None
     aw = AnalogWeights(unit.to(torch.bfloat16).contiguous(), scales.float().contiguous(), kcfg, var)
     seed = int(torch.randint(0, 2**31 - 2**20, (1,), generator=generator, device=generator.device))
-    y = analog_matmul(x.contiguous(), aw, bias.float() if bias is not None else None, seed=seed)
+    y = analog_matmul(x.contiguous(), aw, bias.float() if bias is not None else None, seed=seed, offsets=offsets)
     if counters is not None:
         counters.uncounted += 1  # the kernel does not count saturated conversions
     return y

@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 from torch.overrides import TorchFunctionMode
 
+from simcim.analog import experts
 from simcim.analog.periphery import Counters, PeripheryConfig, analog_mvm
 from simcim.crossbar import (
     CrossbarConfig,
@@ -107,15 +108,19 @@ class AnalogForward(TorchFunctionMode):
 
     def __enter__(self) -> AnalogForward:
         impl = getattr(getattr(self.model, "config", None), "_experts_implementation", None)
-        if impl is not None and impl != "eager" and hasattr(self.model, "set_experts_implementation"):
+        if impl is not None and hasattr(self.model, "set_experts_implementation"):
+            experts.register()
             self._saved_experts_impl = impl
-            self.model.set_experts_implementation("eager")  # one F.linear per expert on its routed tokens
+            # grouped analog launches where the kernel runs, else one F.linear per expert on its routed tokens
+            self.model.set_experts_implementation(experts.NAME)
         self._hook = self.model.register_forward_pre_hook(self._refresh)
+        experts.ACTIVE.append(self)
         return super().__enter__()
 
     def __exit__(self, *exc) -> None:
         super().__exit__(*exc)
         self._hook.remove()
+        experts.ACTIVE.remove(self)
         if self._saved_experts_impl is not None:
             self.model.set_experts_implementation(self._saved_experts_impl)
             self._saved_experts_impl = None
@@ -130,6 +135,30 @@ class AnalogForward(TorchFunctionMode):
                 bias = args[2] if len(args) > 2 else kwargs.get("bias")
                 return self._linear(x, weight, bias, *hit)
         return func(*args, **kwargs)
+
+    # ------------------------------------------------------------------ grouped experts
+    def armed(self, param: torch.Tensor) -> _Armed | None:
+        """The programmed state of a selected stacked parameter, or None when it is not selected."""
+        armed = self._armed.get(param.untyped_storage().data_ptr())
+        return armed if armed is not None and armed.target.param is param else None
+
+    def grouped_on_kernel(self, x: torch.Tensor, *armed: _Armed) -> bool:
+        from simcim.analog import engines
+
+        return all(engines.use_kernel(self.engine, x, self.periphery, self.crossbar.tile_rows, a.read_var)
+                   for a in armed)
+
+    def grouped_mvm(self, armed: _Armed, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Every expert's rows ``x[offsets[e]:offsets[e + 1]]`` through its own matrix, in one kernel launch."""
+        from simcim.analog import engines
+
+        armed.hits += 1
+        with torch.no_grad():
+            mats = armed.target.matrices()  # [E, out, in]
+            per_weight = _per_weight(armed.scales, mats.shape[-1], self.crossbar)
+            unit = mats.float() / torch.where(per_weight > 0, per_weight, torch.ones_like(per_weight))
+            return engines.kernel_mvm(x, unit, armed.scales.transpose(1, 2), self.periphery, self.crossbar.tile_rows,
+                                      None, self.generator, self.counters, armed.read_var, offsets)
 
     # ------------------------------------------------------------------ the product
     def _lookup(self, w: torch.Tensor | None) -> tuple[_Armed, int] | None:
