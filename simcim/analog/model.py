@@ -48,6 +48,7 @@ class _Armed:
     read_var: torch.Tensor | None  # [n, out, in]
     fingerprint: torch.Tensor  # [n]: each matrix's sum when programmed; a change means it was rewritten
     hits: int = 0
+    cache: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # unit weights (and variances) per dtype
 
 
 def _fingerprint(mats: torch.Tensor) -> torch.Tensor:
@@ -104,6 +105,8 @@ class AnalogForward(TorchFunctionMode):
                 changed = (fp != armed.fingerprint).nonzero().flatten().tolist()
                 for i in changed:
                     armed.scales[i] = tile_scales(mats[i][None].float(), self.crossbar)[0]
+                if changed:
+                    armed.cache.clear()
                 armed.fingerprint.copy_(fp)
 
     def __enter__(self) -> AnalogForward:
@@ -154,11 +157,22 @@ class AnalogForward(TorchFunctionMode):
 
         armed.hits += 1
         with torch.no_grad():
-            mats = armed.target.matrices()  # [E, out, in]
-            per_weight = _per_weight(armed.scales, mats.shape[-1], self.crossbar)
-            unit = mats.float() / torch.where(per_weight > 0, per_weight, torch.ones_like(per_weight))
+            unit, var = self._unit(armed, torch.bfloat16)
             return engines.kernel_mvm(x, unit, armed.scales.transpose(1, 2), self.periphery, self.crossbar.tile_rows,
-                                      None, self.generator, self.counters, armed.read_var, offsets)
+                                      None, self.generator, self.counters, var, offsets)
+
+    def _unit(self, armed: _Armed, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unit weights ``w / scale`` ``[n, out, in]`` and read variances in ``dtype``, made once per programming
+        (and again after a matrix is rewritten), not in every product."""
+        key = str(dtype)
+        if key not in armed.cache:
+            mats = armed.target.matrices()
+            per_weight = _per_weight(armed.scales, mats.shape[-1], self.crossbar)
+            armed.cache[key] = (mats.float() / torch.where(per_weight > 0, per_weight, torch.ones_like(per_weight))
+                                ).to(dtype)
+            if armed.read_var is not None:
+                armed.cache["var " + key] = armed.read_var.to(dtype)
+        return armed.cache[key], armed.cache.get("var " + key)
 
     # ------------------------------------------------------------------ the product
     def _lookup(self, w: torch.Tensor | None) -> tuple[_Armed, int] | None:
@@ -176,24 +190,22 @@ class AnalogForward(TorchFunctionMode):
 
     def _linear(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, armed: _Armed,
                 index: int) -> torch.Tensor:
-        armed.hits += 1
-        with torch.no_grad():
-            s = armed.scales[index]  # [out, blocks]
-            per_weight = _per_weight(s[None], w.shape[1], self.crossbar)[0]
-            unit = w.float() / torch.where(per_weight > 0, per_weight, torch.ones_like(per_weight))
-            var = armed.read_var[index] if armed.read_var is not None else None
-            x2 = x.reshape(-1, x.shape[-1])
-            y = self._mvm(x2, unit, s.t().contiguous(), var, bias)
-        return y.reshape(*x.shape[:-1], w.shape[0])
-
-    def _mvm(self, x, unit, scales, var, bias) -> torch.Tensor:
         from simcim.analog import engines
 
-        if engines.use_kernel(self.engine, x, self.periphery, self.crossbar.tile_rows, var):
-            return engines.kernel_mvm(x, unit, scales, self.periphery, self.crossbar.tile_rows, bias,
-                                      self.generator, self.counters, var)
-        return analog_mvm(x, unit, scales, self.periphery, self.crossbar.tile_rows, var, bias, self.generator,
-                          self.counters)
+        armed.hits += 1
+        with torch.no_grad():
+            x2 = x.reshape(-1, x.shape[-1])
+            kernel = engines.use_kernel(self.engine, x2, self.periphery, self.crossbar.tile_rows, armed.read_var)
+            unit, var = self._unit(armed, torch.bfloat16 if kernel else torch.float32)
+            unit, var = unit[index], var[index] if var is not None else None
+            scales = armed.scales[index].t().contiguous()  # [blocks, out]
+            if kernel:
+                y = engines.kernel_mvm(x2, unit, scales, self.periphery, self.crossbar.tile_rows, bias,
+                                       self.generator, self.counters, var)
+            else:
+                y = analog_mvm(x2, unit, scales, self.periphery, self.crossbar.tile_rows, var, bias, self.generator,
+                               self.counters)
+        return y.reshape(*x.shape[:-1], w.shape[0])
 
     # ------------------------------------------------------------------ checks
     @torch.no_grad()
