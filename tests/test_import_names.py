@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,35 @@ def test_a_transformers_moe_model_builds_and_our_kernels_import_from_the_root_an
         if _hf_kernels_installed():
             # Hugging Face's package, not our folder, whatever the working directory
             assert not Path(seen["kernels"]).resolve().is_relative_to(ROOT), seen["kernels"]
+
+
+def test_a_built_wheel_holds_every_folder_and_imports_without_the_checkout(tmp_path):
+    """The wheel maps the four folders inside simcim/ (pyproject's package-dir); nothing is left out."""
+    import zipfile
+
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = wheels.glob("simcim-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for top in ("simcim", *SUBPACKAGES):
+        for folder in (ROOT / top).rglob("*"):
+            if folder.is_dir() and "__pycache__" not in folder.parts and any(f.is_file() for f in folder.iterdir()):
+                rel = folder.relative_to(ROOT).as_posix()
+                inside = rel if top == "simcim" else f"simcim/{rel}"
+                assert any(n.startswith(inside + "/") for n in names), f"{rel}/ is not in the wheel"
+    target = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                              str(wheel)], capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-2000:]
+    probe = ("import simcim, simcim.kernels.quant_gemv, simcim.npu.core, simcim.experiments.cli\n"
+             "from simcim.bundled import MODEL_DIR\n"
+             "assert len(simcim.__path__) == 1, simcim.__path__\n"
+             "assert (MODEL_DIR / 'model.safetensors').is_file()\n"
+             "print(simcim.kernels.quant_gemv.__file__)")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Path(proc.stdout.strip()).is_relative_to(target)
