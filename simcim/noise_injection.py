@@ -5,6 +5,10 @@ conductances, the device model is applied (programming noise once per chip, then
 happens by ``t_inference`` seconds after programming), the weights are read back, and
 perplexity is measured on held-out text. The clean weights are restored afterwards, so
 trials sharing a worker process share one loaded model.
+
+With ``forward = "analog"`` the weights are programmed the same way but every product with them runs
+through the crossbar periphery (``simcim.analog``: DAC, read noise at every read, IR drop, ADC per tile,
+digital sum of the tiles' partial sums) instead of digital arithmetic on the read-back weights.
 """
 
 from __future__ import annotations
