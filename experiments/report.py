@@ -20,6 +20,17 @@ import pandas as pd
 from simcim.experiments.store import IDENTITY_COLUMNS, load
 
 
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` (dicts with the same keys) as a CSV file with a header, creating its folder."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def _manifest(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "experiment.json"
     if path.is_file():

@@ -13,7 +13,6 @@ the process's peak resident set, so the model runs before the copy's buffers exi
 from __future__ import annotations
 
 import argparse
-import csv
 import resource
 import statistics
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from simcim.experiments.report import write_csv
 from simcim.noise_models.presets import device_model
 
 T_INFERENCE = 86400.0  # one day after programming
@@ -257,11 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         print(f"{r['dtype']:9s} {r['variant']:30s} {r['seconds']:9.4f} {r['gbytes_per_s']:8.1f} "
               f"{r['of_copy']:8.3f} {r['peak_extra_mib']:15.1f}")
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    with args.csv.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.csv, rows)
     print(f"wrote {args.csv}")
 
 

@@ -16,11 +16,11 @@ measured in the same run; the figures users report for it are quoted in docs/ben
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import time
 from pathlib import Path
 
+from simcim.experiments.report import write_csv
 from simcim.npu import prefetchers
 from simcim.npu.cache import CacheConfig, HierarchyConfig
 from simcim.npu.core import CoreConfig, simulate
@@ -81,11 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{r['prefetcher']:<10} {r['seconds']:>7.2f} {r['cpu_seconds']:>7.2f} {r['accesses_per_s']:>12,.0f} "
               f"{r['accesses_per_cpu_s']:>12,.0f} {r['line_requests'] / r['cpu_seconds']:>12,.0f} "
               f"{r['ratio']:>6.2f} {str(r['meets_1M_per_s']):>7}")
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    with args.csv.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.csv, rows)
     print(f"wrote {args.csv}")
 
 

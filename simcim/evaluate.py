@@ -11,15 +11,21 @@ from simcim.bundled.corpus import read_split
 from simcim.models import BUNDLED, load_tokenizer
 
 
-def eval_token_ids(model_spec: str, vocab_size: int, text_file: Path | None, max_tokens: int) -> torch.Tensor:
-    """Token ids of the evaluation text under the model's tokenizer (the bundled one if it has none)."""
-    text = read_split("heldout") if text_file is None else Path(text_file).read_text(encoding="utf-8")
+def tokenizer_for(model_spec: str, vocab_size: int):
+    """The model's own tokenizer, or the bundled one when it has none and its vocabulary fits."""
     tok = load_tokenizer(model_spec)
     if tok is None:
         tok = load_tokenizer(BUNDLED)
         if tok.vocab_size > vocab_size:
             raise ValueError(f"model {model_spec}: has no tokenizer and its vocabulary ({vocab_size}) is smaller "
                              f"than the bundled tokenizer's ({tok.vocab_size})")
+    return tok
+
+
+def eval_token_ids(model_spec: str, vocab_size: int, text_file: Path | None, max_tokens: int) -> torch.Tensor:
+    """Token ids of the evaluation text under the model's tokenizer (the bundled one if it has none)."""
+    text = read_split("heldout") if text_file is None else Path(text_file).read_text(encoding="utf-8")
+    tok = tokenizer_for(model_spec, vocab_size)
     ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
     if ids.numel() < 2:
         raise ValueError("evaluation text is empty after tokenization")

@@ -24,21 +24,11 @@ from pathlib import Path
 import torch
 
 from simcim.bundled.corpus import read_split
-from simcim.models import BUNDLED, load_tokenizer
+from simcim.evaluate import tokenizer_for
 
 STRATEGIES = ("none", "few_shot", "reasoning", "template")
 REASONING_PREFIX = ("Read the following text carefully. Think step by step about what each sentence says "
                     "before predicting the next word.\n\n")
-
-
-def _tokenizer(model_spec: str, vocab_size: int):
-    tok = load_tokenizer(model_spec)
-    if tok is None:
-        tok = load_tokenizer(BUNDLED)
-        if tok.vocab_size > vocab_size:
-            raise ValueError(f"model {model_spec}: has no tokenizer and its vocabulary ({vocab_size}) is smaller "
-                             f"than the bundled tokenizer's ({tok.vocab_size})")
-    return tok
 
 
 def few_shot_examples(n: int, min_chars: int = 120, max_chars: int = 400) -> str:
@@ -72,14 +62,14 @@ def prompt_ids(model_spec: str, vocab_size: int, strategy: str, n_examples: int 
     text = prompt_text(strategy, n_examples, Path(template) if template else None)
     if not text:
         return torch.zeros(0, dtype=torch.long)
-    return _tokenizer(model_spec, vocab_size)(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    return tokenizer_for(model_spec, vocab_size)(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
 
 
 @functools.lru_cache(maxsize=4)
 def train_token_ids(model_spec: str, vocab_size: int, n_tokens: int) -> torch.Tensor:
     """The first ``n_tokens`` tokens of the bundled corpus's train split (calibration data)."""
     text = read_split("train")
-    tok = _tokenizer(model_spec, vocab_size)
+    tok = tokenizer_for(model_spec, vocab_size)
     chars = 8 * n_tokens
     while True:  # tokenize a prefix, not the whole 1.5 MB split
         ids = tok(text[:chars], return_tensors="pt", add_special_tokens=False)["input_ids"][0]
