@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU measurements for docs/cim.md and docs/benchmarks.md (the analog forward), from the repository root:
 #
-#   bash scripts/gpu/analog.sh            (results in $OUT/analog/, a summary on stdout, about 6 minutes)
+#   bash scripts/gpu/analog.sh            (results in $OUT/analog/, a summary on stdout; at most 8 minutes:
+#                                          each step has a time limit and writes its rows as it goes)
 #
 # 1. kernel: python -m simcim.kernels.bench --kernel analog at 4096^3 and 8192^3: bf16 matmul, the analog
 #    matmul (8-bit DAC/ADC, 512-row tiles) with noise off and with read + output noise, and aihwkit-lightning's
@@ -26,20 +27,20 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$R/g
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee "$R/versions.txt"
 
 echo "== 1. analog matmul vs bf16 F.linear vs aihwkit-lightning"
-timeout 150 $PY -m simcim.kernels.bench --kernel analog --csv "$R/kernel.csv" 2>&1 | tee "$R/kernel.log" || true
+timeout 120 $PY -m simcim.kernels.bench --kernel analog --csv "$R/kernel.csv" 2>&1 | tee "$R/kernel.log" || true
 
 echo "== 2. parity with aihwkit-lightning and aihwkit's formulas"
-timeout 60 $PY -m simcim.analog.parity --out "$R/parity" 2>&1 | tee "$R/parity.log" || true
+timeout 40 $PY -m simcim.analog.parity --out "$R/parity" 2>&1 | tee "$R/parity.log" || true
 
 echo "== 3. bundled model, 16K tokens, weights vs analog forward"
-timeout 120 $PY -m simcim.analog.bench --model bundled --device cuda --eval-tokens 16384 --seq-len 256 \
+timeout 80 $PY -m simcim.analog.bench --model bundled --device cuda --eval-tokens 16384 --seq-len 256 \
   --tile-rows 128 --csv "$R/bundled.csv" 2>&1 | tee "$R/bundled.log" || true
 
 echo "== 4. OLMoE-1B-7B-shaped random checkpoint, 16K tokens"
 CKPT=${CKPT:-/tmp/olmoe-1b-7b-random}
-[[ -f "$CKPT/config.json" ]] || $PY -m simcim.moe.random_checkpoint --arch olmoe-1b-7b --out "$CKPT" --device cuda \
+[[ -f "$CKPT/config.json" ]] || timeout 90 $PY -m simcim.moe.random_checkpoint --arch olmoe-1b-7b --out "$CKPT" --device cuda \
   --dtype bfloat16 2>&1 | tee "$R/olmoe_checkpoint.log"
-timeout 200 $PY -m simcim.analog.bench --model "$CKPT" --device cuda --eval-tokens 16384 --seq-len 1024 \
+timeout 130 $PY -m simcim.analog.bench --model "$CKPT" --device cuda --eval-tokens 16384 --seq-len 1024 \
   --batch-size 4 --tile-rows 512 --forward analog-fixed --csv "$R/olmoe.csv" 2>&1 | tee "$R/olmoe.log" || true
 
 echo "== summary"

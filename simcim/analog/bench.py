@@ -25,7 +25,8 @@ FORWARDS = {
 
 
 def run(model: str, device: str, dtype: str, eval_tokens: int, seq_len: int, batch_size: int,
-        tile_rows: int, forwards: list[str] | None = None) -> list[dict[str, object]]:
+        tile_rows: int, forwards: list[str] | None = None, csv_path: Path | None = None) -> list[dict[str, object]]:
+    """One row per forward; each row is written to ``csv_path`` as soon as it is measured."""
     rows: list[dict[str, object]] = []
     base = dict(model=model, device=device, dtype=dtype, noise="pcm", level=1.0, t_inference=3600.0,
                 eval_tokens=eval_tokens, seq_len=seq_len, batch_size=batch_size, tile_rows=tile_rows,
@@ -38,11 +39,21 @@ def run(model: str, device: str, dtype: str, eval_tokens: int, seq_len: int, bat
         rows.append({"forward": name, "model": model, "device": device, "eval_tokens": tokens,
                      "eval_s": m["eval_s"], "program_s": m["program_s"], "tokens_per_s": tokens / m["eval_s"],
                      "perplexity": m["perplexity"], "clean_perplexity": m["clean_perplexity"]})
-        print(f"{name}: eval {m['eval_s']:.2f} s ({tokens / m['eval_s']:.0f} tokens/s), "
-              f"perplexity {m['perplexity']:.3f} (clean {m['clean_perplexity']:.3f})", flush=True)
-    for r in rows:
-        r["eval_vs_weights"] = float(r["eval_s"]) / float(rows[0]["eval_s"])
+        rows[-1]["eval_vs_weights"] = float(rows[-1]["eval_s"]) / float(rows[0]["eval_s"])
+        print(f"{name}: eval {m['eval_s']:.2f} s ({tokens / m['eval_s']:.0f} tokens/s, "
+              f"{rows[-1]['eval_vs_weights']:.2f}x weights), perplexity {m['perplexity']:.3f} "
+              f"(clean {m['clean_perplexity']:.3f})", flush=True)
+        if csv_path is not None:
+            _write(rows, csv_path)
     return rows
+
+
+def _write(rows: list[dict[str, object]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,14 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--forward", action="append", choices=list(FORWARDS), help="repeatable; weights always runs")
     ap.add_argument("--csv", type=Path, default=None)
     args = ap.parse_args(argv)
-    rows = run(args.model, args.device, args.dtype, args.eval_tokens, args.seq_len, args.batch_size, args.tile_rows,
-               args.forward)
-    if args.csv is not None:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+    run(args.model, args.device, args.dtype, args.eval_tokens, args.seq_len, args.batch_size, args.tile_rows,
+        args.forward, args.csv)
     return 0
 
 
