@@ -44,5 +44,5 @@ timeout 130 $PY -m simcim.analog.bench --model "$CKPT" --device cuda --eval-toke
   --batch-size 4 --tile-rows 512 --forward analog-fixed --csv "$R/olmoe.csv" 2>&1 | tee "$R/olmoe.log" || true
 
 echo "== summary"
-for f in kernel bundled olmoe; do [[ -f "$R/$f.csv" ]] && { echo "-- $f"; cat "$R/$f.csv"; }; done
-[[ -f "$R/parity/parity.md" ]] && cat "$R/parity/parity.md"
+for f in kernel bundled olmoe; do if [[ -f "$R/$f.csv" ]]; then echo "-- $f"; cat "$R/$f.csv"; fi; done
+if [[ -f "$R/parity/parity.md" ]]; then cat "$R/parity/parity.md"; fi
