@@ -12,9 +12,9 @@ weights forward, perplexity.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
+from simcim.experiments.report import write_csv
 from simcim.noise_injection import Params, run_trial
 
 FORWARDS = {
@@ -44,16 +44,10 @@ def run(model: str, device: str, dtype: str, eval_tokens: int, seq_len: int, bat
               f"{rows[-1]['eval_vs_weights']:.2f}x weights), perplexity {m['perplexity']:.3f} "
               f"(clean {m['clean_perplexity']:.3f})", flush=True)
         if csv_path is not None:
-            _write(rows, csv_path)
+            write_csv(csv_path, rows)
     return rows
 
 
-def _write(rows: list[dict[str, object]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,6 @@ outputs at the ADC bound) for ``simcim.analog`` and for the anchor:
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import math
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from simcim.analog.periphery import PeripheryConfig, analog_mvm
+from simcim.experiments.report import write_csv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,10 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "parity.md").write_text(table + "\n")
-        with open(args.out / "parity.csv", "w", newline="") as fh:
-            wr = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            wr.writeheader()
-            wr.writerows(rows)
+        write_csv(args.out / "parity.csv", rows)
     return 0
 
 
