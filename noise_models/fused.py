@@ -31,7 +31,7 @@ MAX_PROG_COEFFS = 5
 # Philox4x32 rounds: 10 is the standard safety margin (Salmon et al., SC 2011, found 7 enough to pass
 # BigCrush); the benchmark also times 7, where the integer work of the generator is the bottleneck
 PHILOX_ROUNDS = 10
-# elements per program: 2048 measured fastest on the H100 with 10 rounds (docs/benchmarks.md, noise_models)
+# elements per program: 2048 measured fastest on the H100 with 10 rounds (docs/history.md, 2026-11-23)
 FUSED_BLOCK = 2048
 # one launch covers at most this many elements, so int32 offsets never overflow; each launch gets
 # its own Philox key (seed + launch index), so counters never repeat across launches

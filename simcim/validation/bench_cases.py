@@ -3,8 +3,8 @@
 The ``sim_vs_measured`` run checks the model at the decode-step shapes of two small models. The
 benchmarks of ``simcim.kernels.bench`` time the same kernels at large shapes (attention at 4K-16K tokens,
 GEMVs of 8192 x 28672, a 32K-token KV cache, SpMM over 16384^2, a 1M-row embedding table), and
-docs/benchmarks.md records those medians. A CSV of them (``docs/data/bench_*.csv``: counter, its
-arguments as JSON, what was timed, the median in us, where in docs/benchmarks.md it is) is here
+docs/kernels.md and docs/history.md record those medians. A CSV of them (``docs/data/bench_*.csv``: counter,
+its arguments as JSON, what was timed, the median in us, where it was recorded) is here
 predicted by the current model with a GPU spec, and the table says how far each prediction is.
 Nothing is fitted to these figures; where a benchmark timed the best of several configs, the model
 still predicts the default one (the CSV's source column says which).

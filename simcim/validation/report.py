@@ -18,7 +18,7 @@ import pandas as pd
 
 from simcim.experiments.store import load
 
-# Why a kernel family misses, from its counts (simcim.gpu.counts) and docs/benchmarks.md; named in the report.
+# Why a kernel family misses, from its counts (simcim.gpu.counts) and docs/kernels.md#limits; named in the report.
 REASONS = {
     "linear_bf16": "over-predicted where cuBLAS runs 1-32 programs: its TMA loads keep more bytes in flight per "
                    "12-warp program (~75 GB/s for one at 64 x 2048) than the model's Little's law allows "
