@@ -80,7 +80,11 @@ def _fmt(x: Any) -> str:
 
 def _mean_std(mean: float, std: float, n: int) -> str:
     # one seed has no spread to show: "± 0" would claim a spread of zero
-    return _fmt(mean) if n < 2 else f"{_fmt(mean)} ± {_fmt(std)}"
+    if n < 2:
+        return _fmt(mean)
+    if abs(std) <= 1e-9 * abs(mean):  # summation round-off of identical values, not a spread
+        std = 0.0
+    return f"{_fmt(mean)} ± {_fmt(std)}"
 
 
 def markdown_table(summary: pd.DataFrame, group_by: list[str], metrics: list[str]) -> str:
