@@ -119,20 +119,31 @@ def bench_roofline(env: Env) -> list[Row]:
     return rows
 
 
-def best(call: Callable[[object], object], env: Env, configs: list, graph: bool = False) -> tuple[float, object]:
-    """Fastest of ``call(config)`` over ``configs`` (the first only, off the GPU); (ms, config)."""
-    best: tuple[float, object] = (float("inf"), None)
+def fastest(call: Callable[[object], object], env: Env, configs: list, graph: bool = False, label: str = "config",
+            key: Callable[[object], object] = lambda cfg: None, calls: int = 1) -> dict[object, tuple[float, object]]:
+    """The fastest ``call(config)`` for each ``key(config)`` over ``configs`` (the first only, off the GPU).
+
+    Returns key -> (ms per call, config); ``calls`` is how many kernel calls one ``call`` makes (the time is
+    divided by it). A config the compiler or the shared memory rejects is reported and skipped.
+    """
+    out: dict[object, tuple[float, object]] = {}
     for cfg in configs if env.cuda else configs[:1]:
         try:
-            ms = bench(lambda cfg=cfg: call(cfg), env, graph=graph)
-        except Exception as e:  # a config the compiler or the shared memory rejects
-            print(f"  config {cfg} failed: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
+            ms = bench(lambda cfg=cfg: call(cfg), env, graph=graph) / calls
+        except Exception as e:  # a launch the compiler or the shared memory rejects
+            print(f"  {label} {cfg} failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
             continue
         if len(configs) > 1:
-            print(f"  config {cfg}: {ms * 1e3:.1f} us", file=sys.stderr)
-        if ms < best[0]:
-            best = (ms, cfg)
-    return best
+            print(f"  {label} {cfg}: {ms * 1e3:.1f} us", file=sys.stderr)
+        k = key(cfg)
+        if ms < out.get(k, (float("inf"),))[0]:
+            out[k] = (ms, cfg)
+    return out
+
+
+def best(call: Callable[[object], object], env: Env, configs: list, graph: bool = False) -> tuple[float, object]:
+    """Fastest of ``call(config)`` over ``configs`` (the first only, off the GPU); (ms, config)."""
+    return fastest(call, env, configs, graph).get(None, (float("inf"), None))
 
 
 def mem_frac(gbps: float, env: Env) -> float:

@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from simcim.kernels.bench.harness import Env, Row, bench, finish, mem_frac
+from simcim.kernels.bench.harness import Env, Row, bench, fastest, finish, mem_frac
 from simcim.kernels.testing import rel_err
 
 # (tiles, num_splits, unpack, num_warps, num_stages, register cap, key groups per step); None: the device's default
@@ -109,18 +109,10 @@ def bench_kv_decode(env: Env) -> list[Row]:
                 return kv_decode(q, cache, num_splits=splits, unpack=unpack, num_warps=warps, num_stages=stages,
                                  max_registers=regs, groups_per_step=gps, tiles=tiles)
 
-            fastest: dict[str, tuple[float, tuple]] = {}
-            for cand in CANDIDATES if env.cuda else CANDIDATES[:1]:
-                try:
-                    ms = bench(lambda: call(cand), env, graph=env.cuda)
-                except Exception as e:  # a launch the compiler or the shared memory rejects
-                    print(f"  {case} {bits}-bit {cand} failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
-                    continue
-                print(f"  {case} {bits}-bit {cand}: {ms * 1e3:.1f} us", file=sys.stderr)
-                if ms < fastest.get(cand[0], (float("inf"),))[0]:
-                    fastest[cand[0]] = (ms, cand)
+            per_tiles = fastest(call, env, CANDIDATES, graph=env.cuda, label=f"{case} {bits}-bit",
+                                key=lambda cand: cand[0])
             nbytes = cache.nbytes()
-            for tiles, (ms, cand) in sorted(fastest.items(), key=lambda kv: kv[1][0]):
+            for tiles, (ms, cand) in sorted(per_tiles.items(), key=lambda kv: kv[1][0]):
                 rows.append(Row("kv_decode", case, f"triton {bits}-bit +FWHT tiles:{tiles}", ms, gbps=nbytes / ms / 1e6,
                                 roofline_frac=mem_frac(nbytes / ms / 1e6, env), rel_err=rel_err(call(cand)[:1], ref),
                                 note=f"cache {nbytes / 2**20:.0f} MiB ({dense_bytes / nbytes:.2f}x smaller); "

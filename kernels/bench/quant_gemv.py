@@ -12,11 +12,10 @@ the reported launch against the dequantized weight's product, on the same inputs
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import torch
 
-from simcim.kernels.bench.harness import Env, Row, bench, copies_for, finish, mem_frac
+from simcim.kernels.bench.harness import Env, Row, bench, copies_for, fastest, finish, mem_frac
 from simcim.kernels.launch import GemvM1Config, TensorCoreConfig
 from simcim.kernels.quant_formats import QuantConfig, dequantize, quantize
 from simcim.kernels.testing import rel_err
@@ -104,17 +103,9 @@ def bench_quant_gemv(env: Env) -> list[Row]:
             qws = [qw] + [quantize(torch.randn_like(w) * 0.02, qcfg) for _ in range(copies - 1)]
             ref = x.float() @ dequantize(qw).t()
             candidates = M1_CANDIDATES if c.m == 1 else [s for s in BATCH_CANDIDATES if c.m <= 8 or s[0] != "slices"]
-            fastest: dict[str, tuple[float, tuple]] = {}  # per kernel style
-            for cand in candidates if env.cuda else candidates[:1]:
-                try:
-                    t = bench(lambda: [_call(*cand, x, q) for q in qws], env, graph=env.cuda) / copies
-                except Exception as e:  # a launch the compiler or the shared memory rejects
-                    print(f"  {case} {scheme} {cand} failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
-                    continue
-                print(f"  {case} {scheme} {cand}: {t * 1e3:.1f} us", file=sys.stderr)
-                if t < fastest.get(cand[0], (float("inf"),))[0]:
-                    fastest[cand[0]] = (t, cand)
-            for style, (ms, cand) in sorted(fastest.items(), key=lambda kv: kv[1][0]):
+            per_style = fastest(lambda cand, qws=qws: [_call(*cand, x, q) for q in qws], env, candidates,
+                                graph=env.cuda, label=f"{case} {scheme}", key=lambda cand: cand[0], calls=copies)
+            for style, (ms, cand) in sorted(per_style.items(), key=lambda kv: kv[1][0]):
                 nbytes = qw.nbytes() + x.numel() * 2 + c.m * c.n * 2
                 gbps = nbytes / ms / 1e6
                 rows.append(Row("quant_gemv", case, f"triton {scheme} {style}", ms,
